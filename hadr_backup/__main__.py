@@ -1,0 +1,3 @@
+from hadr_backup.cli.main import main
+
+main()

@@ -1,0 +1,1 @@
+"""Command line: one small module per command group (parse → run → render)."""

@@ -1,0 +1,110 @@
+"""The ``hadr`` entry point.
+
+Sub-commands are loaded lazily from ``COMMANDS`` so that ``hadr --help`` imports nothing heavy.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+import click
+
+from hadr_backup import __version__
+from hadr_backup.errors import EXIT_USAGE, HadrError
+from hadr_backup.ui import UI
+
+# name -> ("module:attribute", one-line help shown by `hadr --help` without importing the module)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "init": ("hadr_backup.cli.repo:init", "Create or check the repository."),
+    "list": ("hadr_backup.cli.repo:list_", "List backups in the catalog."),
+    "info": ("hadr_backup.cli.repo:info", "Repository summary and restorable window per source."),
+    "verify": ("hadr_backup.cli.verify:verify", "Verify the repository or restored data."),
+    "key": ("hadr_backup.cli.key:key", "Create and rotate encryption keys."),
+    "sandbox": ("hadr_backup.cli.sandbox:sandbox", "Local PostgreSQL + Redis + S3 with bundler-like data."),
+    "backup": ("hadr_backup.cli.backup:backup", "Take one backup now."),
+    "wal-push": ("hadr_backup.cli.wal:wal_push", "PostgreSQL archive_command: store one WAL file."),
+    "wal-fetch": ("hadr_backup.cli.wal:wal_fetch", "PostgreSQL restore_command: fetch one WAL file."),
+    "restore": ("hadr_backup.cli.restore:restore", "Restore a source to a point in time."),
+    "demo": ("hadr_backup.cli.demo:demo", "The whole story on the sandbox, narrated."),
+}
+
+
+@dataclass
+class App:
+    """What every command receives as ``ctx.obj``: global options, the UI and the policy."""
+
+    policy_path: str | None
+    ui: UI
+    _policy: Any = field(default=None, repr=False)
+
+    def policy(self):
+        if self._policy is None:
+            from hadr_backup.policy.load import load_policy
+
+            self._policy = load_policy(self.policy_path)
+        return self._policy
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS:
+            return None
+        module_name, attribute = COMMANDS[name][0].split(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as missing:
+            if missing.name != module_name:
+                raise
+            return None
+        return getattr(module, attribute)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, COMMANDS[name][1]) for name in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--policy", "policy_path", envvar="HADR_POLICY", metavar="FILE",
+              help="Policy file (YAML). Default: $HADR_POLICY, else the built-in sandbox policy.")
+@click.option("--json", "json_mode", is_flag=True, help="Machine output (JSON) on stdout.")
+@click.option("-v", "--verbose", count=True, help="More output; tracebacks on errors.")
+@click.option("-q", "--quiet", count=True, help="Less output.")
+@click.version_option(__version__, prog_name="hadr")
+@click.pass_context
+def cli(ctx: click.Context, policy_path: str | None, json_mode: bool, verbose: int, quiet: int) -> None:
+    """hadr: backup and point-in-time recovery for PostgreSQL, Redis and S3."""
+    ctx.obj = App(policy_path=policy_path, ui=UI(json_mode=json_mode, verbosity=verbose - quiet))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI; map HadrError to its message and exit code."""
+    args = sys.argv[1:] if argv is None else argv
+    verbose = any(a in ("-v", "--verbose") or (a.startswith("-v") and set(a[1:]) == {"v"}) for a in args)
+    try:
+        code = cli.main(args=args, prog_name="hadr", standalone_mode=False)
+    except HadrError as error:
+        if verbose:
+            import traceback
+
+            traceback.print_exc()
+        UI().error(str(error))
+        sys.exit(error.exit_code)
+    except click.exceptions.Abort:
+        UI().error("aborted")
+        sys.exit(130)
+    except click.ClickException as error:
+        error.show()
+        sys.exit(EXIT_USAGE if isinstance(error, click.UsageError) else error.exit_code)
+    except click.exceptions.Exit as done:
+        sys.exit(done.exit_code)
+    except BrokenPipeError:
+        os._exit(1)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -1,0 +1,116 @@
+"""One error hierarchy: the message and the exit code live on the class.
+
+Every user-facing error says what was wrong and what to do. The CLI prints ``str(error)`` (one line,
+plus the hint on a second line) and exits with ``error.exit_code``; a traceback only with ``-v``.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_VERIFY = 3
+
+
+class HadrError(Exception):
+    """Something went wrong."""
+
+    exit_code = EXIT_FAILURE
+
+    def __init__(self, message: str | None = None, *, hint: str | None = None):
+        self.message = message or (self.__doc__ or "error").strip()
+        self.hint = hint
+        super().__init__(self.message)
+
+    def __str__(self) -> str:
+        return self.message if not self.hint else f"{self.message}\n  hint: {self.hint}"
+
+
+# -- bad usage or input (exit 2) ----------------------------------------------------------------
+
+
+class UsageError(HadrError):
+    """Bad usage or bad input."""
+
+    exit_code = EXIT_USAGE
+
+
+class PolicyError(UsageError):
+    """The policy file is not valid."""
+
+
+class BadKey(UsageError):
+    """A storage key is not acceptable (absolute path, '..', empty part)."""
+
+
+class TargetUnreachable(UsageError):
+    """The requested recovery target is outside the restorable window."""
+
+
+# -- failures (exit 1) --------------------------------------------------------------------------
+
+
+class RepositoryError(HadrError):
+    """The repository cannot be used."""
+
+
+class RepositoryNotInitialized(RepositoryError):
+    """There is no repository here."""
+
+
+class ObjectMissing(RepositoryError):
+    """An object the repository needs is missing."""
+
+
+class ObjectExists(RepositoryError):
+    """An object already exists under that key."""
+
+
+class LockHeld(RepositoryError):
+    """Another hadr process holds the repository lock."""
+
+
+class TransientStorageError(RepositoryError):
+    """The storage backend failed in a way that may pass on retry."""
+
+
+class IntegrityError(RepositoryError):
+    """A stored object failed verification."""
+
+
+class TamperedData(IntegrityError):
+    """An authenticated chunk does not verify: the object was modified."""
+
+
+class TruncatedObject(IntegrityError):
+    """The object ends before its final chunk: it was truncated."""
+
+
+class ChunkOrderError(IntegrityError):
+    """Chunks are out of order or missing."""
+
+
+class ChecksumMismatch(IntegrityError):
+    """The stored object's SHA-256 does not match the catalog."""
+
+
+class WrongKey(HadrError):
+    """The encryption key does not open this repository."""
+
+    exit_code = EXIT_USAGE
+
+
+class KeyMissing(HadrError):
+    """The repository is encrypted and no key was given."""
+
+    exit_code = EXIT_USAGE
+
+
+class ServerError(HadrError):
+    """A server hadr talks to failed or cannot be reached."""
+
+
+class VerificationFailed(HadrError):
+    """Verification found a problem."""
+
+    exit_code = EXIT_VERIFY

@@ -1,0 +1,1 @@
+"""Policies: parsed, validated models; pure retention and schedules."""

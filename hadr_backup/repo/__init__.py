@@ -1,0 +1,1 @@
+"""Repository: storage protocol and drivers, catalog, stream pipeline, keys."""

@@ -1,0 +1,160 @@
+"""The catalog: which backups exist, and the single source of truth for list, retention, restore
+selection and verification.
+
+Written atomically through the storage driver (temp + fsync + rename locally, a confirmed PUT on
+S3), then again as a ``.copy`` twin; each file carries the SHA-256 of its content, so a torn or
+damaged file is detected and the twin is used (as pgBackRest does with its info files). An entry
+is ``complete`` only after everything it needs is stored; an interrupted run stays ``running``
+until the next writer marks it ``failed``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from hadr_backup.errors import IntegrityError, RepositoryError
+
+CATALOG_KEY = "catalog.json"
+COPY_KEY = "catalog.json.copy"
+FORMAT = 1
+
+RUNNING, COMPLETE, FAILED = "running", "complete", "failed"
+
+
+@dataclass
+class StoredObject:
+    key: str
+    raw_size: int
+    stored_size: int
+    sha256: str  # of the stored bytes
+
+    @classmethod
+    def from_json(cls, data: dict) -> StoredObject:
+        return cls(**data)
+
+
+@dataclass
+class BackupEntry:
+    id: str
+    kind: str  # pg | redis | s3
+    source: str
+    state: str = RUNNING
+    started_at: float = field(default_factory=time.time)
+    stopped_at: float | None = None
+    raw_size: int = 0
+    stored_size: int = 0
+    objects: list[StoredObject] = field(default_factory=list)
+    meta: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    pid: int = field(default_factory=os.getpid)
+
+    @property
+    def complete(self) -> bool:
+        return self.state == COMPLETE
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> BackupEntry:
+        data = dict(data)
+        data["objects"] = [StoredObject.from_json(o) for o in data.get("objects", [])]
+        return cls(**data)
+
+
+def new_backup_id(kind: str, when: float | None = None) -> str:
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(when or time.time()))
+    return f"{stamp}-{kind}-{secrets.token_hex(2)}"
+
+
+@dataclass
+class Catalog:
+    entries: list[BackupEntry] = field(default_factory=list)
+    loaded_from: str = CATALOG_KEY
+
+    def get(self, backup_id: str) -> BackupEntry | None:
+        return next((e for e in self.entries if e.id == backup_id), None)
+
+    def add(self, entry: BackupEntry) -> BackupEntry:
+        self.entries.append(entry)
+        return entry
+
+    def remove(self, backup_id: str) -> None:
+        self.entries = [e for e in self.entries if e.id != backup_id]
+
+    def select(self, *, kind: str | None = None, source: str | None = None,
+               state: str | None = None) -> list[BackupEntry]:
+        return sorted((e for e in self.entries
+                       if (kind is None or e.kind == kind) and (source is None or e.source == source)
+                       and (state is None or e.state == state)), key=lambda e: e.started_at)
+
+    # -- serialisation -------------------------------------------------------------------------
+
+    def to_bytes(self) -> bytes:
+        body = {"format": FORMAT, "entries": [e.to_json() for e in self.entries]}
+        canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
+        checksum = hashlib.sha256(canonical.encode()).hexdigest()
+        return json.dumps({"checksum": checksum, "catalog": body}, sort_keys=True, indent=1).encode()
+
+    @classmethod
+    def from_bytes(cls, raw: bytes, name: str) -> Catalog:
+        try:
+            wrapper = json.loads(raw)
+            body = wrapper["catalog"]
+            canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
+        except (ValueError, KeyError, TypeError):
+            raise IntegrityError(f"{name} is not a readable catalog") from None
+        if hashlib.sha256(canonical.encode()).hexdigest() != wrapper.get("checksum"):
+            raise IntegrityError(f"{name} does not match its checksum")
+        if body.get("format") != FORMAT:
+            raise RepositoryError(f"{name} has catalog format {body.get('format')}, this hadr reads {FORMAT}",
+                                  hint="upgrade hadr")
+        return cls([BackupEntry.from_json(e) for e in body["entries"]], loaded_from=name)
+
+
+def load_catalog(read: Callable[[str], bytes | None]) -> tuple[Catalog, list[str]]:
+    """Load the catalog, falling back to the copy. ``read(key)`` returns None for a missing object.
+
+    Returns the catalog and warnings (e.g. "catalog.json damaged, loaded the copy").
+    """
+    warnings, problems = [], []
+    for key in (CATALOG_KEY, COPY_KEY):
+        try:
+            raw = read(key)
+        except IntegrityError as error:
+            problems.append(f"{key}: {error}")
+            continue
+        if raw is None:
+            problems.append(f"{key}: missing")
+            continue
+        try:
+            catalog = Catalog.from_bytes(raw, key)
+        except IntegrityError as error:
+            problems.append(str(error))
+            continue
+        if key == COPY_KEY:
+            warnings.append(f"{CATALOG_KEY} could not be used ({problems[0]}); loaded its copy")
+        return catalog, warnings
+    if all(p.endswith(": missing") for p in problems):
+        return Catalog(), warnings
+    raise IntegrityError("the catalog and its copy are both unreadable: " + "; ".join(problems),
+                         hint="run `hadr verify repo` and restore the catalog from a copy of the repository")
+
+
+def save_catalog(catalog: Catalog, write: Callable[[str, bytes], Any]) -> None:
+    """Write the catalog, then its twin: at every instant at least one of them is whole."""
+    data = catalog.to_bytes()
+    write(CATALOG_KEY, data)
+    write(COPY_KEY, data)
+
+
+def interrupted(entries: Iterable[BackupEntry]) -> list[BackupEntry]:
+    """Entries still ``running`` when a writer takes the lock: their process is gone."""
+    return [e for e in entries if e.state == RUNNING]

@@ -1,0 +1,143 @@
+"""Local filesystem driver: temp file + fsync + rename (+ directory fsync) for every write.
+
+When run as root on a repository root owned by another user (typically ``postgres``, whose
+archive_command writes WAL here), new files and directories take that owner, so a root cron job
+never leaves behind files the archiver cannot write next to.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import secrets
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from hadr_backup.errors import ObjectExists, ObjectMissing, RepositoryError
+from hadr_backup.repo.storage import Features, ObjectInfo, validate_key, validate_prefix
+
+READ_SIZE = 1 << 20
+
+
+class LocalStorage:
+    features = Features(atomic_create=True, durable_put=True, local_path=True)
+
+    def __init__(self, root: str | Path, *, create: bool = False):
+        self.root = Path(root)
+        if create:
+            self.root.mkdir(parents=True, exist_ok=True)
+        if not self.root.is_dir():
+            raise RepositoryError(f"repository directory {self.root} does not exist",
+                                  hint="run `hadr init` to create it, or fix repository.path")
+        stat = self.root.stat()
+        self._owner = (stat.st_uid, stat.st_gid) if os.geteuid() == 0 and stat.st_uid != 0 else None
+
+    def describe(self) -> str:
+        return str(self.root)
+
+    def _path(self, key: str) -> Path:
+        return self.root / validate_key(key)
+
+    def _adopt(self, path: Path) -> None:
+        if self._owner:
+            os.chown(path, *self._owner)
+
+    def _makedirs(self, directory: Path) -> None:
+        missing = []
+        while not directory.exists():
+            missing.append(directory)
+            directory = directory.parent
+        for new in reversed(missing):
+            try:
+                new.mkdir()
+            except FileExistsError:
+                continue
+            self._adopt(new)
+            _fsync_dir(new.parent)
+
+    def put(self, key: str, chunks: Iterable[bytes], *, if_absent: bool = False) -> int:
+        final = self._path(key)
+        self._makedirs(final.parent)
+        temp = final.parent / f".{final.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+        size = 0
+        try:
+            with open(temp, "xb") as out:
+                for chunk in chunks:
+                    out.write(chunk)
+                    size += len(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+            self._adopt(temp)
+            if if_absent:
+                try:
+                    os.link(temp, final)  # atomic create: fails when the name exists
+                except FileExistsError:
+                    raise ObjectExists(f"{key} already exists in {self.root}") from None
+                os.unlink(temp)
+            else:
+                os.replace(temp, final)
+            _fsync_dir(final.parent)
+        finally:
+            if temp.exists():
+                temp.unlink()
+        return size
+
+    def get(self, key: str) -> Iterator[bytes]:
+        path = self._path(key)
+        try:
+            handle = open(path, "rb")
+        except FileNotFoundError:
+            raise ObjectMissing(f"{key} is missing from {self.root}") from None
+        return _read_chunks(handle)
+
+    def stat(self, key: str) -> ObjectInfo | None:
+        try:
+            st = self._path(key).stat()
+        except FileNotFoundError:
+            return None
+        return ObjectInfo(key, st.st_size, st.st_mtime)
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        validate_prefix(prefix)
+        base = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
+        start = self.root / base if base else self.root
+        found = []
+        for directory, dirs, files in os.walk(start):
+            dirs[:] = [d for d in dirs if not d.startswith(".")]
+            rel_dir = os.path.relpath(directory, self.root)
+            for name in files:
+                if name.startswith("."):
+                    continue
+                key = name if rel_dir == "." else f"{rel_dir}/{name}"
+                if key.startswith(prefix):
+                    try:
+                        st = os.stat(os.path.join(directory, name))
+                    except FileNotFoundError:
+                        continue
+                    found.append(ObjectInfo(key, st.st_size, st.st_mtime))
+        return iter(sorted(found, key=lambda info: info.key))
+
+    def delete(self, key: str) -> None:
+        path = self._path(key)
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return
+        _fsync_dir(path.parent)
+
+
+def _read_chunks(handle) -> Iterator[bytes]:
+    with handle:
+        while chunk := handle.read(READ_SIZE):
+            yield chunk
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError as error:  # some filesystems refuse fsync on directories
+        if error.errno not in (errno.EINVAL, errno.EBADF):
+            raise
+    finally:
+        os.close(fd)

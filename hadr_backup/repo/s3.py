@@ -1,0 +1,161 @@
+"""S3 driver (boto3; any S3 API: AWS, MinIO, moto). A put succeeds only on a confirmed PUT.
+
+Small objects go up in one PutObject; larger ones stream as a multipart upload that is aborted on
+any failure, so a half-written object never becomes visible. ``if_absent`` uses the conditional
+write ``If-None-Match: *`` (PutObject and CompleteMultipartUpload), which is atomic on the server.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+from hadr_backup.errors import ObjectExists, ObjectMissing, RepositoryError, TransientStorageError
+from hadr_backup.repo.storage import Features, ObjectInfo, validate_key, validate_prefix
+
+PART_SIZE = 16 << 20
+READ_SIZE = 1 << 20
+_TRANSIENT_CODES = {"500", "502", "503", "504", "InternalError", "ServiceUnavailable", "SlowDown",
+                    "RequestTimeout", "RequestTimeTooSkewed", "Throttling", "ThrottlingException"}
+_AUTH_CODES = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403"}
+
+
+def make_client(endpoint: str | None, region: str, access_key: str | None, secret_key: str | None):
+    import boto3
+    from botocore.config import Config
+
+    config = Config(retries={"max_attempts": 5, "mode": "standard"}, max_pool_connections=32,
+                    connect_timeout=10, read_timeout=60,
+                    request_checksum_calculation="when_required",
+                    response_checksum_validation="when_required")
+    return boto3.client("s3", endpoint_url=endpoint, region_name=region, aws_access_key_id=access_key,
+                        aws_secret_access_key=secret_key, config=config)
+
+
+class S3Storage:
+    features = Features(atomic_create=True, durable_put=True)
+
+    def __init__(self, bucket: str, prefix: str = "", *, client=None, endpoint: str | None = None,
+                 region: str = "us-east-1", access_key: str | None = None, secret_key: str | None = None):
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.client = client or make_client(endpoint, region, access_key, secret_key)
+        self.endpoint = endpoint
+
+    def describe(self) -> str:
+        where = f"s3://{self.bucket}/{self.prefix}".rstrip("/")
+        return f"{where} ({self.endpoint})" if self.endpoint else where
+
+    def _key(self, key: str) -> str:
+        validate_key(key)
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def put(self, key: str, chunks: Iterable[bytes], *, if_absent: bool = False) -> int:
+        full = self._key(key)
+        stream = iter(chunks)
+        first = _fill(stream, PART_SIZE)
+        condition = {"IfNoneMatch": "*"} if if_absent else {}
+        if len(first) < PART_SIZE:
+            self._call(key, self.client.put_object, Bucket=self.bucket, Key=full, Body=bytes(first),
+                       **condition)
+            return len(first)
+        return self._multipart(key, full, first, stream, condition)
+
+    def _multipart(self, key, full, first, stream, condition) -> int:
+        upload = self._call(key, self.client.create_multipart_upload, Bucket=self.bucket, Key=full)
+        upload_id = upload["UploadId"]
+        parts, size, part = [], 0, first
+        try:
+            while part:
+                number = len(parts) + 1
+                response = self._call(key, self.client.upload_part, Bucket=self.bucket, Key=full,
+                                      UploadId=upload_id, PartNumber=number, Body=bytes(part))
+                parts.append({"ETag": response["ETag"], "PartNumber": number})
+                size += len(part)
+                part = _fill(stream, PART_SIZE)
+            self._call(key, self.client.complete_multipart_upload, Bucket=self.bucket, Key=full,
+                       UploadId=upload_id, MultipartUpload={"Parts": parts}, **condition)
+        except BaseException:
+            try:
+                self.client.abort_multipart_upload(Bucket=self.bucket, Key=full, UploadId=upload_id)
+            except Exception:  # the original error matters more; lifecycle rules clean leftovers
+                pass
+            raise
+        return size
+
+    def get(self, key: str) -> Iterator[bytes]:
+        response = self._call(key, self.client.get_object, Bucket=self.bucket, Key=self._key(key))
+        return _body_chunks(key, response["Body"])
+
+    def stat(self, key: str) -> ObjectInfo | None:
+        try:
+            head = self._call(key, self.client.head_object, Bucket=self.bucket, Key=self._key(key))
+        except ObjectMissing:
+            return None
+        return ObjectInfo(key, head["ContentLength"], head["LastModified"].timestamp())
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        validate_prefix(prefix)
+        full_prefix = f"{self.prefix}/{prefix}" if self.prefix else prefix
+        strip = len(self.prefix) + 1 if self.prefix else 0
+        paginator = self.client.get_paginator("list_objects_v2")
+        found = []
+        try:
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=full_prefix):
+                for item in page.get("Contents", []):
+                    found.append(ObjectInfo(item["Key"][strip:], item["Size"], item["LastModified"].timestamp()))
+        except Exception as error:
+            raise self._translate(prefix or "(listing)", error) from None
+        return iter(sorted(found, key=lambda info: info.key))
+
+    def delete(self, key: str) -> None:
+        self._call(key, self.client.delete_object, Bucket=self.bucket, Key=self._key(key))
+
+    def _call(self, key: str, operation, **kwargs):
+        try:
+            return operation(**kwargs)
+        except Exception as error:
+            raise self._translate(key, error) from None
+
+    def _translate(self, key: str, error: Exception) -> Exception:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        if isinstance(error, ClientError):
+            code = str(error.response.get("Error", {}).get("Code", ""))
+            status = str(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
+            if code in ("NoSuchKey", "404", "NotFound"):
+                return ObjectMissing(f"{key} is missing from {self.describe()}")
+            if code in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
+                return ObjectExists(f"{key} already exists in {self.describe()}")
+            if code == "NoSuchBucket":
+                return RepositoryError(f"bucket {self.bucket} does not exist at {self.endpoint or 'AWS'}",
+                                       hint="create it, or fix repository.url")
+            if code in _AUTH_CODES or status == "403":
+                return RepositoryError(f"access to {self.describe()} was denied ({code})",
+                                       hint="check the S3 credentials (AWS_ACCESS_KEY_ID / policy)")
+            if code in _TRANSIENT_CODES or status.startswith("5"):
+                return TransientStorageError(f"S3 error on {key}: {code} (after retries)")
+            return RepositoryError(f"S3 error on {key}: {code}: {error}")
+        if isinstance(error, BotoCoreError):
+            return TransientStorageError(f"cannot reach {self.describe()}: {error}",
+                                         hint="is the S3 endpoint up and the address right?")
+        return error
+
+
+def _fill(stream: Iterator[bytes], size: int) -> bytearray:
+    buffer = bytearray()
+    for chunk in stream:
+        buffer += chunk
+        if len(buffer) >= size:
+            break
+    return buffer
+
+
+def _body_chunks(key: str, body) -> Iterator[bytes]:
+    from botocore.exceptions import BotoCoreError
+
+    try:
+        with body:
+            while chunk := body.read(READ_SIZE):
+                yield chunk
+    except BotoCoreError as error:
+        raise TransientStorageError(f"reading {key} failed midway: {error}") from None

@@ -1,0 +1,177 @@
+"""The storage protocol every repository driver satisfies, and the wrappers around it.
+
+Drivers (``local.py``, ``s3.py``) know bytes and keys, nothing of backups. Capabilities are data
+(``store.features.atomic_create``), never ``isinstance`` checks. Retry and read-only are wrappers that
+satisfy the same protocol. Every driver runs the same contract suite (tests/contract).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Protocol, TypeVar
+
+from hadr_backup.errors import BadKey, RepositoryError, TransientStorageError
+
+T = TypeVar("T")
+_KEY_PART = re.compile(r"[A-Za-z0-9_\-+=@,:][A-Za-z0-9_.\-+=@,:]*")
+
+
+@dataclass(frozen=True)
+class Features:
+    atomic_create: bool  # put(if_absent=True) is atomic against concurrent writers
+    durable_put: bool  # put() returns only once the object is durably stored (fsync / confirmed PUT)
+    versioning: bool = False  # the backend keeps old versions of overwritten objects
+    local_path: bool = False  # objects are files on this machine
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size: int
+    mtime: float
+
+
+class Storage(Protocol):
+    features: Features
+
+    def put(self, key: str, chunks: Iterable[bytes], *, if_absent: bool = False) -> int:
+        """Store ``chunks`` under ``key``, whole or not at all, and return the bytes stored.
+
+        The object is visible to readers only once complete; a failure or a kill leaves either the
+        old object or nothing under ``key``. When this returns, the object is durable if
+        ``features.durable_put``. With ``if_absent`` an existing object is left alone and
+        ObjectExists is raised. ``chunks`` is consumed once.
+        """
+
+    def get(self, key: str) -> Iterator[bytes]:
+        """Stream the object's bytes. Raises ObjectMissing when there is no such object."""
+
+    def stat(self, key: str) -> ObjectInfo | None:
+        """Size and time of the object, or None when it does not exist."""
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """Every object whose key starts with ``prefix``, in key order."""
+
+    def delete(self, key: str) -> None:
+        """Remove the object; removing a missing object is not an error (idempotent)."""
+
+    def describe(self) -> str:
+        """Where this storage is, for messages."""
+
+
+def validate_key(key: str) -> str:
+    """Refuse keys that could escape the repository or confuse a driver."""
+    if not isinstance(key, str) or not key:
+        raise BadKey(f"storage key {key!r} is empty")
+    if key.startswith("/") or "\\" in key or "\x00" in key:
+        raise BadKey(f"storage key {key!r} must be relative, with '/' separators")
+    for part in key.split("/"):
+        if part in ("", ".", ".."):
+            raise BadKey(f"storage key {key!r} has an empty, '.' or '..' part")
+        if not _KEY_PART.fullmatch(part):
+            raise BadKey(f"storage key {key!r}: part {part!r} has characters outside [A-Za-z0-9_.-+=@,:] "
+                         f"or starts with '.'")
+    return key
+
+
+def validate_prefix(prefix: str) -> str:
+    if prefix:
+        validate_key(prefix.rstrip("/") or "x")
+    return prefix
+
+
+class ReadOnlyStorage:
+    """A storage that refuses writes: verify and restore open the repository through this."""
+
+    def __init__(self, inner: Storage):
+        self.inner = inner
+        self.features = inner.features
+
+    def put(self, key, chunks, *, if_absent=False):
+        raise RepositoryError(f"cannot write {key}: the repository is open read-only")
+
+    def delete(self, key):
+        raise RepositoryError(f"cannot delete {key}: the repository is open read-only")
+
+    def get(self, key):
+        return self.inner.get(key)
+
+    def stat(self, key):
+        return self.inner.stat(key)
+
+    def list(self, prefix=""):
+        return self.inner.list(prefix)
+
+    def describe(self):
+        return self.inner.describe()
+
+
+class RetryingStorage:
+    """Retries transient failures with exponential back-off.
+
+    stat, list, delete and the opening of get are retried. put is retried only when its data can
+    be replayed (bytes or a list); a one-shot stream is handed over once, and the driver's own
+    per-part retries apply to it.
+    """
+
+    def __init__(self, inner: Storage, *, attempts: int = 5, base_delay: float = 0.2,
+                 sleep: Callable[[float], None] = time.sleep):
+        self.inner = inner
+        self.features = inner.features
+        self.attempts = attempts
+        self.base_delay = base_delay
+        self.sleep = sleep
+
+    def _retry(self, operation: Callable[[], T]) -> T:
+        for attempt in range(1, self.attempts + 1):
+            try:
+                return operation()
+            except TransientStorageError:
+                if attempt == self.attempts:
+                    raise
+                self.sleep(self.base_delay * 2 ** (attempt - 1))
+        raise AssertionError("unreachable")
+
+    def put(self, key, chunks, *, if_absent=False):
+        if isinstance(chunks, (bytes, bytearray, memoryview)):
+            chunks = [bytes(chunks)]
+        if isinstance(chunks, list):
+            return self._retry(lambda: self.inner.put(key, iter(chunks), if_absent=if_absent))
+        return self.inner.put(key, chunks, if_absent=if_absent)
+
+    def get(self, key):
+        stream = self._retry(lambda: _started(self.inner.get(key)))
+        return stream
+
+    def stat(self, key):
+        return self._retry(lambda: self.inner.stat(key))
+
+    def list(self, prefix=""):
+        return iter(self._retry(lambda: list(self.inner.list(prefix))))
+
+    def delete(self, key):
+        return self._retry(lambda: self.inner.delete(key))
+
+    def describe(self):
+        return self.inner.describe()
+
+
+def _started(stream: Iterator[bytes]) -> Iterator[bytes]:
+    """Pull the first chunk now so that opening errors surface inside the retry loop."""
+    try:
+        first = next(stream)
+    except StopIteration:
+        return iter(())
+
+    def chained():
+        yield first
+        yield from stream
+
+    return chained()
+
+
+def read_all(store: Storage, key: str) -> bytes:
+    return b"".join(store.get(key))

@@ -1,0 +1,58 @@
+"""Verification results are values: the report and the cutover gate decide what is fatal."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from hadr_backup.errors import EXIT_OK, EXIT_VERIFY
+
+OK, WARNING, ERROR = "ok", "warning", "error"
+
+
+@dataclass(frozen=True)
+class Finding:
+    level: str  # ok | warning | error
+    code: str  # stable machine name, e.g. object-missing, checksum-mismatch, wal-gap
+    subject: str  # what it is about (backup id, object key, segment name)
+    message: str
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Report:
+    title: str
+    findings: list[Finding] = field(default_factory=list)
+    checked: dict[str, int] = field(default_factory=dict)
+
+    def add(self, level: str, code: str, subject: str, message: str) -> None:
+        self.findings.append(Finding(level, code, subject, message))
+
+    def count(self, what: str, n: int = 1) -> None:
+        self.checked[what] = self.checked.get(what, 0) + n
+
+    @property
+    def problems(self) -> list[Finding]:
+        return [f for f in self.findings if f.level == ERROR]
+
+    @property
+    def passed(self) -> bool:
+        return not self.problems
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_OK if self.passed else EXIT_VERIFY
+
+    def to_json(self) -> dict[str, Any]:
+        return {"title": self.title, "passed": self.passed, "checked": self.checked,
+                "findings": [f.to_json() for f in self.findings if f.level != OK]}
+
+    def render(self, out) -> None:
+        checked = ", ".join(f"{n} {what}" for what, n in self.checked.items()) or "nothing"
+        for finding in self.findings:
+            if finding.level != OK:
+                out.line(f"{finding.level.upper():7} {finding.code}: {finding.subject}: {finding.message}")
+        verdict = "PASSED" if self.passed else f"FAILED ({len(self.problems)} problem(s))"
+        out.line(f"{self.title}: {verdict} — checked {checked}")

@@ -1,0 +1,119 @@
+"""Policy parsing: typed models, and bad files rejected with file, field path and expectation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hadr_backup.errors import PolicyError
+from hadr_backup.policy.load import load_policy, parse_policy
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def minimal(**extra):
+    return {"repository": {"path": "/tmp/repo"}, **extra}
+
+
+def test_builtin_sandbox_policy_loads(monkeypatch, tmp_path):
+    monkeypatch.setenv("HADR_SANDBOX", str(tmp_path / "sb"))
+    policy = load_policy(None)
+    assert policy.path == "<built-in sandbox>"
+    assert policy.repository.path == str(tmp_path / "sb" / "repo")
+    assert policy.sandbox_dir == tmp_path / "sb"
+    assert [s.name for s in policy.sources.redis] == ["cache", "queues"]
+    assert policy.sources.postgres[0].port == 54329
+    assert policy.sources.postgres[0].databases == ("payment_service", "upload_service")
+    assert policy.sources.buckets[0].buckets == ("raw-data-items",)
+
+
+def test_shipped_policies_are_valid():
+    sandbox = load_policy(str(ROOT / "policies" / "sandbox.yaml"))
+    example = load_policy(str(ROOT / "policies" / "example.yaml"))
+    assert sandbox.sources.postgres[0].name == "main"
+    assert example.retention.hourly == 24 and example.retention.daily == 7
+    assert example.retention.weekly == 4 and example.retention.monthly == 12
+    assert {r.port for r in example.sources.redis} == {6379, 6381}
+    assert {r.role for r in example.sources.redis} == {"cache", "queue"}
+    assert example.sources.buckets[0].buckets == ("raw-data-items",)
+    assert example.sources.postgres[0].databases == ("payment_service", "upload_service")
+
+
+def test_defaults():
+    policy = parse_policy(minimal(), "p.yaml")
+    assert policy.compression.level == 3
+    assert not policy.encryption.enabled
+    assert policy.sources.postgres == ()
+    assert policy.retention.monthly == 12
+
+
+def test_s3_repository_url_is_split():
+    policy = parse_policy({"repository": {"url": "s3://backups/hadr/prod", "endpoint": "http://x:9000"}}, "p")
+    assert policy.repository.is_s3
+    assert (policy.repository.bucket, policy.repository.prefix) == ("backups", "hadr/prod")
+
+
+def test_env_expansion(monkeypatch):
+    monkeypatch.setenv("PGPORT_X", "6000")
+    policy = parse_policy(minimal(sources={"postgres": [{"name": "m", "dsn": "host=h port=${PGPORT_X}"}]}), "p")
+    assert policy.sources.postgres[0].port == 6000
+    policy = parse_policy(minimal(sources={"postgres": [{"name": "m", "dsn": "port=${NOPE_X:-7}"}]}), "p")
+    assert policy.sources.postgres[0].port == 7
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"repository": {"path": "/r"}, "sources": {"postgres": [{"name": "m", "dsn": 42}]}},
+     "p.yaml: sources.postgres[0].dsn: expected a string, got int 42"),
+    ({"repository": {"path": "/r"}, "sources": {"postgres": [{"dsn": "host=x"}]}},
+     "p.yaml: sources.postgres[0].name: required"),
+    ({"repository": {}}, "p.yaml: repository: expected exactly one of path"),
+    ({"repository": {"path": "/r", "url": "s3://bbb"}}, "expected exactly one of path"),
+    ({"repository": {"url": "http://x"}}, "repository.url: expected s3://bucket[/prefix]"),
+    ({"sources": {}}, "repository: required"),
+    ({"repository": {"path": "/r"}, "retention": {"hourly": -1}},
+     "retention.hourly: expected an integer from 0 to 100000, got int -1"),
+    ({"repository": {"path": "/r"}, "retention": {"daily": "seven"}}, "retention.daily: expected an integer"),
+    ({"repository": {"path": "/r"}, "compression": {"level": 40}}, "compression.level: expected an integer from 1"),
+    ({"repository": {"path": "/r"}, "retention": {"dayly": 7}}, "retention: unknown key 'dayly'"),
+    ({"repository": {"path": "/r"}, "sources": {"redis": [{"name": "c", "url": "http://x"}]}},
+     "sources.redis[0].url: expected redis://host:port[/db]"),
+    ({"repository": {"path": "/r"}, "sources": {"redis": [{"name": "c", "url": "redis://x", "role": "db"}]}},
+     "sources.redis[0].role: expected cache or queue"),
+    ({"repository": {"path": "/r"}, "sources": {"redis": [{"name": "c", "url": "redis://a"},
+                                                          {"name": "c", "url": "redis://b"}]}},
+     "sources.redis: name 'c' used twice"),
+    ({"repository": {"path": "/r"}, "schedules": [{"name": "x", "job": "prune", "cron": "daily"}]},
+     "schedules[0].cron: expected five cron fields"),
+    ({"repository": {"path": "/r"}, "encryption": {"key_file": "/k", "key_env": "K"}}, "not both"),
+    ({"repository": {"path": "/r"}, "sources": {"postgres": [{"name": "m", "dsn": "${UNSET_VAR_X}"}]}},
+     "sources.postgres[0].dsn: environment variable UNSET_VAR_X is not set"),
+    (["not", "a", "mapping"], "p.yaml: (top level): expected a mapping"),
+])
+def test_bad_policies_name_file_field_and_expectation(data, message):
+    with pytest.raises(PolicyError) as caught:
+        parse_policy(data, "p.yaml")
+    assert message in str(caught.value)
+    assert caught.value.exit_code == 2
+
+
+def test_unreadable_and_invalid_yaml_files(tmp_path):
+    with pytest.raises(PolicyError, match="cannot read policy file .*missing.yaml"):
+        load_policy(str(tmp_path / "missing.yaml"))
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("repository: [unclosed\n")
+    with pytest.raises(PolicyError, match=r"bad.yaml: not valid YAML"):
+        load_policy(str(bad))
+
+
+def test_cli_reports_bad_policy_in_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("repository: {path: /tmp/r}\nretention: {hourly: lots}\n")
+    run = subprocess.run([sys.executable, "-m", "hadr_backup", "--policy", str(bad), "list"],
+                         capture_output=True, text=True)
+    assert run.returncode == 2
+    assert "retention.hourly: expected an integer from 0 to 100000, got str 'lots'" in run.stderr
+    assert "Traceback" not in run.stderr
