@@ -32,3 +32,20 @@ PY=${PYTHON:-python3}
 "$PY" -m pip install -q --disable-pip-version-check --root-user-action=ignore -e '.[test]' 2>&1 \
   | grep -v "is ignored: it is neither a file nor a directory" || true
 "$PY" -c "import hadr_backup, moto, pytest, psycopg, redis, zstandard" 
+
+# PostgreSQL runs hadr (archive_command / restore_command) as the postgres OS user: that user must be
+# able to run this Python and read this checkout. Open the search (x) bit of their parent directories.
+if [ "$(id -u)" = 0 ]; then
+  real_py=$("$PY" -c 'import os, sys; print(os.path.realpath(sys.executable))')
+  for path in "$real_py" "$PWD/hadr_backup"; do
+    dir=$(dirname "$path")
+    while [ "$dir" != / ]; do
+      runuser -u postgres -- test -x "$dir" 2>/dev/null || chmod o+x "$dir"
+      dir=$(dirname "$dir")
+    done
+  done
+  if ! (cd / && runuser -u postgres -- "$real_py" -c "import hadr_backup.cli.main") 2>/dev/null; then
+    echo "setup: the postgres OS user cannot run hadr with $PY (check permissions of $PWD)" >&2
+    exit 1
+  fi
+fi
