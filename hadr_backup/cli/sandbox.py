@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from hadr_backup.sandbox import run
+from hadr_backup.sandbox.layout import sandbox_policy
 
 
 def sandbox_options(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -21,7 +22,7 @@ def sandbox_options(command: Callable[..., Any]) -> Callable[..., Any]:
 def prepare(ctx: click.Context, sandbox_dir: Path | None, json_mode: bool) -> tuple[Any, Path]:
     if json_mode:
         ctx.obj.ui.json_mode = True
-    return run.sandbox_policy(ctx.obj.policy, sandbox_dir)
+    return sandbox_policy(ctx.obj.policy, sandbox_dir)
 
 
 @click.group()

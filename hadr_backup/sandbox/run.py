@@ -1,288 +1,28 @@
 """``hadr sandbox up|down|status|load``: a local PostgreSQL, two Redis and an S3 endpoint, seeded.
 
-Ports and names come from the policy; everything else lives in the sandbox folder::
-
-    <dir>/sandbox.json          marker: when created and seeded (``down --purge`` removes only such a folder)
-    <dir>/pg/data, pg/*.log     PostgreSQL (unless the policy puts data_dir elsewhere)
-    <dir>/redis/<name>/         one redis-server per policy source, with its log
-    <dir>/s3/moto.log           the S3 endpoint; while it is down, its objects are kept in <dir>/s3/objects
-    <dir>/run/<component>.pid   pids of the detached server processes
+Each ``run_sandbox_*`` works on the folder described in ``layout`` and returns a result from ``results``.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import pwd
-import shlex
 import shutil
 import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from hadr_backup.errors import ServerError, UsageError
-from hadr_backup.sandbox import seed, servers
+from hadr_backup.sandbox import procs, seed
+from hadr_backup.sandbox.layout import Progress, Sandbox
+from hadr_backup.sandbox.results import Component, SandboxDown, SandboxLoad, SandboxStatus, SandboxUp
 from hadr_backup.sandbox.seed import Problem
-from hadr_backup.sandbox.servers import PostgresCluster, RedisServer, S3Server
-from hadr_backup.sandbox.workload import Bundler, Stack, run_workload
-
-Progress = Callable[[str], None]
-REDIS_SETTINGS: dict[str, dict[str, Any]] = {
-    "cache": {"save": "300 1 60 1000", "appendonly": False},
-    "queue": {"save": "", "appendonly": True, "aof_timestamp": True, "extra": {"appendfsync": "everysec"}},
-}
-
-
-# -- results ----------------------------------------------------------------------------------------
-
-
-@dataclass
-class Component:
-    name: str  # postgres-<source>, redis-<source>, s3-<source>
-    kind: str
-    port: int
-    running: bool
-    pid: int | None
-    counts: dict[str, Any] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def _render_components(out: Any, components: list[Component]) -> None:
-    rows = [(c.name, "running" if c.running else "stopped", c.pid or "-", c.port) for c in components]
-    out.table("", ["component", "state", "pid", "port"], rows)
-    for component in components:
-        if component.counts:
-            out.line(f"{component.name}: " + ", ".join(f"{k} {v}" for k, v in component.counts.items()))
-
-
-def _render_problems(out: Any, problems: list[Problem] | None) -> None:
-    if problems is None:
-        out.line("invariants: not checked (the sandbox is not fully running)")
-    elif not problems:
-        out.line("invariants: ok (ledger, data items, queues)")
-    else:
-        out.line(f"invariants: {len(problems)} problem(s)")
-        for problem in problems[:50]:
-            out.line(f"  {problem}")
-
-
-@dataclass
-class SandboxUp:
-    dir: Path
-    policy: str
-    seeded: bool
-    restored_objects: int
-    components: list[Component]
-    warnings: list[str] = field(default_factory=list)
-
-    def to_json(self) -> dict[str, Any]:
-        return {**asdict(self), "dir": str(self.dir), "components": [c.to_json() for c in self.components]}
-
-    def render(self, out: Any) -> None:
-        what = "seeded a fresh stack" if self.seeded else "existing data kept"
-        out.line(f"sandbox up in {self.dir} ({what}; policy {self.policy})")
-        _render_components(out, self.components)
-        for warning in self.warnings:
-            out.line(f"warning: {warning}")
-
-
-@dataclass
-class SandboxDown:
-    dir: Path
-    stopped: list[str]
-    purged: bool
-    saved_objects: int
-
-    def to_json(self) -> dict[str, Any]:
-        return {**asdict(self), "dir": str(self.dir)}
-
-    def render(self, out: Any) -> None:
-        stopped = f"stopped {', '.join(self.stopped)}" if self.stopped else "nothing was running"
-        saved = f" ({self.saved_objects} S3 objects saved)" if self.saved_objects else ""
-        kept = "folder removed" if self.purged else f"data kept{saved}"
-        out.line(f"sandbox down in {self.dir}: {stopped}; {kept}")
-
-
-@dataclass
-class SandboxStatus:
-    dir: Path
-    policy: str
-    seeded: bool
-    components: list[Component]
-    problems: list[Problem] | None  # None: not checked
-
-    def to_json(self) -> dict[str, Any]:
-        problems = None if self.problems is None else [p.to_json() for p in self.problems]
-        return {"dir": str(self.dir), "policy": self.policy, "seeded": self.seeded,
-                "running": all(c.running for c in self.components),
-                "components": [c.to_json() for c in self.components], "problems": problems}
-
-    def render(self, out: Any) -> None:
-        out.line(f"sandbox {self.dir} (policy {self.policy}{'' if self.seeded else ', not seeded'})")
-        _render_components(out, self.components)
-        _render_problems(out, self.problems)
-
-
-@dataclass
-class SandboxLoad:
-    dir: Path
-    seconds: float
-    rate: float
-    elapsed: float
-    interrupted: bool
-    counts: dict[str, int]
-    problems: list[Problem]
-
-    @property
-    def exit_code(self) -> int:
-        return 3 if self.problems else 0
-
-    def to_json(self) -> dict[str, Any]:
-        return {**asdict(self), "dir": str(self.dir), "problems": [p.to_json() for p in self.problems]}
-
-    def render(self, out: Any) -> None:
-        how = "interrupted" if self.interrupted else "done"
-        out.line(f"load {how} after {self.elapsed:.1f} s (asked {self.seconds:g} s at {self.rate:g} op/s)")
-        out.kv(sorted(self.counts.items()))
-        _render_problems(out, self.problems)
-
-
-# -- the folder and its components ------------------------------------------------------------------
-
-
-def sandbox_policy(load_policy: Callable[[], Any], sandbox_dir: Path | None) -> tuple[Any, Path]:
-    """The policy and the sandbox folder: ``sandbox_dir`` if given, else the policy's, else the default.
-
-    The built-in policy reads its paths from ``$HADR_SANDBOX``, so that is set to the folder first.
-    """
-    if sandbox_dir is not None:
-        os.environ["HADR_SANDBOX"] = str(Path(sandbox_dir).absolute())
-    policy = load_policy()
-    folder = sandbox_dir or policy.sandbox_dir or Path(os.environ.get("HADR_SANDBOX") or ".hadr-sandbox")
-    os.environ["HADR_SANDBOX"] = str(Path(folder).absolute())
-    return policy, Path(folder).absolute()
-
-
-@dataclass
-class Sandbox:
-    root: Path
-    policy: Any
-    progress: Progress = field(default=lambda message: None)
-
-    @property
-    def pg_source(self) -> Any:
-        return self.policy.sources.postgres_named(None)
-
-    @property
-    def bucket_source(self) -> Any:
-        return self.policy.sources.buckets_named(None)
-
-    @property
-    def marker(self) -> Path:
-        return self.root / "sandbox.json"
-
-    def read_marker(self) -> dict[str, Any]:
-        try:
-            return json.loads(self.marker.read_text())
-        except (OSError, ValueError):
-            return {}
-
-    def write_marker(self, **values: Any) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
-        self.marker.write_text(json.dumps({**self.read_marker(), **values}, indent=2) + "\n")
-
-    def pid_file(self, component: str) -> Path:
-        return self.root / "run" / f"{component}.pid"
-
-    def recorded_pid(self, component: str) -> int | None:
-        try:
-            return int(self.pid_file(component).read_text().strip())
-        except (OSError, ValueError):
-            return None
-
-    def record_pid(self, component: str, pid: int | None) -> None:
-        self.pid_file(component).parent.mkdir(parents=True, exist_ok=True)
-        self.pid_file(component).write_text(f"{pid}\n")
-
-    def postgres(self) -> tuple[str, PostgresCluster]:
-        source = self.pg_source
-        data_dir = Path(source.data_dir) if source.data_dir else self.root / "pg" / "data"
-        cluster = PostgresCluster(data_dir.parent, source.port, data_dir=data_dir, bin_dir=source.bin_dir)
-        return f"postgres-{source.name}", cluster
-
-    def redis_servers(self) -> list[tuple[str, RedisServer, Any]]:
-        found = []
-        for source in self.policy.sources.redis:
-            component = f"redis-{source.name}"
-            server = RedisServer.attach(self.root / "redis" / source.name, source.port,
-                                        pid=self.recorded_pid(component), **REDIS_SETTINGS[source.role])
-            found.append((component, server, source))
-        return found
-
-    def s3_server(self) -> tuple[str, S3Server]:
-        component = f"s3-{self.bucket_source.name}"
-        return component, S3Server.attach(self.bucket_source.port, self.root / "s3",
-                                          pid=self.recorded_pid(component))
-
-    def ports(self) -> dict[str, int]:
-        component, cluster = self.postgres()
-        ports = {component: cluster.port}
-        ports.update({component: server.port for component, server, _ in self.redis_servers()})
-        component, s3 = self.s3_server()
-        return {**ports, component: s3.port}
-
-    def running_pids(self) -> dict[str, int]:
-        component, cluster = self.postgres()
-        pids = {component: cluster.pid}
-        pids.update({component: server.pid for component, server, _ in self.redis_servers()})
-        component, s3 = self.s3_server()
-        pids[component] = s3.pid
-        return {component: pid for component, pid in pids.items() if pid}
-
-    def s3_client(self) -> Any:
-        source = self.bucket_source
-        return servers.s3_client(source.endpoint, source.access_key, source.secret_key, source.region)
-
-    def archive_command(self) -> str:
-        """hadr wal-push as the server runs it (as its OS user), under the policy this sandbox uses."""
-        from hadr_backup.policy.load import BUILTIN
-
-        env = {k: v for k, v in os.environ.items() if k.startswith("HADR_SANDBOX_")}
-        env["HADR_SANDBOX"] = str(self.root)
-        argv = [sys.executable, "-m", "hadr_backup"]
-        if self.policy.path != BUILTIN:
-            env["HADR_POLICY"] = str(Path(self.policy.path).absolute())
-            argv += ["--policy", env["HADR_POLICY"]]
-        package_root = Path(__file__).resolve().parents[2]
-        if package_root.name != "site-packages":  # running from a source tree: let the server find it
-            env["PYTHONPATH"] = str(package_root)
-        assignments = " ".join(f"{key}={shlex.quote(value)}" for key, value in sorted(env.items()))
-        return f"env {assignments} {shlex.join(argv)} wal-push %p"
-
-    def open_stack(self) -> Stack:
-        import psycopg
-        import redis
-
-        roles = {source.role: source.url for source in reversed(self.policy.sources.redis)}
-        if set(roles) != {"cache", "queue"}:
-            raise UsageError("the sandbox needs a redis source with role cache and one with role queue",
-                             hint="fix sources.redis in the policy")
-        pg = self.pg_source
-        return Stack(
-            payment=psycopg.connect(pg.dsn_for(seed.PAYMENT_DB), autocommit=True, connect_timeout=10),
-            upload=psycopg.connect(pg.dsn_for(seed.UPLOAD_DB), autocommit=True, connect_timeout=10),
-            s3=self.s3_client(), bucket=self.bucket_source.buckets[0],
-            cache=redis.Redis.from_url(roles["cache"], socket_timeout=10),
-            queues=redis.Redis.from_url(roles["queue"], socket_timeout=10))
-
+from hadr_backup.sandbox.workload import Bundler, run_workload
 
 # -- up ---------------------------------------------------------------------------------------------
 
@@ -317,7 +57,7 @@ def refuse_if_busy(sandbox: Sandbox) -> None:
                          hint=f"see `hadr sandbox status --dir {sandbox.root}`, "
                               f"or stop it with `hadr sandbox down --dir {sandbox.root}`")
     for component, port in sandbox.ports().items():
-        if servers.port_open(port):
+        if procs.port_open(port):
             raise ServerError(f"port {port} (for {component}) is already in use by another process",
                               hint="stop that process, or give the sandbox other ports in the policy "
                                    "(built-in policy: HADR_SANDBOX_PG_PORT, _CACHE_PORT, _QUEUES_PORT, _S3_PORT)")
@@ -328,7 +68,7 @@ def prepare_repository_dir(sandbox: Sandbox) -> None:
     (which runs as that user) can write there; the repository keeps that owner for new files."""
     path = getattr(sandbox.policy.repository, "path", None)
     if path and not Path(path).exists():
-        servers.prepare_dir_for_postgres(path)
+        procs.prepare_dir_for_postgres(path)
 
 
 def prepare_key_and_repository(sandbox: Sandbox) -> None:
@@ -341,8 +81,8 @@ def prepare_key_and_repository(sandbox: Sandbox) -> None:
     if key_file and not Path(key_file).exists():
         Path(key_file).parent.mkdir(parents=True, exist_ok=True)
         create_key_file(Path(key_file))
-        if servers.running_as_root():
-            owner = pwd.getpwnam(servers.POSTGRES_OS_USER)
+        if procs.running_as_root():
+            owner = pwd.getpwnam(procs.POSTGRES_OS_USER)
             os.chown(key_file, owner.pw_uid, owner.pw_gid)
     init_repo(sandbox.policy)
 
@@ -351,7 +91,7 @@ def start_postgres(sandbox: Sandbox, started: list[Callable[[], None]]) -> None:
     component, cluster = sandbox.postgres()
     parent = cluster.data_dir.parent.parent
     parent.mkdir(parents=True, exist_ok=True)
-    if not servers.postgres_user_can(["test", "-x", str(parent)]):
+    if not procs.postgres_user_can(["test", "-x", str(parent)]):
         raise ServerError(f"the postgres OS user cannot enter {parent}",
                           hint="put the sandbox where every user can traverse, e.g. --dir /tmp/hadr-sandbox")
     if not cluster.is_initialized:
@@ -402,7 +142,7 @@ def seed_if_new(sandbox: Sandbox) -> bool:
 
 
 def archive_warnings() -> list[str]:
-    if servers.postgres_user_can([sys.executable, "-c", "pass"]):
+    if procs.postgres_user_can([sys.executable, "-c", "pass"]):
         return []
     return [f"the postgres OS user cannot run {sys.executable}, so WAL archiving will fail; "
             "make its directories traversable (chmod o+x) or install hadr where every user can run it"]
@@ -417,6 +157,16 @@ def run_sandbox_down(policy: Any, sandbox_dir: Path, *, purge: bool = False,
     sandbox = Sandbox(Path(sandbox_dir).absolute(), policy, progress or (lambda message: None))
     if purge and sandbox.root.exists() and not sandbox.marker.exists():
         raise UsageError(f"{sandbox.root} has no sandbox.json, so it is not purged", hint="check --dir")
+    stopped, saved = stop_components(sandbox, save_objects=not purge)
+    forget_stopped(sandbox, stopped)
+    if purge and sandbox.root.exists():
+        shutil.rmtree(sandbox.root)
+    return SandboxDown(dir=sandbox.root, stopped=stopped, purged=purge, saved_objects=saved)
+
+
+def stop_components(sandbox: Sandbox, *, save_objects: bool) -> tuple[list[str], int]:
+    """Stop whatever runs; the components stopped, and how many S3 objects were saved before the endpoint
+    stopped (its objects live in memory only)."""
     stopped, saved = [], 0
     component, cluster = sandbox.postgres()
     if cluster.is_running:
@@ -429,20 +179,22 @@ def run_sandbox_down(policy: Any, sandbox_dir: Path, *, purge: bool = False,
             stopped.append(component)
     component, s3 = sandbox.s3_server()
     if s3.pid:
-        if not purge:
+        if save_objects:
             sandbox.progress("saving the S3 endpoint's objects")
             saved = seed.save_buckets(sandbox.s3_client(), sandbox.root / "s3" / "objects")
         s3.stop()
         stopped.append(component)
+    return stopped, saved
+
+
+def forget_stopped(sandbox: Sandbox, stopped: list[str]) -> None:
+    """Wait for the ports of the stopped components to close, then drop every pid file."""
     ports = sandbox.ports()
     for component in stopped:
-        if not servers.wait_port_closed(ports[component], timeout=15):
+        if not procs.wait_port_closed(ports[component], timeout=15):
             raise ServerError(f"port {ports[component]} ({component}) is still open after stopping it")
     for component in ports:
         sandbox.pid_file(component).unlink(missing_ok=True)
-    if purge and sandbox.root.exists():
-        shutil.rmtree(sandbox.root)
-    return SandboxDown(dir=sandbox.root, stopped=stopped, purged=purge, saved_objects=saved)
 
 
 # -- status -----------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from hadr_backup.sandbox.servers import free_port, pid_alive, port_open, stop_pid
+from hadr_backup.sandbox.procs import free_port, pid_alive, port_open, stop_pid
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PORT_VARIABLES = ("HADR_SANDBOX_PG_PORT", "HADR_SANDBOX_CACHE_PORT", "HADR_SANDBOX_QUEUES_PORT",
@@ -198,11 +198,12 @@ sources:
 def test_a_failed_up_stops_what_it_started(sandbox_cli: SandboxCLI, monkeypatch: pytest.MonkeyPatch) -> None:
     from hadr_backup.policy.load import load_policy
     from hadr_backup.sandbox import run
+    from hadr_backup.sandbox.layout import sandbox_policy
 
     for name, port in sandbox_cli.ports.items():
         monkeypatch.setenv(name, str(port))
     monkeypatch.setenv("HADR_SANDBOX", str(sandbox_cli.folder))
-    policy, folder = run.sandbox_policy(lambda: load_policy(None), sandbox_cli.folder)
+    policy, folder = sandbox_policy(lambda: load_policy(None), sandbox_cli.folder)
 
     def failing_seed(sandbox: run.Sandbox) -> bool:
         raise RuntimeError("seeding failed")

@@ -11,10 +11,7 @@ from pathlib import Path
 import pytest
 
 from hadr_backup.errors import ServerError
-from hadr_backup.sandbox.servers import (
-    PostgresCluster,
-    RedisServer,
-    S3Server,
+from hadr_backup.sandbox.procs import (
     free_port,
     pid_alive,
     port_open,
@@ -22,6 +19,7 @@ from hadr_backup.sandbox.servers import (
     running_as_root,
     stop_pid,
 )
+from hadr_backup.sandbox.servers import PostgresCluster, RedisServer, S3Server
 
 
 @pytest.fixture
