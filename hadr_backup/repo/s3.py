@@ -7,12 +7,15 @@ write ``If-None-Match: *`` (PutObject and CompleteMultipartUpload), which is ato
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 from hadr_backup.errors import ObjectExists, ObjectMissing, RepositoryError, TransientStorageError
 from hadr_backup.repo.storage import Features, ObjectInfo, validate_key, validate_prefix
 
 PART_SIZE = 16 << 20
+PARTS_IN_FLIGHT = 4
 READ_SIZE = 1 << 20
 _TRANSIENT_CODES = {"500", "502", "503", "504", "InternalError", "ServiceUnavailable", "SlowDown",
                     "RequestTimeout", "RequestTimeTooSkewed", "Throttling", "ThrottlingException"}
@@ -61,17 +64,29 @@ class S3Storage:
         return self._multipart(key, full, first, stream, condition)
 
     def _multipart(self, key, full, first, stream, condition) -> int:
+        """Upload parts with up to PARTS_IN_FLIGHT in parallel (memory: that many parts), then complete;
+        abort on any failure so that nothing half-written stays behind."""
         upload = self._call(key, self.client.create_multipart_upload, Bucket=self.bucket, Key=full)
         upload_id = upload["UploadId"]
-        parts, size, part = [], 0, first
+
+        def send(number: int, body: bytes) -> dict:
+            response = self._call(key, self.client.upload_part, Bucket=self.bucket, Key=full,
+                                  UploadId=upload_id, PartNumber=number, Body=body)
+            return {"ETag": response["ETag"], "PartNumber": number}
+
         try:
-            while part:
-                number = len(parts) + 1
-                response = self._call(key, self.client.upload_part, Bucket=self.bucket, Key=full,
-                                      UploadId=upload_id, PartNumber=number, Body=bytes(part))
-                parts.append({"ETag": response["ETag"], "PartNumber": number})
-                size += len(part)
-                part = _fill(stream, PART_SIZE)
+            parts, size = [], 0
+            with ThreadPoolExecutor(PARTS_IN_FLIGHT) as pool:
+                pending: deque = deque()
+                part = first
+                while part:
+                    pending.append(pool.submit(send, len(parts) + len(pending) + 1, bytes(part)))
+                    size += len(part)
+                    if len(pending) >= PARTS_IN_FLIGHT:
+                        parts.append(pending.popleft().result())
+                    part = _fill(stream, PART_SIZE)
+                while pending:
+                    parts.append(pending.popleft().result())
             self._call(key, self.client.complete_multipart_upload, Bucket=self.bucket, Key=full,
                        UploadId=upload_id, MultipartUpload={"Parts": parts}, **condition)
         except BaseException:
