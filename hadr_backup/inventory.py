@@ -133,7 +133,25 @@ class InfoResult:
                 out.line(f"  restorable: timeline {window.get('timeline')} from {window.get('start')} "
                          f"to {window.get('end')}")
             if source.archive:
-                out.line("  archive: " + ", ".join(f"{k} {v}" for k, v in source.archive.items()))
+                out.line("  archive: " + describe_archive(source.archive))
+
+
+def describe_archive(archive: dict) -> str:
+    """One line on a WAL archive: what is stored, and how far behind the cluster it is."""
+    timelines = ",".join(str(t) for t in archive.get("timelines") or []) or "-"
+    text = (f"{archive.get('segments', 0)} segments (timelines {timelines}), newest "
+            f"{archive.get('newest_segment') or '-'} at {short(archive.get('newest_time'))} UTC")
+    if archive.get("lag_segments") is not None:
+        text += (f"; lag {archive['lag_segments']} segments, {human_size(archive.get('lag_bytes'))}, "
+                 f"{archive.get('lag_seconds') or 0:.0f} s")
+    cluster = archive.get("cluster") or {}
+    if cluster.get("failed_count"):
+        text += f"; archiver failures {cluster['failed_count']} (last {cluster.get('last_failed_wal')})"
+    if archive.get("cluster_error"):
+        text += f"; cluster not reachable: {archive['cluster_error']}"
+    if archive.get("conflicts"):
+        text += f"; CONFLICTS {len(archive['conflicts'])}"
+    return text
 
 
 def run_info(policy: Policy, now: float) -> InfoResult:

@@ -26,8 +26,8 @@ def make_client(endpoint: str | None, region: str, access_key: str | None, secre
     import boto3
     from botocore.config import Config
 
-    config = Config(retries={"max_attempts": 5, "mode": "standard"}, max_pool_connections=32,
-                    connect_timeout=10, read_timeout=60,
+    config = Config(retries={"max_attempts": 3, "mode": "standard"}, max_pool_connections=32,
+                    connect_timeout=5, read_timeout=60,
                     request_checksum_calculation="when_required",
                     response_checksum_validation="when_required")
     return boto3.client("s3", endpoint_url=endpoint, region_name=region, aws_access_key_id=access_key,

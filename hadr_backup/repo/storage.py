@@ -117,7 +117,7 @@ class RetryingStorage:
     per-part retries apply to it.
     """
 
-    def __init__(self, inner: Storage, *, attempts: int = 5, base_delay: float = 0.2,
+    def __init__(self, inner: Storage, *, attempts: int = 3, base_delay: float = 0.5,
                  sleep: Callable[[float], None] = time.sleep):
         self.inner = inner
         self.features = inner.features

@@ -17,8 +17,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from hadr_backup import procs
 from hadr_backup.errors import ServerError, UsageError
-from hadr_backup.sandbox import procs, seed
+from hadr_backup.sandbox import seed
 from hadr_backup.sandbox.layout import Progress, Sandbox
 from hadr_backup.sandbox.results import Component, SandboxDown, SandboxLoad, SandboxStatus, SandboxUp
 from hadr_backup.sandbox.seed import Problem

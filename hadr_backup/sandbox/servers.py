@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from hadr_backup.errors import ServerError
-from hadr_backup.sandbox.procs import (
+from hadr_backup.procs import (
     POSTGRES_OS_USER,
     log_tail,
     pid_alive,
@@ -31,11 +31,6 @@ from hadr_backup.sandbox.procs import (
     stop_pid,
     wait_until,
 )
-
-# still importable from here for existing callers; they live in procs
-from hadr_backup.sandbox.procs import as_owner as as_owner
-from hadr_backup.sandbox.procs import free_port as free_port
-from hadr_backup.sandbox.procs import postgres_user_can as postgres_user_can
 
 PG_BIN_DIR = "/usr/lib/postgresql/15/bin"
 SOCKET_PATH_MAX = 107  # sun_path limit, including PostgreSQL's "/.s.PGSQL.<port>"

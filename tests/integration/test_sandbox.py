@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from hadr_backup.sandbox.procs import free_port, pid_alive, port_open, stop_pid
+from hadr_backup.procs import free_port, pid_alive, port_open, stop_pid
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PORT_VARIABLES = ("HADR_SANDBOX_PG_PORT", "HADR_SANDBOX_CACHE_PORT", "HADR_SANDBOX_QUEUES_PORT",

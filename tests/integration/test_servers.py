@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from hadr_backup.errors import ServerError
-from hadr_backup.sandbox.procs import (
+from hadr_backup.procs import (
     free_port,
     pid_alive,
     port_open,

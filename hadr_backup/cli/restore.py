@@ -1,0 +1,47 @@
+"""hadr restore pg (redis, s3 and all join this group)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.group()
+def restore() -> None:
+    """Restore a source to a point in time."""
+
+
+@restore.command("pg")
+@click.option("--to", "to", required=True, type=click.Path(path_type=Path), help="Data directory to restore into.")
+@click.option("--target-time", metavar="T", help="YYYY-MM-DD HH:MM:SS[.ffffff][Z|±HH:MM]; no offset = UTC.")
+@click.option("--target-lsn", metavar="LSN", help="Stop at this WAL location, e.g. 0/3000028.")
+@click.option("--target-xid", metavar="XID", help="Stop at the commit of this transaction.")
+@click.option("--target-name", metavar="NAME", help="Stop at this restore point (pg_create_restore_point).")
+@click.option("--latest", is_flag=True, help="Replay all archived WAL.")
+@click.option("--backup", "backup_id", metavar="ID", help="Restore this backup (alone: stop as soon as consistent).")
+@click.option("--exclusive", is_flag=True, help="Stop just before the target instead of just after it.")
+@click.option("--target-timeline", type=int, metavar="N", help="Timeline to follow (default: the newest archived).")
+@click.option("--target-action", type=click.Choice(["pause", "promote", "shutdown"]), default="pause",
+              show_default=True, help="What the server does when it reaches the target.")
+@click.option("--port", type=int, help="Port of the restored server (default with --start: a free one).")
+@click.option("--socket-dir", metavar="DIR", help="unix_socket_directories of the restored server ('' for none).")
+@click.option("--start", is_flag=True, help="Start the server and wait until recovery ends.")
+@click.option("--force", is_flag=True, help="Replace the contents of a non-empty --to directory.")
+@click.option("--verify", is_flag=True, help="Check the extracted files against the backup manifest.")
+@click.option("--source", "source_name", metavar="NAME", help="Which sources.postgres entry (default: the only one).")
+@click.pass_obj
+def restore_pg(app, to: Path, target_time, target_lsn, target_xid, target_name, latest, backup_id, exclusive,
+               target_timeline, target_action, port, socket_dir, start, force, verify, source_name) -> None:
+    """Restore a PostgreSQL base backup and replay archived WAL up to one target."""
+    from hadr_backup.postgres.restore import RestoreOptions, run_restore_pg
+    from hadr_backup.postgres.targets import TIME, format_time, make_target
+
+    target = make_target(time=target_time, lsn=target_lsn, xid=target_xid, name=target_name, latest=latest,
+                         backup_id=backup_id, exclusive=exclusive)
+    if target.kind == TIME:
+        app.ui.info(f"target time resolves to {format_time(target.value)} (UTC)")
+    options = RestoreOptions(to=to, target=target, source=source_name, timeline=target_timeline, backup_id=backup_id,
+                             action=target_action, port=port, start=start, force=force, socket_dir=socket_dir,
+                             verify=verify)
+    app.ui.render(run_restore_pg(app.policy(), options))

@@ -1,0 +1,421 @@
+"""wal-push and wal-fetch: PostgreSQL's archive_command and restore_command.
+
+The contract (PostgreSQL "Continuous Archiving", pgBackRest archive-push/get):
+
+* wal-push succeeds only once the file is durably stored (the storage driver fsyncs and renames, or
+  gets a confirmed PUT). The object key carries the SHA-256 of the plaintext, so an identical re-push
+  is recognised from a listing and succeeds; different content under a stored name fails and
+  changes nothing. ``.history`` files fall under the same rule, so they are never overwritten;
+  ``.partial`` files are stored under their own name.
+* The archive of a source is bound to one cluster: ``wal/<source>/archive.json`` records the system
+  identifier, segment size and WAL page magic (the major version) of the first segment pushed, and
+  every segment's header is checked against it.
+* wal-fetch writes the file to a temporary name, checks its SHA-256, fsyncs and renames it into
+  place. It reports "absent" (exit 1) only when a listing confirmed that the repository does not
+  hold the name; any other failure, after retries, raises ``WalFetchFailed`` (exit 200, which
+  PostgreSQL treats as fatal) so that recovery stops instead of ending early.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shlex
+import sys
+import time
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from hadr_backup.errors import HadrError, IntegrityError, KeyMissing, ObjectExists, ObjectMissing, UsageError
+from hadr_backup.postgres import wal
+
+if TYPE_CHECKING:
+    from hadr_backup.policy.model import Policy
+    from hadr_backup.repo.repository import Repository
+
+# > 125 makes PostgreSQL abort recovery; 126/127 would be logged as "command not executable/not
+# found" and 129-192 look like "killed by signal N" to a shell, so a code outside both ranges
+EXIT_FETCH_FAILED = 200
+READ_WHOLE_LIMIT = 64 << 20  # WAL files up to this size are read once into memory
+
+
+class WalConflict(HadrError):
+    """A WAL file with the same name and different content is already archived."""
+
+
+class ForeignWal(HadrError):
+    """The WAL file belongs to another cluster than the archive."""
+
+
+class WalFetchFailed(HadrError):
+    """A WAL file could not be fetched; recovery must stop rather than end early."""
+
+    exit_code = EXIT_FETCH_FAILED
+
+
+# -- commands for postgresql.conf ----------------------------------------------------------------
+
+
+def hadr_command(policy_path: str | os.PathLike, source: str, *args: str) -> str:
+    argv = [sys.executable, "-m", "hadr_backup", "--policy", str(Path(policy_path).absolute()), *args,
+            "--source", source]
+    return " ".join(shlex.quote(a) for a in argv)
+
+
+def archive_command_for(policy_path: str | os.PathLike, source: str) -> str:
+    """The archive_command for ``source`` (read from the policy file, which must exist): ``hadr
+    wal-push %p``, behind a cheap "already stored?" answer in async mode (spool.ack_command)."""
+    from hadr_backup.policy.load import load_policy
+    from hadr_backup.postgres.spool import ack_command
+
+    command = f"{hadr_command(policy_path, source, 'wal-push')} %p"
+    policy = load_policy(str(policy_path))
+    postgres = policy.sources.postgres_named(source)
+    return ack_command(policy, postgres, command) if postgres.async_archive else command
+
+
+def restore_command_for(policy_path: str | os.PathLike, source: str) -> str:
+    """The restore_command for ``source``: ``hadr wal-fetch %f %p`` (prefetching the next segments)."""
+    return f"{hadr_command(policy_path, source, 'wal-fetch')} %f %p"
+
+
+# -- archive identity ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ArchiveIdentity:
+    system_identifier: int
+    segment_size: int
+    page_magic: int
+    pg_version: int | None
+    block_size: int
+
+    @classmethod
+    def of(cls, header: wal.SegmentHeader) -> ArchiveIdentity:
+        return cls(header.system_identifier, header.segment_size, header.page_magic, header.pg_version,
+                   header.block_size)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> ArchiveIdentity:
+        return cls(int(data["system_identifier"]), int(data["segment_size"]), int(data["page_magic"]),
+                   data.get("pg_version"), int(data.get("block_size", wal.XLOG_BLCKSZ)))
+
+    def describe(self) -> str:
+        version = f"PostgreSQL {self.pg_version}" if self.pg_version else f"WAL magic {self.page_magic:#06x}"
+        return f"system identifier {self.system_identifier} ({version}, {self.segment_size >> 20} MiB segments)"
+
+
+def load_identity(repo: Repository, source: str) -> ArchiveIdentity | None:
+    try:
+        return ArchiveIdentity.from_json(repo.read_json(wal.archive_info_key(source)))
+    except ObjectMissing:
+        return None
+
+
+def bind_identity(repo: Repository, source: str, found: ArchiveIdentity, name: str) -> ArchiveIdentity:
+    """Check ``found`` against the archive's identity, recording it on the first push."""
+    recorded = load_identity(repo, source)
+    if recorded is None:
+        try:
+            repo.put_json(wal.archive_info_key(source), {**found.to_json(), "created_at": time.time()},
+                          if_absent=True)
+            return found
+        except ObjectExists:  # another pusher recorded it first
+            recorded = load_identity(repo, source)
+    if recorded is None or (recorded.system_identifier, recorded.segment_size, recorded.page_magic) != \
+            (found.system_identifier, found.segment_size, found.page_magic):
+        raise ForeignWal(f"refusing {name}: it comes from the cluster with {found.describe()}, but the archive "
+                         f"of source {source!r} belongs to the cluster with "
+                         f"{recorded.describe() if recorded else 'an unreadable identity'}",
+                         hint="each cluster needs its own source name (or repository); after initdb or "
+                              "pg_upgrade, archive under a new source name")
+    return recorded
+
+
+# -- wal-push ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WalFile:
+    """A WAL file about to be pushed: its name, content hash and (for segments) header."""
+
+    path: Path
+    name: str
+    size: int
+    sha256: str
+    header: wal.SegmentHeader | None
+    data: bytes | None  # the content, when small enough to keep
+
+    def chunks(self) -> Iterable[bytes]:
+        if self.data is not None:
+            return [self.data]
+        from hadr_backup.repo.pipeline import open_source
+
+        return open_source(self.path)
+
+
+def read_wal_file(path: str | os.PathLike) -> WalFile:
+    """Read and hash a WAL file, checking that a segment's header matches its name."""
+    path = Path(path)
+    name = path.name
+    if not wal.is_wal_file(name):
+        raise UsageError(f"{path} is not a WAL file (expected a name such as 000000010000000000000001, "
+                         f"00000002.history or ….partial)", hint="archive_command must pass %p")
+    with open(path, "rb") as handle:
+        size = os.fstat(handle.fileno()).st_size
+        data, sha = _read_and_hash(handle, size)
+    header = None
+    if wal.is_segment(name) or wal.is_partial(name):
+        first = data[:wal.SEGMENT_HEADER_SIZE] if data is not None else _head(path)
+        try:
+            header = wal.read_segment_header(first)
+        except wal.WalNameError as error:
+            raise IntegrityError(f"{path} is not a PostgreSQL WAL segment: {error}") from None
+        _check_segment(path, name, size, header)
+    return WalFile(path, name, size, sha, header, data)
+
+
+def _read_and_hash(handle, size: int) -> tuple[bytes | None, str]:
+    if size <= READ_WHOLE_LIMIT:
+        data = handle.read()
+        return data, hashlib.sha256(data).hexdigest()
+    sha = hashlib.sha256()
+    while block := handle.read(1 << 20):
+        sha.update(block)
+    return None, sha.hexdigest()
+
+
+def _head(path: Path) -> bytes:
+    with open(path, "rb") as handle:
+        return handle.read(wal.SEGMENT_HEADER_SIZE)
+
+
+def _check_segment(path: Path, name: str, size: int, header: wal.SegmentHeader) -> None:
+    expected = wal.segment_start_lsn(name, header.segment_size)
+    if header.page_address != expected:
+        raise IntegrityError(f"{path} does not hold segment {name[:24]}: its first page is at LSN "
+                             f"{wal.format_lsn(header.page_address)}, not {wal.format_lsn(expected)}")
+    if wal.is_segment(name) and size != header.segment_size:
+        raise IntegrityError(f"{path} is {size} bytes but its header says segments are "
+                             f"{header.segment_size} bytes: the file is incomplete")
+
+
+def stored_versions(store, source: str, name: str) -> list[wal.ArchivedFile]:
+    """Every stored version of exactly ``name`` (a listing, so absence is confirmed)."""
+    found = []
+    for info in store.list(wal.wal_name_prefix(source, name)):
+        parsed = wal.parse_wal_key(info.key)
+        if parsed and parsed[0] == source and parsed[1] == name:
+            found.append(wal.ArchivedFile(name, info.key, parsed[2], info.size, info.mtime))
+    return found
+
+
+@dataclass
+class PushOutcome:
+    name: str
+    key: str
+    sha256: str
+    raw_size: int
+    stored_size: int
+    already_archived: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def push_wal_file(repo: Repository, source: str, wal_file: WalFile, *,
+                  identity: ArchiveIdentity | None = None) -> PushOutcome:
+    """Store one WAL file; durable when this returns. ``identity``: already checked for this run."""
+    if wal_file.header is not None:
+        found = ArchiveIdentity.of(wal_file.header)
+        if identity is None or identity != found:
+            bind_identity(repo, source, found, wal_file.name)
+    key = wal.wal_object_key(source, wal_file.name, wal_file.sha256)
+    for version in stored_versions(repo.store, source, wal_file.name):
+        if version.sha256 == wal_file.sha256:
+            return PushOutcome(wal_file.name, version.key, wal_file.sha256, wal_file.size, version.size, True)
+        raise WalConflict(f"{wal_file.name} is already archived for source {source!r} with different "
+                          f"content: archived SHA-256 {version.sha256}, this file's {wal_file.sha256}; "
+                          f"nothing was changed",
+                          hint="a cluster whose WAL diverged (a clone or a restored copy) is archiving into "
+                               "this source; give it its own source name or repository")
+    try:
+        stored = repo.put_object(key, wal_file.chunks(), if_absent=True)
+    except ObjectExists:  # a concurrent push of the same content won the race
+        return PushOutcome(wal_file.name, key, wal_file.sha256, wal_file.size, 0, True)
+    return PushOutcome(wal_file.name, key, wal_file.sha256, wal_file.size, stored.stored_size, False)
+
+
+@dataclass
+class WalPushResult:
+    source: str
+    name: str
+    status: str  # stored | already archived | stored earlier (async)
+    key: str
+    sha256: str
+    raw_size: int
+    stored_size: int
+    seconds: float
+    also_pushed: list[str]  # async mode: other ready files this call stored
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def render(self, out) -> None:
+        extra = f", and {len(self.also_pushed)} more ready file(s)" if self.also_pushed else ""
+        out.line(f"{self.name}: {self.status} ({self.raw_size} bytes -> {self.stored_size} stored, "
+                 f"{self.seconds:.2f}s){extra}")
+
+
+def run_wal_push(policy: Policy, source_name: str | None, path: str | os.PathLike) -> WalPushResult:
+    """archive_command: store ``path`` in the repository (sync), or through the spool (async)."""
+    from hadr_backup.repo.repository import open_repo
+
+    started = time.monotonic()
+    source = policy.sources.postgres_named(source_name)
+    if source.async_archive:
+        from hadr_backup.postgres.spool import push_through_spool
+
+        return push_through_spool(policy, source, Path(path))
+    wal_file = read_wal_file(path)
+    with open_repo(policy, write=True, lock=False, catalog=False) as repo:
+        outcome = push_wal_file(repo, source.name, wal_file)
+    return WalPushResult(source.name, outcome.name, "already archived" if outcome.already_archived else "stored",
+                         outcome.key, outcome.sha256, outcome.raw_size, outcome.stored_size,
+                         time.monotonic() - started, [])
+
+
+# -- wal-fetch -----------------------------------------------------------------------------------
+
+
+@dataclass
+class WalFetchResult:
+    source: str
+    name: str
+    dest: str
+    status: str  # fetched | prefetched | absent
+    size: int = 0
+    sha256: str = ""
+    attempts: int = 1
+
+    @property
+    def found(self) -> bool:
+        return self.status != "absent"
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def render(self, out) -> None:
+        if self.found:
+            out.line(f"{self.name}: {self.status} into {self.dest} ({self.size} bytes)")
+        else:
+            out.line(f"{self.name}: not in the archive of source {self.source!r}")
+
+
+def fetch_wal_file(repo: Repository, source: str, name: str, dest: Path) -> WalFetchResult:
+    """Fetch ``name`` into ``dest`` once (no retries); "absent" only on a confirmed absence."""
+    versions = stored_versions(repo.store, source, name)
+    if not versions:
+        return WalFetchResult(source, name, str(dest), "absent")
+    if len({v.sha256 for v in versions}) > 1:
+        raise IntegrityError(f"the archive of source {source!r} holds {len(versions)} different versions of "
+                             f"{name} ({', '.join(v.sha256[:12] for v in versions)}): refusing to guess",
+                             hint="remove the version that does not belong to this cluster's history")
+    version = versions[0]
+    size = write_verified(repo.read_object(version.key), dest, version.sha256, name)
+    return WalFetchResult(source, name, str(dest), "fetched", size, version.sha256)
+
+
+def write_verified(chunks: Iterable[bytes], dest: Path, sha256: str, name: str) -> int:
+    """Write ``chunks`` to ``dest`` through a temporary file, only if their SHA-256 is ``sha256``."""
+    temp = dest.parent / f".{dest.name}.hadr-{os.getpid()}-{time.monotonic_ns()}.tmp"
+    digest, size = hashlib.sha256(), 0
+    try:
+        with open(temp, "xb") as out:
+            for chunk in chunks:
+                out.write(chunk)
+                digest.update(chunk)
+                size += len(chunk)
+            if digest.hexdigest() != sha256:
+                raise IntegrityError(f"{name} from the archive has SHA-256 {digest.hexdigest()}, but it was "
+                                     f"stored with {sha256}: the archived copy is damaged")
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temp, dest)
+        fsync_dir(dest.parent)
+    finally:
+        if temp.exists():
+            temp.unlink()
+    return size
+
+
+def fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def run_wal_fetch(policy: Policy, source_name: str | None, name: str, dest: str | os.PathLike, *,
+                  attempts: int = 3, retry_delay: float = 1.0, prefetch: int = 8) -> WalFetchResult:
+    """restore_command: fetch ``name`` to ``dest``; any failure but a confirmed absence raises
+    WalFetchFailed after ``attempts`` tries."""
+    dest = Path(dest)
+    try:
+        source = policy.sources.postgres_named(source_name)
+        if not wal.is_wal_file(name):
+            raise UsageError(f"{name!r} is not a WAL file name")
+    except HadrError as error:
+        raise WalFetchFailed(f"cannot fetch {name}: {error}") from None
+    if prefetch and wal.is_segment(name):
+        from hadr_backup.postgres.prefetch import serve_prefetched
+
+        served = serve_prefetched(policy, source, name, dest, prefetch)
+        if served is not None:
+            return served
+    result = _fetch_with_retries(policy, source.name, name, dest, attempts, retry_delay)
+    if prefetch and result.found and wal.is_segment(name):
+        from hadr_backup.postgres.prefetch import start_prefetch
+
+        start_prefetch(policy, source, name, dest, prefetch)
+    return result
+
+
+def _fetch_with_retries(policy: Policy, source: str, name: str, dest: Path, attempts: int,
+                        retry_delay: float) -> WalFetchResult:
+    from hadr_backup.errors import TransientStorageError, WrongKey
+    from hadr_backup.repo.repository import open_repo
+
+    failure: BaseException | None = None
+    for attempt in range(1, attempts + 1):
+        try:
+            with open_repo(policy, catalog=False) as repo:
+                result = fetch_wal_file(repo, source, name, dest)
+            result.attempts = attempt
+            return result
+        except (WrongKey, KeyMissing, TransientStorageError) as error:
+            failure = error  # no retry makes a key right; transient errors were retried by the driver
+            break
+        except Exception as error:  # network, storage, damage: anything but a confirmed absence
+            failure = error
+            if attempt < attempts:
+                time.sleep(retry_delay * 2 ** (attempt - 1))
+    hint = "recovery stops here instead of ending early; fix the cause and start the server again"
+    cause_hint = getattr(failure, "hint", None)
+    raise WalFetchFailed(f"could not fetch {name} from the archive of source {source!r}: "
+                         f"{getattr(failure, 'message', None) or failure}",
+                         hint=f"{cause_hint}; {hint}" if cause_hint else hint)
+
+def __getattr__(name: str):
+    """``archive_status`` and ``ArchiveStatus`` live in walstatus.py (psycopg is imported only there)."""
+    if name in ("archive_status", "ArchiveStatus"):
+        from hadr_backup.postgres import walstatus
+
+        return getattr(walstatus, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,238 @@
+"""``hadr restore pg``: a base backup and archived WAL brought back to a recovery target.
+
+    select the backup → prove the WAL reaches the target → check DIR → extract safely
+    → write the recovery configuration → (--start) start and wait until recovery ends
+
+Nothing is written until the proof holds; a target outside the restorable window exits 2 with the
+window printed. The repository is opened read-only.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hadr_backup.errors import UsageError
+from hadr_backup.policy.model import Policy, PostgresSource
+from hadr_backup.postgres import recovery
+from hadr_backup.postgres.prefetch import PREFETCH_DIR
+from hadr_backup.postgres.restoreplan import RestorePlan, plan_restore
+from hadr_backup.postgres.targets import TIME, RecoveryTarget, format_time, recovery_settings
+from hadr_backup.postgres.tarsafe import ExtractStats, SafeExtractor
+from hadr_backup.procs import POSTGRES_OS_USER, free_port, running_as_root
+from hadr_backup.repo.repository import Repository, open_repo
+
+STAGE_LIMIT = 1 << 30  # bytes of WAL staged in pg_wal before recovery starts; the rest is fetched
+
+
+@dataclass
+class RestoreOptions:
+    to: Path
+    target: RecoveryTarget
+    source: str | None = None
+    timeline: int | None = None
+    backup_id: str | None = None
+    action: str = "pause"
+    port: int | None = None
+    start: bool = False
+    force: bool = False
+    socket_dir: str | None = None
+    verify: bool = False  # pg_verifybackup against the backup's manifest after extraction
+    stage_wal: bool = True  # copy the WAL the plan needs into pg_wal (up to STAGE_LIMIT bytes)
+    timeout: float = 3600.0  # how long --start waits for recovery to end
+
+
+@dataclass
+class RestoreResult:
+    source: str
+    directory: str
+    plan: RestorePlan
+    files: int
+    bytes: int
+    port: int | None
+    started: bool
+    state: str  # configured | paused | promoted | shut down
+    reached_time: float | None = None
+    reached_lsn: str | None = None
+    reached_timeline: int | None = None
+    stop_line: str | None = None
+    seconds: float = 0.0
+    extract_seconds: float = 0.0
+    settings: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"source": self.source, "directory": self.directory, **self.plan.to_json(), "files": self.files,
+                "bytes": self.bytes, "port": self.port, "started": self.started, "state": self.state,
+                "reached_time": recovery.utc(self.reached_time), "reached_lsn": self.reached_lsn,
+                "reached_timeline": self.reached_timeline, "postgres_said": self.stop_line,
+                "seconds": round(self.seconds, 3), "extract_seconds": round(self.extract_seconds, 3),
+                "settings": self.settings}
+
+    def render(self, out) -> None:
+        plan, stop = self.plan, self.plan.stop_record
+        rows = [("target", plan.target.describe() + (" (UTC)" if plan.target.kind == TIME else "")),
+                ("backup", f"{plan.backup.id} (timeline {plan.backup.timeline}, finished "
+                           f"{format_time(plan.backup.stop_time)})"),
+                ("timeline", plan.timeline),
+                ("WAL", f"{plan.segments[0]} .. {plan.segments[-1]} ({len(plan.segments)} segments, all archived)")]
+        if stop is not None and stop.time is not None:
+            rows.append(("stops at", f"{stop.kind} of transaction {stop.xid} at {format_time(stop.time)}"))
+        rows += [("directory", f"{self.directory} ({self.files} files, {self.bytes / 2**20:.1f} MiB)"),
+                 ("state", self.state + ("" if self.started else f": start it with pg_ctl -D {self.directory} start"))]
+        if self.started:
+            rows += [("port", self.port), ("reached", f"{format_time(self.reached_time)} (last transaction replayed)"),
+                     ("LSN", self.reached_lsn or "-")]
+            if self.stop_line:
+                rows.append(("PostgreSQL", self.stop_line))
+        rows.append(("took", f"{self.seconds:.1f} s (extract {self.extract_seconds:.1f} s)"))
+        out.kv(rows)
+
+
+def run_restore_pg(policy: Policy, opts: RestoreOptions) -> RestoreResult:
+    """Restore a PostgreSQL source into ``opts.to`` at ``opts.target``."""
+    began = time.monotonic()
+    source = policy.sources.postgres_named(opts.source)
+    to = Path(opts.to).absolute()
+    with open_repo(policy) as repo, tempfile.TemporaryDirectory(prefix="hadr-wal-") as wal_cache:
+        # 1. choose the backup and prove the archive reaches the target: nothing is written before this
+        plan = plan_restore(repo, source, opts.target, timeline=opts.timeline, backup_id=opts.backup_id,
+                            wal_cache=Path(wal_cache))
+        # 2. the target directory: empty (or --force), and never a running cluster's
+        owner = prepare_directory(to, force=opts.force)
+        # 3. the base backup, extracted safely and synced to disk
+        extracted = time.monotonic()
+        # 4. meanwhile the WAL the proof found is staged in pg_wal: replay needs no fetch per segment
+        with ThreadPoolExecutor(1, thread_name_prefix="hadr-stage") as pool:
+            staging = pool.submit(stage_wal, repo, plan, to, owner, Path(wal_cache)) if opts.stage_wal else None
+            stats = extract_backup(repo, plan, to, owner)
+            staged = staging.result() if staging else []
+        extract_seconds = time.monotonic() - extracted
+    if opts.verify:
+        verify_files(to, source)
+    # 5. recovery.signal, one recovery_target_*, restore_command, archive_mode = off, the port
+    port = opts.port or (free_port() if opts.start else None)
+    settings = restore_settings(policy, source, plan, opts, port, staged=bool(staged))
+    recovery.write_recovery_config(to, settings, owner, f"hadr restore of backup {plan.backup.id} "
+                                                        f"to {plan.target.describe()}")
+    result = RestoreResult(source.name, str(to), plan, stats.files, stats.bytes, port, opts.start, "configured",
+                           extract_seconds=extract_seconds, settings=settings)
+    # 6. start it and wait until recovery ends at the target
+    if opts.start:
+        reach(result, to, source, port, opts.timeout)
+    result.seconds = time.monotonic() - began
+    return result
+
+
+def prepare_directory(to: Path, *, force: bool) -> tuple[int, int] | None:
+    """Create ``to`` (mode 0700, owned by postgres when root) or empty it with ``force``."""
+    if to.exists() and not to.is_dir():
+        raise UsageError(f"{to} exists and is not a directory")
+    if to.exists() and any(to.iterdir()):
+        if not force:
+            raise UsageError(f"{to} is not empty", hint="restore into an empty directory, or add --force to "
+                                                         "replace what it holds")
+        if recovery.postmaster_pid(to):
+            raise UsageError(f"{to} holds a running PostgreSQL server (postmaster.pid {recovery.postmaster_pid(to)})",
+                             hint="stop that server first; --force never replaces a running cluster")
+        for child in to.iterdir():
+            shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+    to.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(to, 0o700)
+    owner = None
+    if running_as_root():
+        entry = pwd.getpwnam(POSTGRES_OS_USER)
+        owner = (entry.pw_uid, entry.pw_gid)
+        os.chown(to, *owner)
+    return owner
+
+
+def extract_backup(repo: Repository, plan: RestorePlan, to: Path, owner: tuple[int, int] | None) -> ExtractStats:
+    entry = plan.backup.entry
+    sha = {o.key: o.sha256 for o in entry.objects}
+
+    def chunks():
+        for key in entry.meta["tar_objects"]:
+            yield from repo.read_object(key, sha256=sha.get(key))
+
+    stats = SafeExtractor(to, owner=owner, durable=True).extract(chunks())
+    (to / "pg_wal" / "archive_status").mkdir(parents=True, exist_ok=True)
+    if owner:
+        for path in (to / "pg_wal", to / "pg_wal" / "archive_status"):
+            os.chown(path, *owner)
+    return stats
+
+
+def stage_wal(repo: Repository, plan: RestorePlan, to: Path, owner: tuple[int, int] | None,
+              cache: Path) -> list[str]:
+    """Copy the segments recovery will replay into pg_wal, verified against their SHA-256 (those the
+    proof already fetched and verified come from ``cache``).
+
+    restore_command still answers for everything else (history files, anything not staged); for a
+    staged segment it reports "not archived", and PostgreSQL then reads the copy in pg_wal."""
+    from hadr_backup.postgres.waldecode import copy_archived
+
+    names = plan.segments[: max(STAGE_LIMIT // plan.backup.entry.meta.get("wal_segment_size", 16 << 20), 1)]
+    pg_wal = to / "pg_wal"
+    pg_wal.mkdir(mode=0o700, exist_ok=True)  # the tar may not have reached pg_wal/ yet
+    for name in names:
+        if (cache / name).exists():
+            _copy_durably(cache / name, pg_wal / name, owner)
+        else:
+            copy_archived(repo, plan.archived, name, pg_wal / name, durable=True, owner=owner)
+    return names
+
+
+def _copy_durably(source: Path, dest: Path, owner: tuple[int, int] | None) -> None:
+    temp = dest.with_name(dest.name + ".part")
+    with open(source, "rb") as reader, open(temp, "wb") as writer:
+        shutil.copyfileobj(reader, writer, 1 << 20)
+        if owner:
+            os.fchown(writer.fileno(), *owner)
+        writer.flush()
+        os.fsync(writer.fileno())
+    temp.rename(dest)
+
+
+def verify_files(to: Path, source: PostgresSource) -> None:
+    """pg_verifybackup -n: every file against the backup's own manifest (WAL is checked by replay)."""
+    import subprocess
+
+    done = subprocess.run([os.path.join(source.bin_dir, "pg_verifybackup"), "-n", "-q", str(to)],
+                          capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    if done.returncode != 0:
+        raise recovery.RecoveryFailed(f"pg_verifybackup found problems in {to}:\n{done.stderr.strip()}")
+
+
+def restore_settings(policy: Policy, source: PostgresSource, plan: RestorePlan, opts: RestoreOptions,
+                     port: int | None, *, staged: bool = False) -> dict[str, str]:
+    settings = recovery_settings(plan.target, plan.timeline, opts.action)
+    command = recovery.restore_command(policy, source.name)
+    # a staged segment is read from pg_wal, and timeline 1 never has a history file: the archive is
+    # asked only for the rest
+    skip = 'test -f "pg_wal/%f" && exit 1; ' if staged else ""
+    settings["restore_command"] = f'{skip}test "%f" = 00000001.history && exit 1; {command}'
+    settings["archive_mode"] = "off"
+    if port:
+        settings["port"] = str(port)
+    if opts.socket_dir is not None:
+        settings["unix_socket_directories"] = opts.socket_dir
+    return settings
+
+
+def reach(result: RestoreResult, to: Path, source: PostgresSource, port: int | None, timeout: float) -> None:
+    log = recovery.start_server(to, source.bin_dir)
+    conninfo = {**source.conninfo, "host": "127.0.0.1", "port": str(port or source.port), "dbname": "postgres"}
+    dsn = " ".join(f"{k}={v}" for k, v in conninfo.items())
+    reached = recovery.wait_for_recovery(to, dsn, log, timeout)
+    result.state, result.reached_time, result.reached_lsn = reached.state, reached.time, reached.lsn
+    result.reached_timeline = reached.timeline or result.plan.timeline
+    result.stop_line = reached.log_line
+    if reached.state != "paused":  # recovery is over: segments fetched ahead are of no further use
+        shutil.rmtree(to / "pg_wal" / PREFETCH_DIR, ignore_errors=True)

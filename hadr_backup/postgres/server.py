@@ -1,0 +1,107 @@
+"""The PostgreSQL server a base backup is taken from: what it is, whether it can be backed up, and
+what its archiver says when WAL does not arrive."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hadr_backup.errors import HadrError, ServerError, UsageError
+from hadr_backup.policy.model import PostgresSource
+
+MIN_VERSION = 130000
+
+
+@dataclass
+class ServerFacts:
+    """What the backup records about the cluster, read before it starts."""
+
+    version_num: int
+    version: str
+    system_identifier: str
+    wal_segment_size: int
+    data_checksums: bool
+    archive_mode: str
+    archive_command: str
+    in_recovery: bool
+    databases: list[str]
+    tablespaces: list[tuple[str, str]]
+
+
+_FACTS_SQL = """
+select current_setting('server_version_num')::int, current_setting('server_version'),
+       (select system_identifier::text from pg_control_system()),
+       pg_size_bytes(current_setting('wal_segment_size')), current_setting('data_checksums') = 'on',
+       current_setting('archive_mode'), current_setting('archive_command'), pg_is_in_recovery()
+"""
+
+
+def connect(source: PostgresSource, dbname: str | None = None):
+    import psycopg
+
+    dsn = source.dsn_for(dbname) if dbname else source.dsn
+    try:
+        return psycopg.connect(dsn, autocommit=True, connect_timeout=10, application_name="hadr")
+    except psycopg.OperationalError as error:
+        raise ServerError(f"cannot connect to PostgreSQL source {source.name} ({source.dsn}): "
+                          f"{str(error).strip()}",
+                          hint="check sources.postgres[].dsn and that the server runs") from None
+
+
+def inspect_server(source: PostgresSource) -> ServerFacts:
+    with connect(source) as conn:
+        row = conn.execute(_FACTS_SQL).fetchone()
+        databases = [r[0] for r in conn.execute(
+            "select datname from pg_database where not datistemplate and datallowconn order by 1")]
+        tablespaces = [(r[0], r[1]) for r in conn.execute(
+            "select spcname, pg_tablespace_location(oid) from pg_tablespace "
+            "where spcname not in ('pg_default', 'pg_global') order by 1")]
+    return ServerFacts(row[0], row[1], row[2], int(row[3]), row[4], row[5], row[6], row[7], databases, tablespaces)
+
+
+def check_backupable(source: PostgresSource, facts: ServerFacts) -> None:
+    if facts.version_num < MIN_VERSION:
+        raise UsageError(f"{source.name} runs PostgreSQL {facts.version}; hadr backs up 13 and later")
+    if facts.tablespaces:
+        listed = ", ".join(f"{name} ({location})" for name, location in facts.tablespaces)
+        raise UsageError(f"{source.name} has tablespaces outside the data directory: {listed}; hadr backs up "
+                         f"only clusters without them and will not silently leave them out",
+                         hint="move their tables into pg_default (ALTER TABLE ... SET TABLESPACE pg_default) "
+                              "and drop the tablespaces, or back this cluster up with another tool")
+    if facts.in_recovery:
+        raise UsageError(f"{source.name} is a standby; hadr takes base backups from the primary",
+                         hint="point sources.postgres[].dsn at the primary")
+    if facts.archive_mode == "off" or not facts.archive_command.strip() or facts.archive_command == "(disabled)":
+        raise UsageError(f"{source.name} does not archive WAL (archive_mode={facts.archive_mode}, "
+                         f"archive_command={facts.archive_command!r}); a base backup is useless without it",
+                         hint="set archive_mode = on and archive_command = 'hadr wal-push %p', then restart")
+
+
+def check_archive_identity(repo, source: PostgresSource, facts: ServerFacts) -> None:
+    from hadr_backup.postgres.archive import load_identity
+
+    identity = load_identity(repo, source.name)
+    if identity is not None and str(identity.system_identifier) != facts.system_identifier:
+        raise UsageError(f"the repository's WAL archive for {source.name} belongs to cluster "
+                         f"{identity.system_identifier}, but {source.dsn} is cluster {facts.system_identifier}",
+                         hint="give this cluster its own source name in the policy")
+
+
+def archiver_state(source: PostgresSource) -> dict | None:
+    try:
+        with connect(source) as conn:
+            row = conn.execute("select last_failed_wal, last_failed_time, failed_count, last_archived_wal "
+                               "from pg_stat_archiver").fetchone()
+    except HadrError:
+        return None
+    return dict(zip(("last_failed_wal", "last_failed_time", "failed_count", "last_archived_wal"), row, strict=True))
+
+
+def archiver_hint(source: PostgresSource) -> str:
+    state = archiver_state(source)
+    if state is None:
+        return "check archive_command and the PostgreSQL log"
+    if state["last_failed_wal"]:
+        return (f"the archiver last failed on {state['last_failed_wal']} at {state['last_failed_time']} "
+                f"({state['failed_count']} failures; last archived {state['last_archived_wal']}): "
+                f"check archive_command and the PostgreSQL log")
+    return f"the archiver reports no failure (last archived {state['last_archived_wal']}); is it keeping up?"

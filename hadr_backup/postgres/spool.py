@@ -1,0 +1,313 @@
+"""Async WAL archiving: a spool and a background pusher that stores ready WAL files in parallel.
+
+Async push works as pgBackRest's ``archive-async``: when PostgreSQL calls wal-push for a file that is
+not stored yet, the call starts a background pusher (unless one runs) and waits. The pusher stores
+every ``.ready`` file of ``pg_wal/archive_status`` in order, ``archive_workers`` at a time, and
+writes a *done marker* for each file only after the store returned (fsync + rename, or a confirmed
+PUT). A call returns 0 only when its file's marker exists, matches the file (device, inode, size,
+mtime) and, for a local repository, the object exists: a file that is merely queued is never
+acknowledged. A failed store leaves an *error marker*; the next call reports it (exit 1), removes it
+and so lets the pusher try again.
+
+Spool layout (``<spool_dir>/<source>``, by default ``pg_wal/.hadr-spool/<source>``)::
+
+    done/<name>     "<dev> <ino> <size> <mtime_ns> <stored bytes> <object key>"
+    link/<name>-<sha256>  a hard link to the stored file (when the spool shares pg_wal's filesystem)
+    error/<name>    why the last store of <name> failed
+    pusher.lock     flock held by the running pusher; pusher.running exists while it runs
+    pusher.log      the pusher's diagnostics
+
+PostgreSQL runs archive_command once per file, serially, so the answer for a file the pusher already
+stored must be cheap: ``archive_command_for`` puts a shell test (the hard link is this very file and,
+locally, its object exists; repeated for a moment while a pusher runs) and then the lean
+acknowledger (``walack.py``, run by ``python -I -S``) in front of the full command. The acknowledger
+answers from the marker, starts the pusher or waits while it runs, and otherwise execs the full
+``hadr wal-push``. Markers are dropped once PostgreSQL has acknowledged the file.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import sys
+import time
+from typing import TYPE_CHECKING
+
+from hadr_backup.postgres import walack
+from hadr_backup.postgres.walack import (
+    WAIT_TIMEOUT,
+    acknowledged,
+    has_error,
+    marker_text,
+    pusher_running,
+    wait_while_pushing,
+)
+
+if TYPE_CHECKING:
+    from hadr_backup.policy.model import Policy, PostgresSource
+    from hadr_backup.postgres.archive import WalPushResult
+
+
+LINGER = 1.0  # seconds a pusher waits for more ready files before it exits
+
+
+# -- spool and pusher ----------------------------------------------------------------------------
+
+
+def spool_path(source: PostgresSource, pg_wal: str) -> str:
+    if source.spool_dir:
+        return os.path.join(source.spool_dir, source.name)
+    return os.path.join(pg_wal, ".hadr-spool", source.name)
+
+
+def ack_command(policy: Policy, source: PostgresSource, full_command: str) -> str:
+    """archive_command for async mode: a shell test, then the lean acknowledger, then ``full_command``.
+
+    The shell test answers for a segment the pusher stored without starting an interpreter: its hard
+    link ``link/<name>-<sha256>`` is the very file PostgreSQL asks about (``-ef``: same device and
+    inode) and, for a local repository, the object of that name exists. While a pusher runs
+    (``pusher.running``) and has reported no error for the segment, the test is repeated every 10 ms
+    for up to 0.3 s (``sleep`` costs less than an interpreter); then the acknowledger takes over.
+    """
+    import shlex
+
+    spool = shlex.quote(spool_path(source, "pg_wal"))  # relative by default: run in the data directory
+    lean = [sys.executable, "-I", "-S", os.path.abspath(walack.__file__), spool_path(source, "pg_wal"),
+            policy.repository.path or "-", shlex.join(source_args(policy, source))]
+    stored = ['[ "$1" -ef "$p" ]']
+    if policy.repository.path:
+        folder = shlex.quote(f"{policy.repository.path}/wal/{source.name}")
+        stored.append(f'[ -e {folder}/"${{n%????????}}"/"${{1##*/}}" ]')
+    shell = (f'p=%p; n=${{p##*/}}; i=0; while [ ${{#n}} = 24 ]; do set -- {spool}/link/"$n"-*; '
+             f'{" && ".join(stored)} && exit 0; [ $i -lt 30 ] && [ -e {spool}/pusher.running ] && '
+             f'[ ! -e {spool}/error/"$n" ] || break; i=$((i+1)); sleep 0.01; done; ')
+    return f"{shell}exec {' '.join(shlex.quote(a) for a in lean)} \"$p\" {full_command}"
+
+
+def source_args(policy: Policy, source: PostgresSource) -> list[str]:
+    policy_args = ["--policy", os.path.abspath(policy.path)] if os.path.isfile(policy.path) else []
+    return ["--source", source.name, *policy_args]
+
+
+def push_through_spool(policy: Policy, source: PostgresSource, path: str | os.PathLike) -> WalPushResult:
+    """The full wal-push in async mode: wait until the background pusher has stored ``path``."""
+    from hadr_backup.errors import UsageError
+    from hadr_backup.postgres import wal
+    from hadr_backup.postgres.archive import WalPushResult, push_wal_file, read_wal_file
+    from hadr_backup.repo.repository import open_repo
+
+    started = time.monotonic()
+    wal_path = os.path.abspath(path)
+    name, pg_wal = os.path.basename(wal_path), os.path.dirname(wal_path)
+    if not wal.is_wal_file(name):
+        raise UsageError(f"{path} is not a WAL file", hint="archive_command must pass %p")
+    spool, repo_root = spool_path(source, pg_wal), policy.repository.path
+    fields = acknowledged(spool, wal_path, repo_root)
+    if fields is None:
+        _raise_stored_error(spool, name)
+        if not pusher_running(spool):
+            start_pusher(policy, source, pg_wal, spool)
+        wait_while_pushing(spool, wal_path, repo_root, started + WAIT_TIMEOUT)
+        fields = acknowledged(spool, wal_path, repo_root)
+    if fields is None:
+        _raise_stored_error(spool, name)
+        # the pusher stopped (or stalled) without storing this file: store it here, as sync mode does
+        wal_file = read_wal_file(wal_path)
+        with open_repo(policy, write=True, lock=False, catalog=False) as repo:
+            outcome = push_wal_file(repo, source.name, wal_file)
+        return WalPushResult(source.name, name, "stored", outcome.key, outcome.sha256, outcome.raw_size,
+                             outcome.stored_size, time.monotonic() - started, [])
+    return WalPushResult(source.name, name, "stored by the async pusher", fields[5], fields[5].rsplit("-", 1)[1],
+                         int(fields[2]), int(fields[4]), time.monotonic() - started, [])
+
+
+def _raise_stored_error(spool: str, name: str) -> None:
+    from hadr_backup.errors import HadrError
+
+    path = os.path.join(spool, "error", name)
+    try:
+        with open(path) as handle:
+            message = handle.read().strip()
+    except FileNotFoundError:
+        return
+    os.unlink(path)  # reported once; the next call makes the pusher try again
+    raise HadrError(f"the async pusher could not store {name}: {message}")
+
+
+def start_pusher(policy: Policy, source: PostgresSource, pg_wal: str, spool: str) -> None:
+    """Start a detached pusher and give it a moment to take its lock."""
+    walack.start_pusher(spool, source_args(policy, source), pg_wal)
+
+
+def take_lock(path: str) -> int | None:
+    """A non-blocking exclusive flock on ``path`` (the kernel frees it when the holder dies)."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def run_pusher(policy: Policy, source: PostgresSource, pg_wal: str) -> int:
+    """Store every ready WAL file, ``archive_workers`` at a time, until none is left; return how many."""
+    from concurrent.futures import ThreadPoolExecutor
+    from dataclasses import replace
+
+    from hadr_backup.repo.repository import open_repo
+
+    spool = spool_path(source, pg_wal)
+    for sub in ("done", "error", "link"):
+        os.makedirs(os.path.join(spool, sub), exist_ok=True)
+    lock = take_lock(os.path.join(spool, "pusher.lock"))
+    if lock is None:
+        return 0  # another pusher runs
+    # the workers store files in parallel, so each compresses its file on one thread
+    policy = replace(policy, compression=replace(policy.compression, threads=1))
+    running = os.path.join(spool, "pusher.running")  # for the shell test of ack_command
+    try:
+        replace_text(running, f"{os.getpid()}\n")
+        with open_repo(policy, write=True, lock=False, catalog=False) as repo, \
+                ThreadPoolExecutor(source.archive_workers, thread_name_prefix="hadr-push") as pool:
+            pusher = _Pusher(repo, source.name, spool, pg_wal, policy.repository.path)
+            stored = pusher.drain(pool, capacity=source.archive_workers * 2)
+        sys.stderr.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} pusher: stored {stored} file(s), "
+                         f"up to {pusher.most_at_once} at once\n")
+        return stored
+    finally:
+        if os.path.exists(running):
+            os.unlink(running)
+        os.close(lock)
+
+
+class _Pusher:
+    def __init__(self, repo, source: str, spool: str, pg_wal: str, repo_root: str | None):
+        import threading
+
+        self.repo, self.source, self.spool, self.pg_wal, self.repo_root = repo, source, spool, pg_wal, repo_root
+        self.identity = None  # the archive identity, once checked
+        self.stored: set[str] = set()  # names this pusher stored (and marked)
+        self.at_once = self.most_at_once = 0  # stores running now, and the most seen at once
+        self._count_lock = threading.Lock()
+
+    def drain(self, pool, capacity: int) -> int:
+        """Keep ``capacity`` stores queued on ``pool`` until no ready file is left for LINGER seconds."""
+        from concurrent.futures import FIRST_COMPLETED, wait
+
+        in_flight: dict = {}
+        stored, idle_since, pruned = 0, time.monotonic(), 0.0
+        while True:
+            if time.monotonic() - pruned > 1.0:
+                _prune_markers(self.spool, self.pg_wal)
+                pruned = time.monotonic()
+            for name in self.pending(exclude=in_flight)[:max(0, capacity - len(in_flight))]:
+                in_flight[name] = pool.submit(self.push, name)
+            if not in_flight:
+                if time.monotonic() - idle_since > LINGER:
+                    _prune_markers(self.spool, self.pg_wal)
+                    return stored
+                time.sleep(0.02)
+                continue
+            finished, _ = wait(list(in_flight.values()), timeout=0.05, return_when=FIRST_COMPLETED)
+            for name in [n for n, f in in_flight.items() if f in finished]:
+                stored += in_flight.pop(name).result()
+            idle_since = time.monotonic()
+
+    def pending(self, exclude) -> list[str]:
+        """Ready files without a marker: history files first, then in name (= WAL) order."""
+        try:
+            entries = os.listdir(os.path.join(self.pg_wal, "archive_status"))
+        except FileNotFoundError:
+            return []
+        names = [e[:-6] for e in entries if e.endswith(".ready") and e[:-6] not in exclude
+                 and e[:-6] not in self.stored]
+        names = [n for n in names if not has_error(self.spool, n)
+                 and not acknowledged(self.spool, os.path.join(self.pg_wal, n), self.repo_root)]
+        return sorted(names, key=lambda n: (not n.endswith(".history"), n))
+
+    def push(self, name: str) -> int:
+        with self._count_lock:
+            self.at_once += 1
+            self.most_at_once = max(self.most_at_once, self.at_once)
+        try:
+            return self._push(name)
+        finally:
+            with self._count_lock:
+                self.at_once -= 1
+
+    def _push(self, name: str) -> int:
+        from hadr_backup.postgres.archive import ArchiveIdentity, push_wal_file, read_wal_file
+
+        path = os.path.join(self.pg_wal, name)
+        try:
+            st = os.stat(path)
+            wal_file = read_wal_file(path)
+            outcome = push_wal_file(self.repo, self.source, wal_file, identity=self.identity)
+            if wal_file.header is not None:
+                self.identity = ArchiveIdentity.of(wal_file.header)
+        except FileNotFoundError:
+            return 0  # recycled meanwhile: PostgreSQL no longer needs it archived
+        except Exception as error:
+            replace_text(os.path.join(self.spool, "error", name), f"{error}\n")
+            sys.stderr.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {name}: {error}\n")
+            return 0
+        replace_text(os.path.join(self.spool, "done", name), marker_text(st, outcome.stored_size, outcome.key))
+        _link_marker(path, os.path.join(self.spool, "link", f"{name}-{outcome.sha256}"))
+        self.stored.add(name)
+        return 1
+
+
+def replace_text(path: str, text: str) -> None:
+    """Replace ``path`` atomically (a reader sees the old or the new text, never a torn one)."""
+    temp = f"{path}.{os.getpid()}.tmp"
+    with open(temp, "w") as handle:
+        handle.write(text)
+    os.replace(temp, path)
+
+
+def _link_marker(path: str, link: str) -> None:
+    """A hard link to the stored file, for the shell test of ``ack_command``."""
+    try:
+        os.link(path, link)
+    except FileExistsError:  # left by an earlier pusher: it may pin another file
+        os.unlink(link)
+        _link_marker(path, link)
+    except OSError:  # the spool is on another filesystem: the lean acknowledger answers instead
+        pass
+
+
+def _prune_markers(spool: str, pg_wal: str) -> None:
+    """Drop the markers of files PostgreSQL has acknowledged or removed (a hard link would pin the
+    file, and a name can come back after a new initdb)."""
+    status = os.path.join(pg_wal, "archive_status")
+    for folder, name_of in (("done", lambda e: e), ("link", lambda e: e.rsplit("-", 1)[0])):
+        for entry in os.listdir(os.path.join(spool, folder)):
+            if not os.path.exists(os.path.join(status, name_of(entry) + ".ready")):
+                try:
+                    os.unlink(os.path.join(spool, folder, entry))
+                except FileNotFoundError:
+                    pass
+
+
+# -- background entry points ---------------------------------------------------------------------
+
+
+def main(argv: list[str]) -> int:
+    import argparse
+
+    from hadr_backup.policy.load import load_policy
+
+    parser = argparse.ArgumentParser(prog="hadr_backup.postgres.spool", description="the background pusher")
+    parser.add_argument("job", choices=["push"])
+    parser.add_argument("--policy")
+    parser.add_argument("--source", required=True)
+    parser.add_argument("--pg-wal", required=True)
+    args = parser.parse_args(argv)
+    policy = load_policy(args.policy or os.environ.get("HADR_POLICY"))
+    run_pusher(policy, policy.sources.postgres_named(args.source), args.pg_wal)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
