@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hadr_backup.errors import HadrError, IntegrityError, KeyMissing, ObjectExists, ObjectMissing, UsageError
+from hadr_backup.fsutil import fsync_dir
 from hadr_backup.postgres import wal
 
 if TYPE_CHECKING:
@@ -353,13 +354,6 @@ def write_verified(chunks: Iterable[bytes], dest: Path, sha256: str, name: str) 
             temp.unlink()
     return size
 
-
-def fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def run_wal_fetch(policy: Policy, source_name: str | None, name: str, dest: str | os.PathLike, *,

@@ -33,7 +33,8 @@ def prefetch_dir(dest) -> str:
 def serve_prefetched(policy: Policy, source: PostgresSource, name: str, dest: str | os.PathLike,
                      count: int) -> WalFetchResult | None:
     """Move a prefetched ``name`` to ``dest``; None when it was not prefetched."""
-    from hadr_backup.postgres.archive import WalFetchResult, fsync_dir
+    from hadr_backup.fsutil import fsync_dir
+    from hadr_backup.postgres.archive import WalFetchResult
 
     directory = prefetch_dir(dest)
     if not os.path.isdir(directory):

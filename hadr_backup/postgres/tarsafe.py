@@ -15,6 +15,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hadr_backup.fsutil import fsync_dir
 from hadr_backup.postgres.tarstream import (  # noqa: F401  (TarScanner is part of this module's API)
     DIRECTORY,
     HARDLINK,
@@ -93,7 +94,7 @@ class SafeExtractor:
                 self._syncer.finish()
         if self.durable:
             for directory in sorted(self._directories, key=len, reverse=True):
-                _fsync_path(directory)
+                fsync_dir(directory)
         return self.stats
 
     def _one(self, member: Member, body: Iterator[memoryview]) -> None:
@@ -225,13 +226,6 @@ class _Syncer:
         if self._error is not None:
             raise self._error
 
-
-def _fsync_path(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def sync_filesystem(path: Path) -> None:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hadr_backup.errors import IntegrityError, TamperedData, UsageError, WrongKey
+from hadr_backup.fsutil import fsync_dir
 
 KEY_FILE_PREFIX = "hadr-key-v1:"
 WRAP_FORMAT = "hadr-wrapped-key-v1"
@@ -82,7 +83,7 @@ def create_key_file(path: Path | str) -> MasterKey:
         os.fsync(fd)
     finally:
         os.close(fd)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
     return MasterKey.from_secret(secret)
 
 
@@ -137,18 +138,6 @@ def _parse_key_text(text: str, where: str) -> bytes:
         )
     return secret
 
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some filesystems refuse fsync on a directory; the file itself is synced
-    finally:
-        os.close(fd)
 
 
 # -- data keys ------------------------------------------------------------------------------------

@@ -7,13 +7,13 @@ never leaves behind files the archiver cannot write next to.
 
 from __future__ import annotations
 
-import errno
 import os
 import secrets
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from hadr_backup.errors import ObjectExists, ObjectMissing, RepositoryError
+from hadr_backup.fsutil import fsync_dir
 from hadr_backup.repo.storage import Features, ObjectInfo, validate_key, validate_prefix
 
 READ_SIZE = 1 << 20
@@ -53,7 +53,7 @@ class LocalStorage:
             except FileExistsError:
                 continue
             self._adopt(new)
-            _fsync_dir(new.parent)
+            fsync_dir(new.parent)
 
     def put(self, key: str, chunks: Iterable[bytes], *, if_absent: bool = False) -> int:
         final = self._path(key)
@@ -76,7 +76,7 @@ class LocalStorage:
                 os.unlink(temp)
             else:
                 os.replace(temp, final)
-            _fsync_dir(final.parent)
+            fsync_dir(final.parent)
         finally:
             if temp.exists():
                 temp.unlink()
@@ -123,7 +123,7 @@ class LocalStorage:
             path.unlink()
         except FileNotFoundError:
             return
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
 
 
 def _read_chunks(handle) -> Iterator[bytes]:
@@ -131,13 +131,3 @@ def _read_chunks(handle) -> Iterator[bytes]:
         while chunk := handle.read(READ_SIZE):
             yield chunk
 
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    except OSError as error:  # some filesystems refuse fsync on directories
-        if error.errno not in (errno.EINVAL, errno.EBADF):
-            raise
-    finally:
-        os.close(fd)
