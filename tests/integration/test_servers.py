@@ -168,6 +168,16 @@ def test_s3_server_on_taken_port_raises(taken_port: int) -> None:
         S3Server(taken_port).start()
 
 
-def test_stop_pid_is_idempotent() -> None:
+def test_stop_pid_stops_once_and_is_idempotent() -> None:
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    assert pid_alive(child.pid)
+    stop_pid(child.pid, timeout=5)
+    child.wait(timeout=5)
+    assert not pid_alive(child.pid)
+    stop_pid(child.pid)  # already gone: no error
     stop_pid(None)
     stop_pid(2**22 + 12345)  # no such process
+    assert child.returncode == -15  # ended by SIGTERM, not SIGKILL
