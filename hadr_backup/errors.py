@@ -66,8 +66,16 @@ class ObjectExists(RepositoryError):
     """An object already exists under that key."""
 
 
+class ObjectChanged(RepositoryError):
+    """The object changed since it was read (a conditional write or delete lost a race)."""
+
+
 class LockHeld(RepositoryError):
     """Another hadr process holds the repository lock."""
+
+
+class LockLost(RepositoryError):
+    """The repository lock was taken over while this process held it."""
 
 
 class TransientStorageError(RepositoryError):
@@ -92,6 +100,12 @@ class ChunkOrderError(IntegrityError):
 
 class ChecksumMismatch(IntegrityError):
     """The stored object's SHA-256 does not match the catalog."""
+
+
+class CatalogMissing(IntegrityError):
+    """The repository holds backups or WAL but neither the catalog nor its copy."""
+
+    exit_code = EXIT_VERIFY
 
 
 class WrongKey(HadrError):

@@ -113,6 +113,12 @@ class _Reader:
             raise self.fail(f"{where}.{key}", "a positive number", value)
         return float(value)
 
+    def seconds(self, data: dict, key: str, where: str, default: float) -> float:
+        value = data.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise self.fail(f"{where}.{key}", "a number of seconds (0 or more)", value)
+        return float(value)
+
     def boolean(self, data: dict, key: str, where: str, default: bool) -> bool:
         value = data.get(key, default)
         if not isinstance(value, bool):
@@ -161,7 +167,7 @@ class _Reader:
     def repository(self, value: Any) -> RepositoryConfig:
         where = "repository"
         data = self.mapping(value, where, {"path", "url", "endpoint", "region", "access_key",
-                                           "secret_key", "lock_dir"})
+                                           "secret_key", "lock_dir", "lock_wait", "lock_ttl"})
         path, url = self.path(data, "path", where), self.string(data, "url", where)
         if bool(path) == bool(url):
             raise PolicyError(f"{self.name}: {where}: expected exactly one of path (a directory) "
@@ -174,6 +180,8 @@ class _Reader:
             access_key=self.string(data, "access_key", where),
             secret_key=self.string(data, "secret_key", where),
             lock_dir=self.path(data, "lock_dir", where),
+            lock_wait=self.seconds(data, "lock_wait", where, 0.0),
+            lock_ttl=self.number(data, "lock_ttl", where, 60.0),
         )
 
     def encryption(self, value: Any) -> EncryptionConfig:

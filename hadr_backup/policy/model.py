@@ -46,7 +46,9 @@ class RepositoryConfig:
     region: str = "us-east-1"
     access_key: str | None = None
     secret_key: str | None = None
-    lock_dir: str | None = None  # where the repository lock lives for S3 repositories
+    lock_dir: str | None = None  # accepted for old policies; the lock now lives in the repository
+    lock_wait: float = 0.0  # seconds a writer waits for the repository lock before giving up
+    lock_ttl: float = 60.0  # seconds an S3 lease lives without renewal (renewed every ttl/3)
 
     @property
     def is_s3(self) -> bool:

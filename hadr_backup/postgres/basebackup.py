@@ -31,6 +31,7 @@ from hadr_backup.postgres.server import (
     inspect_server,
 )
 from hadr_backup.postgres.tarstream import Member, TarScanner
+from hadr_backup.repo import layout
 from hadr_backup.repo.repository import Repository, open_repo
 
 READ_SIZE = 1 << 20
@@ -119,14 +120,12 @@ def _abandon(repo: Repository, entry, error: BaseException) -> None:
     reason = str(error).splitlines()[0] if str(error) else type(error).__name__
     try:
         repo.fail_backup(entry, reason)
-        for info in repo.store.list(backup_prefix(entry.source, entry.id)):
-            repo.store.delete(info.key)
     except Exception:  # the original error is what matters; the next writer cleans up
         pass
 
 
 def backup_prefix(source: str, backup_id: str) -> str:
-    return f"backups/pg/{source}/{backup_id}/"
+    return layout.backup_prefix("pg", source, backup_id)
 
 
 # -- streaming -------------------------------------------------------------------------------------

@@ -3,9 +3,14 @@ selection and verification.
 
 Written atomically through the storage driver (temp + fsync + rename locally, a confirmed PUT on
 S3), then again as a ``.copy`` twin; each file carries the SHA-256 of its content, so a torn or
-damaged file is detected and the twin is used (as pgBackRest does with its info files). An entry
-is ``complete`` only after everything it needs is stored; an interrupted run stays ``running``
-until the next writer marks it ``failed``.
+damaged file is detected and the twin is used (as pgBackRest does with its info files). Every change
+is a compare-and-swap against the version that was read (``Repository.update_catalog``), so two
+writers never lose each other's entries. An entry is ``complete`` only after everything it needs is
+stored; a ``running`` entry whose own heartbeat stops (its process is gone, or it has not renewed for
+longer than the lease) is judged interrupted, and the next writer marks it ``failed``.
+
+Format 2 added ``host``, ``heartbeat_at``, ``prefix`` and ``cleaned``; format 1 catalogs are read as
+they are (those fields take their defaults).
 """
 
 from __future__ import annotations
@@ -14,16 +19,19 @@ import hashlib
 import json
 import os
 import secrets
+import socket
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from hadr_backup.errors import IntegrityError, RepositoryError
+from hadr_backup.repo.layout import CATALOG as CATALOG_KEY
+from hadr_backup.repo.layout import CATALOG_COPY as COPY_KEY
+from hadr_backup.repo.layout import backup_prefix
 
-CATALOG_KEY = "catalog.json"
-COPY_KEY = "catalog.json.copy"
-FORMAT = 1
+FORMAT = 2
+READABLE_FORMATS = (1, 2)
 
 RUNNING, COMPLETE, FAILED = "running", "complete", "failed"
 
@@ -54,10 +62,18 @@ class BackupEntry:
     meta: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
     pid: int = field(default_factory=os.getpid)
+    host: str | None = field(default_factory=socket.gethostname)  # None: written by format 1
+    heartbeat_at: float | None = None  # renewed by the running process; None: never renewed
+    prefix: str | None = None  # where its objects (and the leftovers of interrupted writes) live
+    cleaned: bool = False  # a failed entry's objects have been removed
 
     @property
     def complete(self) -> bool:
         return self.state == COMPLETE
+
+    @property
+    def object_prefix(self) -> str:
+        return self.prefix or backup_prefix(self.kind, self.source, self.id)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -66,6 +82,7 @@ class BackupEntry:
     def from_json(cls, data: dict) -> BackupEntry:
         data = dict(data)
         data["objects"] = [StoredObject.from_json(o) for o in data.get("objects", [])]
+        data.setdefault("host", None)  # format 1 did not record it: unknown, never "this host"
         return cls(**data)
 
 
@@ -77,7 +94,7 @@ def new_backup_id(kind: str, when: float | None = None) -> str:
 @dataclass
 class Catalog:
     entries: list[BackupEntry] = field(default_factory=list)
-    loaded_from: str = CATALOG_KEY
+    loaded_from: str | None = CATALOG_KEY  # None: neither the catalog nor its copy exists
 
     def get(self, backup_id: str) -> BackupEntry | None:
         return next((e for e in self.entries if e.id == backup_id), None)
@@ -113,16 +130,18 @@ class Catalog:
             raise IntegrityError(f"{name} is not a readable catalog") from None
         if hashlib.sha256(canonical.encode()).hexdigest() != wrapper.get("checksum"):
             raise IntegrityError(f"{name} does not match its checksum")
-        if body.get("format") != FORMAT:
-            raise RepositoryError(f"{name} has catalog format {body.get('format')}, this hadr reads {FORMAT}",
-                                  hint="upgrade hadr")
+        if body.get("format") not in READABLE_FORMATS:
+            raise RepositoryError(f"{name} has catalog format {body.get('format')}, this hadr reads "
+                                  f"{', '.join(map(str, READABLE_FORMATS))}", hint="upgrade hadr")
         return cls([BackupEntry.from_json(e) for e in body["entries"]], loaded_from=name)
 
 
 def load_catalog(read: Callable[[str], bytes | None]) -> tuple[Catalog, list[str]]:
     """Load the catalog, falling back to the copy. ``read(key)`` returns None for a missing object.
 
-    Returns the catalog and warnings (e.g. "catalog.json damaged, loaded the copy").
+    Returns the catalog and warnings (e.g. "catalog.json damaged, loaded the copy"); when both are
+    missing, an empty catalog whose ``loaded_from`` is None (the caller decides whether that is a
+    new repository or a lost catalog).
     """
     warnings, problems = [], []
     for key in (CATALOG_KEY, COPY_KEY):
@@ -143,18 +162,21 @@ def load_catalog(read: Callable[[str], bytes | None]) -> tuple[Catalog, list[str
             warnings.append(f"{CATALOG_KEY} could not be used ({problems[0]}); loaded its copy")
         return catalog, warnings
     if all(p.endswith(": missing") for p in problems):
-        return Catalog(), warnings
+        return Catalog(loaded_from=None), warnings
     raise IntegrityError("the catalog and its copy are both unreadable: " + "; ".join(problems),
-                         hint="run `hadr verify repo` and restore the catalog from a copy of the repository")
+                         hint="run `hadr repair catalog` to rebuild it from the backups' own descriptions")
 
 
-def save_catalog(catalog: Catalog, write: Callable[[str, bytes], Any]) -> None:
-    """Write the catalog, then its twin: at every instant at least one of them is whole."""
-    data = catalog.to_bytes()
-    write(CATALOG_KEY, data)
-    write(COPY_KEY, data)
-
-
-def interrupted(entries: Iterable[BackupEntry]) -> list[BackupEntry]:
-    """Entries still ``running`` when a writer takes the lock: their process is gone."""
-    return [e for e in entries if e.state == RUNNING]
+def interrupted(entries: Iterable[BackupEntry], *, now: float, host: str, stale_after: float,
+                alive: Callable[[int], bool]) -> list[BackupEntry]:
+    """``running`` entries whose own heartbeat says their process is gone: it ran on this host and its
+    pid is dead, or it has not renewed its heartbeat for ``stale_after`` seconds (format-1 entries,
+    which have none, count from their start). Who holds the lock says nothing about them."""
+    found = []
+    for entry in entries:
+        if entry.state != RUNNING:
+            continue
+        beat = entry.heartbeat_at or entry.started_at
+        if (entry.host == host and not alive(entry.pid)) or now - beat > stale_after:
+            found.append(entry)
+    return found

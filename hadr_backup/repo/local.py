@@ -7,16 +7,22 @@ never leaves behind files the archiver cannot write next to.
 
 from __future__ import annotations
 
+import fcntl
 import os
+import re
 import secrets
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-from hadr_backup.errors import ObjectExists, ObjectMissing, RepositoryError
+from hadr_backup.errors import ObjectChanged, ObjectExists, ObjectMissing, RepositoryError
 from hadr_backup.fsutil import fsync_dir
-from hadr_backup.repo.storage import Features, ObjectInfo, validate_key, validate_prefix
+from hadr_backup.repo.storage import Features, ObjectInfo, Versioned, validate_key, validate_prefix
 
 READ_SIZE = 1 << 20
+CAS_LOCK = ".cas.lock"  # per folder: serialises compare-and-swap writers of that folder's objects
+# the temporary file of an unfinished put: .<name>.<pid>.<8 hex>.tmp
+_TEMP = re.compile(r"\.(?P<name>.+)\.\d+\.[0-9a-f]{8}\.tmp")
 
 
 class LocalStorage:
@@ -124,6 +130,86 @@ class LocalStorage:
         except FileNotFoundError:
             return
         fsync_dir(path.parent)
+
+
+    # -- compare-and-swap and leftovers ---------------------------------------------------------
+
+    def get_versioned(self, key: str) -> Versioned:
+        try:
+            with open(self._path(key), "rb") as handle:
+                return Versioned(handle.read(), _token(os.fstat(handle.fileno())))
+        except FileNotFoundError:
+            raise ObjectMissing(f"{key} is missing from {self.root}") from None
+
+    def put_if(self, key: str, data: bytes, *, token: str | None) -> str:
+        final = self._path(key)
+        self._makedirs(final.parent)
+        with self._folder_lock(final.parent):
+            if self._current_token(final) != token:
+                raise ObjectChanged(f"{key} in {self.root} changed since it was read")
+            self.put(key, [data])
+            return _token(final.stat())
+
+    def delete_if(self, key: str, token: str) -> None:
+        final = self._path(key)
+        if not final.parent.is_dir():
+            raise ObjectChanged(f"{key} in {self.root} is gone")
+        with self._folder_lock(final.parent):
+            if self._current_token(final) != token:
+                raise ObjectChanged(f"{key} in {self.root} changed since it was read")
+            self.delete(key)
+
+    @contextmanager
+    def _folder_lock(self, folder: Path) -> Iterator[None]:
+        fd = os.open(folder / CAS_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            if self._owner:
+                os.fchown(fd, *self._owner)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def _current_token(self, path: Path) -> str | None:
+        try:
+            return _token(path.stat())
+        except FileNotFoundError:
+            return None
+
+    def list_temporary(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        validate_prefix(prefix)
+        base = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
+        start = self.root / base if base else self.root
+        for directory, _dirs, files in os.walk(start):
+            rel_dir = os.path.relpath(directory, self.root)
+            for name in files:
+                match = _TEMP.fullmatch(name)
+                key = match and (match["name"] if rel_dir == "." else f"{rel_dir}/{match['name']}")
+                if not key or not key.startswith(prefix):
+                    continue
+                try:
+                    st = os.stat(os.path.join(directory, name))
+                except FileNotFoundError:
+                    continue
+                temp = name if rel_dir == "." else f"{rel_dir}/{name}"
+                yield ObjectInfo(key, st.st_size, st.st_mtime, temp_id=temp)
+
+    def delete_temporary(self, info: ObjectInfo) -> None:
+        if not info.temp_id or not _TEMP.fullmatch(os.path.basename(info.temp_id)):
+            raise RepositoryError(f"{info.temp_id!r} is not a temporary object of {self.root}")
+        path = self.root / info.temp_id
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return
+        fsync_dir(path.parent)
+
+
+def _token(st: os.stat_result) -> str:
+    """A file's version: a replaced file is a new inode with a new change time."""
+    return f"{st.st_ino:x}-{st.st_mtime_ns:x}-{st.st_size:x}"
+
+
 
 
 def _read_chunks(handle) -> Iterator[bytes]:

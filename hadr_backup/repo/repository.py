@@ -2,44 +2,49 @@
 
     with open_repo(policy, write=True) as repo:      # takes the lock, loads the catalog
         entry = repo.begin_backup("pg", "main", meta)
-        stored = repo.put_object(f"backups/{entry.id}/base.tar", stream)
+        stored = repo.put_object(entry.object_prefix + "base.tar", stream)
         repo.finish_backup(entry, [stored])
 
-Layout of a repository::
-
-    hadr.repo.json            identity: format, id, creation time, encryption key ids (never keys)
-    keys/<data-key-id>.json   data keys wrapped by the master key
-    catalog.json(.copy)       the catalog and its checksummed twin
-    backups/<kind>/<source>/<backup-id>/...    backup objects
-    wal/<source>/...          archived PostgreSQL WAL
+The object layout is owned by ``layout.py``. Catalog changes are compare-and-swap against the version
+read (``update_catalog``), retried by re-reading and re-applying the change, so concurrent writers on
+one repository never lose an entry. A repository that holds backups or WAL but no catalog is an alarm
+(CatalogMissing, exit 3), never an empty repository: ``hadr repair catalog`` rebuilds it.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
+import random
 import secrets
+import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 
 from hadr_backup.errors import (
+    CatalogMissing,
+    IntegrityError,
     KeyMissing,
+    ObjectChanged,
     ObjectMissing,
     RepositoryError,
     RepositoryNotInitialized,
     UsageError,
 )
 from hadr_backup.policy.model import Policy
+from hadr_backup.repo import backups as lifecycle
 from hadr_backup.repo import catalog as catalog_io
-from hadr_backup.repo.catalog import COMPLETE, FAILED, BackupEntry, Catalog, StoredObject, new_backup_id
+from hadr_backup.repo import layout
+from hadr_backup.repo.catalog import BackupEntry, Catalog, StoredObject
 from hadr_backup.repo.storage import ReadOnlyStorage, RetryingStorage, Storage, read_all
 
-META_KEY = "hadr.repo.json"
+T = TypeVar("T")
+META_KEY = layout.META
 REPO_FORMAT = 1
+CAS_ATTEMPTS = 20
 
 
 def make_storage(policy: Policy, *, create: bool = False) -> Storage:
@@ -55,13 +60,14 @@ def make_storage(policy: Policy, *, create: bool = False) -> Storage:
     return LocalStorage(config.path, create=create)
 
 
-def lock_path(policy: Policy) -> Path:
+def make_lock(policy: Policy, store: Storage):
+    """The lock of this repository: an flock beside a local one, a lease object inside an S3 one."""
+    from hadr_backup.repo.lock import LeaseLock, RepoLock
+
     config = policy.repository
-    if config.path:
-        return Path(config.path) / ".lock"
-    digest = hashlib.sha256(f"{config.endpoint}|{config.url}".encode()).hexdigest()[:16]
-    base = Path(config.lock_dir) if config.lock_dir else Path.home() / ".cache" / "hadr" / "locks"
-    return base / f"{digest}.lock"
+    if store.features.local_path:
+        return RepoLock(Path(config.path) / layout.LOCAL_LOCK_FILE, wait=config.lock_wait)
+    return LeaseLock(store, layout.LEASE, ttl=config.lock_ttl, wait=config.lock_wait)
 
 
 @dataclass
@@ -74,6 +80,9 @@ class Repository:
     catalog: Catalog = field(default_factory=Catalog)
     warnings: list[str] = field(default_factory=list)
     master_key: object | None = None  # keys.MasterKey; opens data keys other than the current one
+    lock: object | None = None  # lock.RepoLock | lock.LeaseLock, while this process holds it
+    own_running: set[str] = field(default_factory=set)  # backups this process began and has not ended
+    _catalog_mutex: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
     # -- objects through the pipeline ----------------------------------------------------------
 
@@ -116,39 +125,107 @@ class Repository:
     # -- catalog -------------------------------------------------------------------------------
 
     def load_catalog(self) -> None:
-        def read(key: str) -> bytes | None:
-            if self.store.stat(key) is None:
-                return None
-            return b"".join(self.read_object(key))
-
-        self.catalog, warnings = catalog_io.load_catalog(read)
+        catalog, _tokens, warnings = self._read_catalog()
+        if catalog.loaded_from is None:
+            self.refuse_if_catalog_lost()
+        self.catalog = catalog
         self.warnings.extend(warnings)
 
-    def save_catalog(self) -> None:
+    def _read_catalog(self, *, unreadable_ok: bool = False) -> tuple[Catalog, dict[str, str], list[str]]:
+        """The catalog (or its copy), and the version tokens of both as they were read. With
+        ``unreadable_ok`` a catalog whose two files are both damaged reads as a missing one."""
+        from hadr_backup.repo.pipeline import decode
+
+        tokens: dict[str, str] = {}
+
+        def read(key: str) -> bytes | None:
+            try:
+                versioned = self.store.get_versioned(key)
+            except ObjectMissing:
+                return None
+            tokens[key] = versioned.token
+            return b"".join(decode([versioned.data], self._key_for))
+
+        try:
+            catalog, warnings = catalog_io.load_catalog(read)
+        except IntegrityError as error:
+            if not unreadable_ok:
+                raise
+            catalog, warnings = Catalog(loaded_from=None), [error.message]
+        return catalog, tokens, warnings
+
+    def refuse_if_catalog_lost(self) -> None:
+        """No catalog: fine for a new repository, an alarm when backups or WAL are stored."""
+        for prefix in (layout.BACKUPS, layout.WAL):
+            found = next(iter(self.store.list(prefix)), None)
+            if found is not None:
+                raise CatalogMissing(f"the repository at {self.store.describe()} holds backups or WAL "
+                                     f"({found.key}, …) but neither {layout.CATALOG} nor {layout.CATALOG_COPY}",
+                                     hint="run `hadr repair catalog` to rebuild it from the backups' own "
+                                          "descriptions; until then nothing is written")
+
+    def update_catalog(self, change: Callable[[Catalog], T], *, allow_missing: bool = False,
+                       lock_lost_ok: bool = False, rebuild: bool = False) -> T:
+        """Apply ``change`` to the newest catalog and store it only if nobody changed it meanwhile
+        (compare-and-swap); on a conflict re-read and re-apply. ``change`` must be idempotent.
+        Refused once this process lost the lock, unless ``lock_lost_ok`` (failing its own backup).
+        ``rebuild``: a missing or unreadable catalog starts empty (``hadr repair catalog``)."""
         self._require_write()
-        catalog_io.save_catalog(self.catalog, lambda key, data: self.put_object(key, [data]))
+        with self._catalog_mutex:
+            for attempt in range(CAS_ATTEMPTS):
+                if self.lock is not None and not lock_lost_ok:
+                    self.lock.check()
+                catalog, tokens, _warnings = self._read_catalog(unreadable_ok=rebuild)
+                if catalog.loaded_from is None and not (allow_missing or rebuild):
+                    self.refuse_if_catalog_lost()
+                result = change(catalog)
+                data = self._encode_small(catalog.to_bytes())
+                try:
+                    mine = self.store.put_if(layout.CATALOG, data, token=tokens.get(layout.CATALOG))
+                except ObjectChanged:
+                    time.sleep(random.uniform(0, 0.02 * 2 ** min(attempt, 6)))
+                    continue
+                self._write_copy(data, mine, tokens.get(layout.CATALOG_COPY))
+                self.catalog = catalog
+                return result
+        raise RepositoryError(f"the catalog kept changing under {CAS_ATTEMPTS} attempts to update it",
+                              hint="another writer is updating it in a loop; look at `hadr info`")
+
+    def _write_copy(self, data: bytes, main_token: str, copy_token: str | None) -> None:
+        """The twin follows the newest catalog: when another writer changed it, either we rewrite it
+        (our catalog is still the newest) or the newer writer will."""
+        for _ in range(CAS_ATTEMPTS):
+            try:
+                self.store.put_if(layout.CATALOG_COPY, data, token=copy_token)
+                return
+            except ObjectChanged:
+                if self.store.get_versioned(layout.CATALOG).token != main_token:
+                    return
+                try:
+                    copy_token = self.store.get_versioned(layout.CATALOG_COPY).token
+                except ObjectMissing:
+                    copy_token = None
+
+    def _encode_small(self, data: bytes) -> bytes:
+        from hadr_backup.repo.pipeline import encode
+
+        stream, _digest = encode([data], self.codec)
+        return b"".join(stream)
+
+    # -- backups (their lifecycle lives in backups.py) -----------------------------------------
 
     def begin_backup(self, kind: str, source: str, meta: dict | None = None) -> BackupEntry:
-        """Record a backup as running before any of its data is stored."""
-        entry = self.catalog.add(BackupEntry(id=new_backup_id(kind), kind=kind, source=source,
-                                             meta=dict(meta or {})))
-        self.save_catalog()
-        return entry
+        """Record a backup as running (with a heartbeat) before any of its data is stored."""
+        return lifecycle.begin_backup(self, kind, source, meta)
 
     def finish_backup(self, entry: BackupEntry, objects: list[StoredObject], meta: dict | None = None) -> None:
-        """Mark complete: call only once every object the backup needs is durably stored."""
-        entry.objects = list(objects)
-        entry.raw_size = sum(o.raw_size for o in objects)
-        entry.stored_size = sum(o.stored_size for o in objects)
-        entry.meta.update(meta or {})
-        entry.stopped_at = entry.stopped_at or time.time()
-        entry.state = COMPLETE
-        self.save_catalog()
+        """Describe the backup in the repository, then mark it complete: call only once every
+        object it needs is durably stored."""
+        lifecycle.finish_backup(self, entry, objects, meta)
 
     def fail_backup(self, entry: BackupEntry, reason: str) -> None:
-        entry.state, entry.error = FAILED, reason
-        entry.stopped_at = entry.stopped_at or time.time()
-        self.save_catalog()
+        """Mark it failed, then remove what it stored (and the leftovers of interrupted writes)."""
+        lifecycle.fail_backup(self, entry, reason)
 
     def _require_write(self) -> None:
         if not self.writable:
@@ -162,15 +239,11 @@ class Repository:
 # -- keys -----------------------------------------------------------------------------------------
 
 
-def key_record_key(data_key_id: str) -> str:
-    return f"keys/{data_key_id}.json"
-
-
 def load_data_key(store: Storage, data_key_id: str, master):
     from hadr_backup.repo.keys import unwrap_data_key
 
     try:
-        record = json.loads(read_all(store, key_record_key(data_key_id)))
+        record = json.loads(read_all(store, layout.data_key_record(data_key_id)))
     except ObjectMissing:
         raise RepositoryError(f"data key {data_key_id} is missing from the repository ({store.describe()})",
                               hint="restore keys/ from a copy of the repository") from None
@@ -204,20 +277,28 @@ def open_repo(policy: Policy, *, write: bool = False, lock: bool | None = None,
               catalog: bool = True) -> Iterator[Repository]:
     """Open the repository: read-only by default; ``write`` takes the lock unless ``lock=False``
     (wal-push writes without the lock: each segment is its own atomic, conditional object).
-    ``catalog=False`` skips loading the catalog (wal-push and wal-fetch do not need it)."""
-    from hadr_backup.repo.lock import RepoLock
+    ``catalog=False`` skips loading the catalog (wal-push and wal-fetch do not need it).
 
+    While the lock is held a keepalive thread renews it (S3 lease) and the heartbeat of the backups
+    this process runs; a writer that takes the lock first fails the backups whose heartbeat stopped."""
     take_lock = write if lock is None else lock
     store = make_storage(policy)
-    repo_lock = RepoLock(lock_path(policy)).acquire() if take_lock else None
+    repo_lock = make_lock(policy, store).acquire() if take_lock else None
+    keepalive = None
     try:
         repo = _open(policy, store if write else ReadOnlyStorage(store), write, catalog)
+        repo.lock = repo_lock
         if repo_lock and repo_lock.previous_holder:
-            repo.warnings.append(f"took over a stale lock of pid {repo_lock.previous_holder.get('pid')}")
+            repo.warnings.append(f"took over a stale lock of pid {repo_lock.previous_holder.get('pid')} "
+                                 f"on {repo_lock.previous_holder.get('host')}")
         if take_lock and write and catalog:
-            _fail_interrupted(repo)
+            lifecycle.fail_interrupted(repo)
+        if repo_lock:
+            keepalive = lifecycle.Keepalive(repo, policy.repository.lock_ttl / 3).start()
         yield repo
     finally:
+        if keepalive:
+            keepalive.stop()
         if repo_lock:
             repo_lock.release()
 
@@ -244,15 +325,6 @@ def _open(policy: Policy, store: Storage, write: bool, catalog: bool) -> Reposit
     return repo
 
 
-def _fail_interrupted(repo: Repository) -> None:
-    stale = catalog_io.interrupted(repo.catalog.entries)
-    for entry in stale:
-        entry.state, entry.error = FAILED, f"interrupted (pid {entry.pid} is gone)"
-    if stale:
-        repo.save_catalog()
-        repo.warnings.append(f"marked {len(stale)} interrupted backup(s) as failed")
-
-
 def init_repo(policy: Policy) -> tuple[dict, bool]:
     """Create the repository (or check an existing one). Returns (meta, created)."""
     from hadr_backup.repo.keys import new_data_key, wrap_data_key
@@ -266,9 +338,11 @@ def init_repo(policy: Policy) -> tuple[dict, bool]:
             "encryption": {}}
     if master is not None:
         data_key = new_data_key()
-        store.put(key_record_key(data_key.id), [json.dumps(wrap_data_key(data_key, master)).encode()],
+        store.put(layout.data_key_record(data_key.id), [json.dumps(wrap_data_key(data_key, master)).encode()],
                   if_absent=True)
         meta["encryption"] = {"cipher": "aes-256-gcm", "data_key_id": data_key.id,
                               "master_key_id": master.id}
     store.put(META_KEY, [json.dumps(meta, indent=1).encode()], if_absent=True)
+    with open_repo(policy, write=True, catalog=False) as repo:  # an empty catalog: "no backups yet"
+        repo.update_catalog(lambda catalog: None, allow_missing=True)
     return meta, True

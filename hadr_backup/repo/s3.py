@@ -11,8 +11,8 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
-from hadr_backup.errors import ObjectExists, ObjectMissing, RepositoryError, TransientStorageError
-from hadr_backup.repo.storage import Features, ObjectInfo, validate_key, validate_prefix
+from hadr_backup.errors import ObjectChanged, ObjectExists, ObjectMissing, RepositoryError, TransientStorageError
+from hadr_backup.repo.storage import Features, ObjectInfo, Versioned, validate_key, validate_prefix
 
 PART_SIZE = 16 << 20
 PARTS_IN_FLIGHT = 4
@@ -125,6 +125,48 @@ class S3Storage:
     def delete(self, key: str) -> None:
         self._call(key, self.client.delete_object, Bucket=self.bucket, Key=self._key(key))
 
+    # -- compare-and-swap and leftovers ---------------------------------------------------------
+
+    def get_versioned(self, key: str) -> Versioned:
+        response = self._call(key, self.client.get_object, Bucket=self.bucket, Key=self._key(key))
+        return Versioned(b"".join(_body_chunks(key, response["Body"])), response["ETag"])
+
+    def put_if(self, key: str, data: bytes, *, token: str | None) -> str:
+        condition = {"IfNoneMatch": "*"} if token is None else {"IfMatch": token}
+        try:
+            response = self._call(key, self.client.put_object, Bucket=self.bucket, Key=self._key(key),
+                                  Body=data, **condition)
+        except (ObjectExists, ObjectMissing):
+            raise ObjectChanged(f"{key} in {self.describe()} changed since it was read") from None
+        return response["ETag"]
+
+    def delete_if(self, key: str, token: str) -> None:
+        try:
+            self._call(key, self.client.delete_object, Bucket=self.bucket, Key=self._key(key), IfMatch=token)
+        except (ObjectExists, ObjectMissing):
+            raise ObjectChanged(f"{key} in {self.describe()} changed since it was read") from None
+
+    def list_temporary(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """Incomplete multipart uploads (a writer killed mid-upload leaves them, invisible to list)."""
+        validate_prefix(prefix)
+        full_prefix = f"{self.prefix}/{prefix}" if self.prefix else prefix
+        strip = len(self.prefix) + 1 if self.prefix else 0
+        paginator = self.client.get_paginator("list_multipart_uploads")
+        try:
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=full_prefix):
+                for upload in page.get("Uploads", []):
+                    yield ObjectInfo(upload["Key"][strip:], 0, upload["Initiated"].timestamp(),
+                                     temp_id=upload["UploadId"])
+        except Exception as error:
+            raise self._translate(prefix or "(uploads)", error) from None
+
+    def delete_temporary(self, info: ObjectInfo) -> None:
+        try:
+            self._call(info.key, self.client.abort_multipart_upload, Bucket=self.bucket,
+                       Key=self._key(info.key), UploadId=info.temp_id)
+        except ObjectMissing:  # NoSuchUpload: already gone
+            return
+
     def _call(self, key: str, operation, **kwargs):
         try:
             return operation(**kwargs)
@@ -137,7 +179,7 @@ class S3Storage:
         if isinstance(error, ClientError):
             code = str(error.response.get("Error", {}).get("Code", ""))
             status = str(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
-            if code in ("NoSuchKey", "404", "NotFound"):
+            if code in ("NoSuchKey", "404", "NotFound", "NoSuchUpload"):
                 return ObjectMissing(f"{key} is missing from {self.describe()}")
             if code in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
                 return ObjectExists(f"{key} already exists in {self.describe()}")

@@ -11,7 +11,7 @@ import re
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import NamedTuple, Protocol, TypeVar
 
 from hadr_backup.errors import BadKey, RepositoryError, TransientStorageError
 
@@ -25,6 +25,7 @@ class Features:
     durable_put: bool  # put() returns only once the object is durably stored (fsync / confirmed PUT)
     versioning: bool = False  # the backend keeps old versions of overwritten objects
     local_path: bool = False  # objects are files on this machine
+    compare_and_swap: bool = True  # put_if/delete_if are atomic against concurrent writers
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,14 @@ class ObjectInfo:
     key: str
     size: int
     mtime: float
+    temp_id: str | None = None  # for a temporary (interrupted-write) object: what delete_temporary needs
+
+
+class Versioned(NamedTuple):
+    """A small object's bytes and the version token they were read at (for put_if/delete_if)."""
+
+    data: bytes
+    token: str
 
 
 class Storage(Protocol):
@@ -60,6 +69,24 @@ class Storage(Protocol):
 
     def describe(self) -> str:
         """Where this storage is, for messages."""
+
+    def get_versioned(self, key: str) -> Versioned:
+        """A small object whole, with the version token it was read at. Raises ObjectMissing."""
+
+    def put_if(self, key: str, data: bytes, *, token: str | None) -> str:
+        """Compare-and-swap: store ``data`` only if the object's current version token is ``token``
+        (None: only if there is no object); return the new token. Otherwise raise ObjectChanged and
+        change nothing. Atomic against every other writer of the same storage."""
+
+    def delete_if(self, key: str, token: str) -> None:
+        """Remove the object only if its version token is still ``token``; else ObjectChanged."""
+
+    def list_temporary(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """Leftovers of writes that never finished (a killed writer's temp file, an incomplete
+        multipart upload) for keys under ``prefix``; ``info.key`` is the key being written."""
+
+    def delete_temporary(self, info: ObjectInfo) -> None:
+        """Remove one leftover returned by list_temporary (idempotent)."""
 
 
 def validate_key(key: str) -> str:
@@ -107,6 +134,21 @@ class ReadOnlyStorage:
 
     def describe(self):
         return self.inner.describe()
+
+    def get_versioned(self, key):
+        return self.inner.get_versioned(key)
+
+    def put_if(self, key, data, *, token):
+        raise RepositoryError(f"cannot write {key}: the repository is open read-only")
+
+    def delete_if(self, key, token):
+        raise RepositoryError(f"cannot delete {key}: the repository is open read-only")
+
+    def list_temporary(self, prefix=""):
+        return self.inner.list_temporary(prefix)
+
+    def delete_temporary(self, info):
+        raise RepositoryError(f"cannot delete {info.key}: the repository is open read-only")
 
 
 class RetryingStorage:
@@ -157,6 +199,23 @@ class RetryingStorage:
 
     def describe(self):
         return self.inner.describe()
+
+    def get_versioned(self, key):
+        return self._retry(lambda: self.inner.get_versioned(key))
+
+    def put_if(self, key, data, *, token):
+        # a retry after a lost reply can see its own write as a conflict: callers of put_if re-read
+        # and re-apply their change, which makes that harmless
+        return self._retry(lambda: self.inner.put_if(key, data, token=token))
+
+    def delete_if(self, key, token):
+        return self._retry(lambda: self.inner.delete_if(key, token))
+
+    def list_temporary(self, prefix=""):
+        return iter(self._retry(lambda: list(self.inner.list_temporary(prefix))))
+
+    def delete_temporary(self, info):
+        return self._retry(lambda: self.inner.delete_temporary(info))
 
 
 def _started(stream: Iterator[bytes]) -> Iterator[bytes]:

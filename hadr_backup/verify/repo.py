@@ -2,13 +2,18 @@
 
 The quick pass checks presence and sizes against the catalog; ``--deep`` reads every object back
 through the pipeline (authenticating every chunk and comparing the SHA-256 the catalog recorded).
+Objects that no catalog entry accounts for, and leftovers of interrupted writes, are findings.
 """
 
 from __future__ import annotations
 
+import time
+
 from hadr_backup.errors import HadrError, IntegrityError
 from hadr_backup.policy.model import Policy
-from hadr_backup.repo.catalog import BackupEntry
+from hadr_backup.repo import layout
+from hadr_backup.repo.backups import TEMP_GRACE
+from hadr_backup.repo.catalog import FAILED, RUNNING, BackupEntry
 from hadr_backup.repo.repository import Repository, open_repo
 from hadr_backup.verify.findings import ERROR, WARNING, Report
 
@@ -24,6 +29,7 @@ def run_verify_repo(policy: Policy, *, deep: bool = False) -> Report:
             elif entry.state == "running":
                 report.add(WARNING, "backup-running", entry.id, "still running (or its process died)")
         _check_unreferenced(repo, report)
+        _check_temporaries(repo, report, time.time())
         for source in policy.sources.postgres:
             _check_wal(repo, source.name, report, deep)
         return report
@@ -31,6 +37,10 @@ def run_verify_repo(policy: Policy, *, deep: bool = False) -> Report:
 
 def _check_backup(repo: Repository, entry: BackupEntry, report: Report, deep: bool) -> None:
     report.count("backups")
+    if repo.store.stat(layout.backup_description(entry.kind, entry.source, entry.id)) is None:
+        report.add(WARNING, "description-missing", entry.id,
+                   "the backup has no backup.json (made by an older hadr): a lost catalog could not be "
+                   "rebuilt with it")
     for stored in entry.objects:
         report.count("objects")
         info = repo.store.stat(stored.key)
@@ -56,11 +66,33 @@ def _read_through(repo: Repository, key: str, sha256: str | None, subject: str, 
 
 
 def _check_unreferenced(repo: Repository, report: Report) -> None:
-    referenced = {o.key for e in repo.catalog.entries for o in e.objects}
-    prefixes = {f"backups/{e.kind}/{e.source}/{e.id}/" for e in repo.catalog.entries}
-    for info in repo.store.list("backups/"):
-        if info.key not in referenced and not any(info.key.startswith(p) for p in prefixes):
-            report.add(WARNING, "unreferenced-object", info.key, "not part of any backup in the catalog")
+    """Every object under backups/ belongs to a catalog entry; a failed one's may wait for cleanup."""
+    owners = {e.object_prefix: e for e in repo.catalog.entries}
+    for info in repo.store.list(layout.BACKUPS):
+        parsed = layout.parse_backup_key(info.key)
+        owner = owners.get(layout.backup_prefix(*parsed[:3])) if parsed else None
+        if owner is None:
+            report.add(ERROR, "unreferenced-object", info.key,
+                       "no backup in the catalog accounts for it (a lost catalog entry? `hadr repair catalog` "
+                       "adds back backups that describe themselves)")
+        elif owner.state == FAILED:
+            report.add(WARNING, "failed-backup-leftover", info.key,
+                       f"left by failed backup {owner.id}; the next backup or prune removes it")
+
+
+def _check_temporaries(repo: Repository, report: Report, now: float) -> None:
+    """Leftovers of writes that never finished (temp files, incomplete multipart uploads)."""
+    running = [e.object_prefix for e in repo.catalog.entries if e.state == RUNNING]
+    for info in repo.store.list_temporary(""):
+        report.count("temporary objects")
+        if any(info.key.startswith(prefix) for prefix in running):
+            continue  # a backup still running writes it
+        age = now - info.mtime
+        level = ERROR if age > TEMP_GRACE else WARNING
+        report.add(level, "leftover-temporary", info.key,
+                   f"an unfinished write ({info.temp_id}) {age:.0f} s old"
+                   + ("; a write still in progress, or a writer that died" if level == WARNING else
+                      "; its writer died: `hadr repair catalog` removes it"))
 
 
 def _check_wal(repo: Repository, source: str, report: Report, deep: bool) -> None:
