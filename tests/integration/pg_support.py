@@ -39,9 +39,14 @@ class PgEnv:
     """A cluster whose archive_command is ``hadr wal-push`` into a repository of its own."""
 
     def __init__(self, *, encrypted: bool = False, settings: dict[str, Any] | None = None,
-                 backup_timeout: float = 60, s3: tuple[str, str] | None = None):
+                 backup_timeout: float = 60, s3: tuple[str, str] | None = None,
+                 repo_size: str | None = None):
+        """``repo_size``: the repository is a tmpfs of that size (e.g. "8m"), so that it can run full."""
         self.base = prepare_dir_for_postgres(tempfile.mkdtemp(prefix="hadr-pgt-", dir="/tmp"))
         self.repo_dir = prepare_dir_for_postgres(self.base / "repo")
+        self.mounts: list[Path] = []
+        if repo_size:
+            self.repo_dir = prepare_dir_for_postgres(mount_tmpfs(self.repo_dir, repo_size, self.mounts))
         self.s3 = s3  # (endpoint, bucket): the repository is s3://bucket/pg there instead of repo_dir
         self.key_file = new_key_file(self.base / "hadr.key") if encrypted else None
         self.policy_path = self.base / "policy.yaml"
@@ -138,7 +143,23 @@ class PgEnv:
         for path in self.restored:
             self.stop_restored(path)
         self.cluster.stop("immediate")
+        for mount in reversed(self.mounts):
+            unmount(mount)
         shutil.rmtree(self.base, ignore_errors=True)
+
+
+def mount_tmpfs(path: Path, size: str, mounts: list[Path]) -> Path:
+    """Mount a tmpfs of ``size`` on ``path`` (root only; a failure fails the test, it never skips it)."""
+    path.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(path)], check=True,
+                   capture_output=True, text=True)
+    mounts.append(path)
+    return path
+
+
+def unmount(path: Path) -> None:
+    if subprocess.run(["umount", str(path)], capture_output=True).returncode != 0:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True)  # still busy: detach it
 
 
 def restored_port(path: Path) -> int:
