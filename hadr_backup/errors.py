@@ -58,6 +58,10 @@ class RepositoryNotInitialized(RepositoryError):
     """There is no repository here."""
 
 
+class RepositoryWriteFailed(RepositoryError):
+    """The repository refused a write: no space left, no permission, an I/O error."""
+
+
 class ObjectMissing(RepositoryError):
     """An object the repository needs is missing."""
 
@@ -118,6 +122,10 @@ class KeyMissing(HadrError):
     """The repository is encrypted and no key was given."""
 
     exit_code = EXIT_USAGE
+
+
+class LocalFileError(HadrError):
+    """A local file or directory cannot be read or written."""
 
 
 class ServerError(HadrError):

@@ -14,7 +14,8 @@ from typing import Any
 import click
 
 from hadr_backup import __version__
-from hadr_backup.errors import EXIT_USAGE, HadrError
+from hadr_backup.errors import EXIT_FAILURE, EXIT_USAGE, HadrError
+from hadr_backup.fsutil import describe_os_error
 from hadr_backup.ui import UI
 
 # name -> ("module:attribute", one-line help shown by `hadr --help` without importing the module)
@@ -86,18 +87,13 @@ def cli(ctx: click.Context, policy_path: str | None, json_mode: bool, verbose: i
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Run the CLI; map HadrError to its message and exit code."""
+    """Run the CLI; map HadrError (and, as a last resort, any OSError) to one message and an exit code."""
     args = sys.argv[1:] if argv is None else argv
     verbose = any(a in ("-v", "--verbose") or (a.startswith("-v") and set(a[1:]) == {"v"}) for a in args)
     try:
         code = cli.main(args=args, prog_name="hadr", standalone_mode=False)
     except HadrError as error:
-        if verbose:
-            import traceback
-
-            traceback.print_exc()
-        UI().error(str(error))
-        sys.exit(error.exit_code)
+        _fail(str(error), error.exit_code, verbose)
     except click.exceptions.Abort:
         UI().error("aborted")
         sys.exit(130)
@@ -108,4 +104,16 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(done.exit_code)
     except BrokenPipeError:
         os._exit(1)
+    except OSError as error:  # an OS fault no layer below put into words: still one line, never a traceback
+        _fail(describe_os_error(error), EXIT_FAILURE, verbose)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _fail(message: str, exit_code: int, verbose: bool) -> None:
+    """Print the error (after the traceback of the exception being handled, with -v) and exit."""
+    if verbose:
+        import traceback
+
+        traceback.print_exc()
+    UI().error(message)
+    sys.exit(exit_code)

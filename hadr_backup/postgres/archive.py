@@ -28,8 +28,16 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hadr_backup.errors import HadrError, IntegrityError, KeyMissing, ObjectExists, ObjectMissing, UsageError
-from hadr_backup.fsutil import fsync_dir
+from hadr_backup.errors import (
+    HadrError,
+    IntegrityError,
+    KeyMissing,
+    LocalFileError,
+    ObjectExists,
+    ObjectMissing,
+    UsageError,
+)
+from hadr_backup.fsutil import fsync_dir, os_faults_as
 from hadr_backup.postgres import wal
 
 if TYPE_CHECKING:
@@ -167,12 +175,14 @@ def read_wal_file(path: str | os.PathLike) -> WalFile:
     if not wal.is_wal_file(name):
         raise UsageError(f"{path} is not a WAL file (expected a name such as 000000010000000000000001, "
                          f"00000002.history or ….partial)", hint="archive_command must pass %p")
-    with open(path, "rb") as handle:
+    unreadable = f"cannot read WAL file {path}"
+    with os_faults_as(LocalFileError, unreadable), open(path, "rb") as handle:
         size = os.fstat(handle.fileno()).st_size
         data, sha = _read_and_hash(handle, size)
     header = None
     if wal.is_segment(name) or wal.is_partial(name):
-        first = data[:wal.SEGMENT_HEADER_SIZE] if data is not None else _head(path)
+        with os_faults_as(LocalFileError, unreadable):
+            first = data[:wal.SEGMENT_HEADER_SIZE] if data is not None else _head(path)
         try:
             header = wal.read_segment_header(first)
         except wal.WalNameError as error:

@@ -28,6 +28,7 @@ from hadr_backup.postgres.server import (
     check_archive_identity,
     check_backupable,
     connect,
+    display_text,
     inspect_server,
 )
 from hadr_backup.postgres.tarstream import Member, TarScanner
@@ -75,7 +76,7 @@ class BackupResult:
                 ("size", f"{self.raw_size / 2**20:.1f} MiB in {self.files} files, "
                          f"stored {self.stored_size / 2**20:.1f} MiB"),
                 ("took", f"{self.seconds:.1f} s ({rate:.0f} MiB/s)"),
-                ("databases", ", ".join(self.databases))])
+                ("databases", ", ".join(map(display_text, self.databases)))])
         for failure in self.checksum_failures:
             out.line(f"warning: page checksum failure: {failure}")
         for warning in self.warnings:

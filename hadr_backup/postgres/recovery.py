@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from hadr_backup.errors import HadrError
+from hadr_backup.postgres.server import open_connection
 from hadr_backup.procs import as_owner, pid_alive
 
 RECOVERY_LOG = "hadr-recovery.log"
@@ -138,7 +139,7 @@ def _query_state(dsn: str) -> tuple[str, float | None, str | None, int | None] |
     import psycopg
 
     try:
-        with psycopg.connect(dsn, autocommit=True, connect_timeout=3) as conn:
+        with open_connection(dsn, connect_timeout=3) as conn:
             in_recovery = conn.execute("select pg_is_in_recovery()").fetchone()[0]
             row = conn.execute(_STATE_SQL_IN_RECOVERY if in_recovery else _STATE_SQL).fetchone()
     except psycopg.Error:

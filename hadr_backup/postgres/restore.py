@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hadr_backup.errors import UsageError
+from hadr_backup.errors import LocalFileError, UsageError
+from hadr_backup.fsutil import os_fault_hint, os_faults_as
 from hadr_backup.policy.model import Policy, PostgresSource
 from hadr_backup.postgres import recovery
 from hadr_backup.postgres.prefetch import PREFETCH_DIR
@@ -161,7 +162,8 @@ def extract_backup(repo: Repository, plan: RestorePlan, to: Path, owner: tuple[i
         for key in entry.meta["tar_objects"]:
             yield from repo.read_object(key, sha256=sha.get(key))
 
-    stats = SafeExtractor(to, owner=owner, durable=True).extract(chunks())
+    with _writing_into(to):
+        stats = SafeExtractor(to, owner=owner, durable=True).extract(chunks())
     (to / "pg_wal" / "archive_status").mkdir(parents=True, exist_ok=True)
     if owner:
         for path in (to / "pg_wal", to / "pg_wal" / "archive_status"):
@@ -182,11 +184,20 @@ def stage_wal(repo: Repository, plan: RestorePlan, to: Path, owner: tuple[int, i
     pg_wal = to / "pg_wal"
     pg_wal.mkdir(mode=0o700, exist_ok=True)  # the tar may not have reached pg_wal/ yet
     for name in names:
-        if (cache / name).exists():
-            _copy_durably(cache / name, pg_wal / name, owner)
-        else:
-            copy_archived(repo, plan.archived, name, pg_wal / name, durable=True, owner=owner)
+        with _writing_into(to):
+            if (cache / name).exists():
+                _copy_durably(cache / name, pg_wal / name, owner)
+            else:
+                copy_archived(repo, plan.archived, name, pg_wal / name, durable=True, owner=owner)
     return names
+
+
+def _writing_into(to: Path):
+    """An OS fault while restoring into ``to`` (a full disk, a permission) as one message naming it."""
+    def hint(error: OSError) -> str | None:
+        return os_fault_hint(error, to, space=", then restore again with --force (it replaces what was extracted)")
+
+    return os_faults_as(LocalFileError, f"cannot restore into {to}", hint, with_path=True)
 
 
 def _copy_durably(source: Path, dest: Path, owner: tuple[int, int] | None) -> None:

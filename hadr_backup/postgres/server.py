@@ -3,6 +3,7 @@ what its archiver says when WAL does not arrive."""
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from hadr_backup.errors import HadrError, ServerError, UsageError
@@ -35,16 +36,60 @@ select current_setting('server_version_num')::int, current_setting('server_versi
 """
 
 
+# what PostgreSQL sends as text; INVALID_OID (0) is psycopg's loader for types it has none for
+_TEXT_TYPES = ("text", "varchar", "bpchar", "name", '"char"', 0)
+
+
 def connect(source: PostgresSource, dbname: str | None = None):
     import psycopg
 
     dsn = source.dsn_for(dbname) if dbname else source.dsn
     try:
-        return psycopg.connect(dsn, autocommit=True, connect_timeout=10, application_name="hadr")
+        return open_connection(dsn)
     except psycopg.OperationalError as error:
         raise ServerError(f"cannot connect to PostgreSQL source {source.name} ({source.dsn}): "
                           f"{str(error).strip()}",
                           hint="check sources.postgres[].dsn and that the server runs") from None
+
+
+def open_connection(dsn: str, connect_timeout: int = 10):
+    """An autocommit connection whose text values are always ``str``, whatever the server's encoding.
+
+    The client encoding is UTF8, so the server converts from its own encoding. A SQL_ASCII cluster
+    stores whatever bytes its clients sent and refuses to send bytes that are not UTF-8 as UTF8, so
+    there the client encoding stays SQL_ASCII and the bytes are decoded here, with surrogateescape: a
+    name stays exact (``name.encode("utf-8", "surrogateescape")`` gives its bytes back), and
+    ``display_text`` shows it readably.
+    """
+    import psycopg
+
+    conn = psycopg.connect(dsn, autocommit=True, connect_timeout=connect_timeout, application_name="hadr",
+                           client_encoding="UTF8")
+    try:
+        if conn.info.parameter_status("server_encoding") == "SQL_ASCII":
+            conn.execute("set client_encoding to 'SQL_ASCII'")
+    except BaseException:
+        conn.close()
+        raise
+    for text_type in _TEXT_TYPES:
+        conn.adapters.register_loader(text_type, _exact_text_loader())
+    return conn
+
+
+def display_text(value: str) -> str:
+    """``value`` for a terminal: bytes kept by surrogateescape shown as ``\\xe9``."""
+    return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+@functools.cache
+def _exact_text_loader() -> type:
+    from psycopg.adapt import Loader
+
+    class ExactText(Loader):
+        def load(self, data) -> str:
+            return bytes(data).decode("utf-8", "surrogateescape")
+
+    return ExactText
 
 
 def inspect_server(source: PostgresSource) -> ServerFacts:

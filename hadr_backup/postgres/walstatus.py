@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from hadr_backup.postgres import wal
 from hadr_backup.postgres.archive import load_identity
+from hadr_backup.postgres.server import open_connection
 
 if TYPE_CHECKING:
     from hadr_backup.policy.model import PostgresSource
@@ -93,9 +94,7 @@ def archive_status(repo: Repository, source: PostgresSource | str, now: float, *
 
 
 def _query_cluster(dsn: str) -> dict[str, Any]:
-    import psycopg
-
-    with psycopg.connect(dsn, connect_timeout=5, autocommit=True) as conn:
+    with open_connection(dsn, connect_timeout=5) as conn:
         row = conn.execute(_CLUSTER_SQL).fetchone()
     return dict(zip(_CLUSTER_FIELDS, row, strict=True))
 

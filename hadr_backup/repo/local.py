@@ -15,8 +15,8 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from hadr_backup.errors import ObjectChanged, ObjectExists, ObjectMissing, RepositoryError
-from hadr_backup.fsutil import fsync_dir
+from hadr_backup.errors import ObjectChanged, ObjectExists, ObjectMissing, RepositoryError, RepositoryWriteFailed
+from hadr_backup.fsutil import fsync_dir, os_fault_hint, os_faults_as
 from hadr_backup.repo.storage import Features, ObjectInfo, Versioned, validate_key, validate_prefix
 
 READ_SIZE = 1 << 20
@@ -63,30 +63,50 @@ class LocalStorage:
 
     def put(self, key: str, chunks: Iterable[bytes], *, if_absent: bool = False) -> int:
         final = self._path(key)
-        self._makedirs(final.parent)
         temp = final.parent / f".{final.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-        size = 0
         try:
-            with open(temp, "xb") as out:
-                for chunk in chunks:
-                    out.write(chunk)
-                    size += len(chunk)
-                out.flush()
-                os.fsync(out.fileno())
-            self._adopt(temp)
-            if if_absent:
-                try:
-                    os.link(temp, final)  # atomic create: fails when the name exists
-                except FileExistsError:
-                    raise ObjectExists(f"{key} already exists in {self.root}") from None
-                os.unlink(temp)
-            else:
-                os.replace(temp, final)
-            fsync_dir(final.parent)
+            with self._writing(final):
+                self._makedirs(final.parent)
+                out = open(temp, "xb", buffering=0)  # unbuffered: nothing left to flush once a write failed
+            with out:
+                size = self._write_all(out, chunks, final)
+            with self._writing(final):
+                self._adopt(temp)
+                if if_absent:
+                    try:
+                        os.link(temp, final)  # atomic create: fails when the name exists
+                    except FileExistsError:
+                        raise ObjectExists(f"{key} already exists in {self.root}") from None
+                    os.unlink(temp)
+                else:
+                    os.replace(temp, final)
+                fsync_dir(final.parent)
         finally:
             if temp.exists():
                 temp.unlink()
         return size
+
+    def _write_all(self, out, chunks: Iterable[bytes], final: Path) -> int:
+        size = 0
+        for chunk in chunks:  # an OSError of the source is the source's own, not the repository's
+            view = memoryview(chunk)
+            with self._writing(final):
+                while view:  # an unbuffered write may be short
+                    view = view[out.write(view):]
+            size += len(chunk)
+        with self._writing(final):
+            os.fsync(out.fileno())
+        return size
+
+    def _writing(self, final: Path):
+        """OSErrors of the block (no space, no permission, I/O) as RepositoryWriteFailed naming ``final``."""
+        return os_faults_as(RepositoryWriteFailed, f"cannot write {final}", self._write_hint)
+
+    def _write_hint(self, error: OSError) -> str | None:
+        return os_fault_hint(error, self.root, space=" (or prune old backups), then retry",
+                             access="; the repository must be writable for every OS user hadr runs as, and "
+                                    "archive_command runs as the postgres OS user "
+                                    f"(e.g. chown -R postgres: {self.root})")
 
     def get(self, key: str) -> Iterator[bytes]:
         path = self._path(key)

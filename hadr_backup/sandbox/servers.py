@@ -48,11 +48,13 @@ class PostgresCluster:
     """One PostgreSQL cluster: ``base_dir/data`` (or ``data_dir``), its log in ``base_dir``."""
 
     def __init__(self, base_dir: Path | str, port: int, *, settings: Mapping[str, Any] | None = None,
-                 checksums: bool = True, bin_dir: str = PG_BIN_DIR, data_dir: Path | str | None = None):
+                 checksums: bool = True, bin_dir: str = PG_BIN_DIR, data_dir: Path | str | None = None,
+                 encoding: str = "UTF8", locale: str = "C.UTF-8"):
         self.base_dir = Path(base_dir).absolute()
         self.port = port
         self.settings = dict(settings or {})
         self.checksums = checksums
+        self.encoding, self.locale = encoding, locale  # initdb -E / --locale (SQL_ASCII + C: old installs)
         self.bin_dir = Path(bin_dir)
         self._data_dir = Path(data_dir).absolute() if data_dir else self.base_dir / "data"
         self.log_path = self.base_dir / "postgresql.log"
@@ -84,10 +86,10 @@ class PostgresCluster:
         return run_as_owner(argv, **kwargs)
 
     def init(self) -> None:
-        """initdb (trust auth, user postgres, checksums) and write the base settings."""
+        """initdb (trust auth, user postgres, checksums, the encoding) and write the base settings."""
         prepare_dir_for_postgres(self.base_dir)
         prepare_dir_for_postgres(self.data_dir.parent)
-        argv = [self.tool("initdb"), "-A", "trust", "-U", "postgres", "-E", "UTF8", "--locale=C.UTF-8",
+        argv = [self.tool("initdb"), "-A", "trust", "-U", "postgres", "-E", self.encoding, f"--locale={self.locale}",
                 "-D", str(self.data_dir)]
         if self.checksums:
             argv.append("--data-checksums")

@@ -21,6 +21,7 @@ import yaml
 from hadr_backup.policy.load import load_policy
 from hadr_backup.postgres import wal
 from hadr_backup.postgres.archive import archive_command_for
+from hadr_backup.postgres.server import open_connection
 from hadr_backup.procs import free_port, prepare_dir_for_postgres, run_as_owner
 from hadr_backup.repo.repository import init_repo, open_repo
 from hadr_backup.sandbox.servers import PostgresCluster
@@ -39,9 +40,15 @@ class PgEnv:
     """A cluster whose archive_command is ``hadr wal-push`` into a repository of its own."""
 
     def __init__(self, *, encrypted: bool = False, settings: dict[str, Any] | None = None,
-                 backup_timeout: float = 60, s3: tuple[str, str] | None = None):
+                 backup_timeout: float = 60, s3: tuple[str, str] | None = None,
+                 cluster_options: dict[str, Any] | None = None, repo_size: str | None = None):
+        """``cluster_options``: more PostgresCluster arguments (``encoding``, ``locale``); ``repo_size``:
+        the repository is a tmpfs of that size (e.g. "8m"), so that it can run full."""
         self.base = prepare_dir_for_postgres(tempfile.mkdtemp(prefix="hadr-pgt-", dir="/tmp"))
         self.repo_dir = prepare_dir_for_postgres(self.base / "repo")
+        self.mounts: list[Path] = []
+        if repo_size:
+            self.repo_dir = prepare_dir_for_postgres(mount_tmpfs(self.repo_dir, repo_size, self.mounts))
         self.s3 = s3  # (endpoint, bucket): the repository is s3://bucket/pg there instead of repo_dir
         self.key_file = new_key_file(self.base / "hadr.key") if encrypted else None
         self.policy_path = self.base / "policy.yaml"
@@ -50,7 +57,7 @@ class PgEnv:
         init_repo(self.policy)
         self.cluster = PostgresCluster(self.base / "pg", self.port, settings={
             "archive_mode": "on", "archive_command": archive_command_for(self.policy_path, "main"),
-            "track_commit_timestamp": "on", "max_wal_size": "1GB", **(settings or {})})
+            "track_commit_timestamp": "on", "max_wal_size": "1GB", **(settings or {})}, **(cluster_options or {}))
         self.cluster.init()
         self.cluster.start()
         self.restored: list[Path] = []
@@ -77,9 +84,8 @@ class PgEnv:
     # -- the cluster -------------------------------------------------------------------------------
 
     def sql(self, text: str, params: tuple | None = None, port: int | None = None) -> list[tuple]:
-        import psycopg
-
-        with psycopg.connect(self.dsn(port=port), autocommit=True) as conn:
+        """Rows as hadr reads them (text as ``str`` whatever the cluster's encoding)."""
+        with open_connection(self.dsn(port=port)) as conn:
             cursor = conn.execute(text, params)
             return cursor.fetchall() if cursor.description else []
 
@@ -138,7 +144,23 @@ class PgEnv:
         for path in self.restored:
             self.stop_restored(path)
         self.cluster.stop("immediate")
+        for mount in reversed(self.mounts):
+            unmount(mount)
         shutil.rmtree(self.base, ignore_errors=True)
+
+
+def mount_tmpfs(path: Path, size: str, mounts: list[Path]) -> Path:
+    """Mount a tmpfs of ``size`` on ``path`` (root only; a failure fails the test, it never skips it)."""
+    path.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(path)], check=True,
+                   capture_output=True, text=True)
+    mounts.append(path)
+    return path
+
+
+def unmount(path: Path) -> None:
+    if subprocess.run(["umount", str(path)], capture_output=True).returncode != 0:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True)  # still busy: detach it
 
 
 def restored_port(path: Path) -> int:
