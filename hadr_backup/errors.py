@@ -25,6 +25,15 @@ class HadrError(Exception):
     def __str__(self) -> str:
         return self.message if not self.hint else f"{self.message}\n  hint: {self.hint}"
 
+    def amend(self, *, prefix: str = "", hint: str = "") -> HadrError:
+        """This error (same class, same exit code) with ``prefix`` before its message and ``hint``
+        before its hint: context added on the way up, e.g. which object was being read."""
+        self.message = prefix + self.message
+        self.args = (self.message,)
+        if hint:
+            self.hint = f"{hint}; {self.hint}" if self.hint else hint
+        return self
+
 
 # -- bad usage or input (exit 2) ----------------------------------------------------------------
 
@@ -92,6 +101,14 @@ class ChunkOrderError(IntegrityError):
 
 class ChecksumMismatch(IntegrityError):
     """The stored object's SHA-256 does not match the catalog."""
+
+
+class BackupNotWhole(RepositoryError):
+    """An object of the backup is missing from the repository or not the size the catalog recorded."""
+
+
+class RestoreFailed(HadrError):
+    """A restore failed after it began writing."""
 
 
 class WrongKey(HadrError):

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from hadr_backup.errors import IntegrityError, RepositoryError
+from hadr_backup.timefmt import compact
 
 CATALOG_KEY = "catalog.json"
 COPY_KEY = "catalog.json.copy"
@@ -70,8 +71,7 @@ class BackupEntry:
 
 
 def new_backup_id(kind: str, when: float | None = None) -> str:
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(when or time.time()))
-    return f"{stamp}-{kind}-{secrets.token_hex(2)}"
+    return f"{compact(when or None)}-{kind}-{secrets.token_hex(2)}"
 
 
 @dataclass
