@@ -25,6 +25,15 @@ class HadrError(Exception):
     def __str__(self) -> str:
         return self.message if not self.hint else f"{self.message}\n  hint: {self.hint}"
 
+    def amend(self, *, prefix: str = "", hint: str = "") -> HadrError:
+        """This error (same class, same exit code) with ``prefix`` before its message and ``hint``
+        before its hint: context added on the way up, e.g. which object was being read."""
+        self.message = prefix + self.message
+        self.args = (self.message,)
+        if hint:
+            self.hint = f"{hint}; {self.hint}" if self.hint else hint
+        return self
+
 
 # -- bad usage or input (exit 2) ----------------------------------------------------------------
 
@@ -110,6 +119,14 @@ class CatalogMissing(IntegrityError):
     """The repository holds backups or WAL but neither the catalog nor its copy."""
 
     exit_code = EXIT_VERIFY
+
+
+class BackupNotWhole(RepositoryError):
+    """An object of the backup is missing from the repository or not the size the catalog recorded."""
+
+
+class RestoreFailed(HadrError):
+    """A restore failed after it began writing."""
 
 
 class WrongKey(HadrError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 
 
@@ -9,6 +10,11 @@ def iso(ts: float | None) -> str | None:
     if ts is None:
         return None
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def compact(ts: float | None = None) -> str:
+    """UTC as ``YYYYmmddTHHMMSSZ``, for names (backup ids, directories moved aside); now by default."""
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(time.time() if ts is None else ts))
 
 
 def short(ts: float | None) -> str:

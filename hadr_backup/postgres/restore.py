@@ -1,33 +1,35 @@
 """``hadr restore pg``: a base backup and archived WAL brought back to a recovery target.
 
-    select the backup → prove the WAL reaches the target → check DIR → extract safely
-    → write the recovery configuration → (--start) start and wait until recovery ends
+    check DIR → select a whole backup → prove the WAL reaches the target → make DIR ready
+    → extract safely → write the recovery configuration → (--start) start and wait until recovery ends
 
 Nothing is written until the proof holds; a target outside the restorable window exits 2 with the
-window printed. The repository is opened read-only.
+window printed. DIR is refused when it is, holds or lies inside what must be kept (``restoredir``);
+with --force its old contents are moved aside, not deleted. A failure while writing names the object
+being read and puts DIR back as it was. The repository is opened read-only.
 """
 
 from __future__ import annotations
 
 import os
-import pwd
 import shutil
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hadr_backup.errors import LocalFileError, UsageError
-from hadr_backup.fsutil import os_fault_hint, os_faults_as
+from hadr_backup.errors import HadrError
 from hadr_backup.policy.model import Policy, PostgresSource
 from hadr_backup.postgres import recovery
 from hadr_backup.postgres.prefetch import PREFETCH_DIR
+from hadr_backup.postgres.restoredir import DISCARDED, MOVED, Workspace, naming, refuse_unsafe
 from hadr_backup.postgres.restoreplan import RestorePlan, plan_restore
 from hadr_backup.postgres.targets import TIME, RecoveryTarget, format_time, recovery_settings
 from hadr_backup.postgres.tarsafe import ExtractStats, SafeExtractor
-from hadr_backup.procs import POSTGRES_OS_USER, free_port, running_as_root
+from hadr_backup.procs import free_port
 from hadr_backup.repo.repository import Repository, open_repo
 
 STAGE_LIMIT = 1 << 30  # bytes of WAL staged in pg_wal before recovery starts; the rest is fetched
@@ -43,7 +45,8 @@ class RestoreOptions:
     action: str = "pause"
     port: int | None = None
     start: bool = False
-    force: bool = False
+    force: bool = False  # a non-empty DIR: its contents are moved aside to <DIR>.hadr-old-<UTC stamp>
+    discard: bool = False  # with force: deleted instead
     socket_dir: str | None = None
     verify: bool = False  # pg_verifybackup against the backup's manifest after extraction
     stage_wal: bool = True  # copy the WAL the plan needs into pg_wal (up to STAGE_LIMIT bytes)
@@ -67,9 +70,12 @@ class RestoreResult:
     seconds: float = 0.0
     extract_seconds: float = 0.0
     settings: dict[str, str] = field(default_factory=dict)
+    previous: str | None = None  # what became of DIR's old contents: moved aside | deleted (--force)
+    previous_path: str | None = None  # where they are when moved aside
 
     def to_json(self) -> dict[str, Any]:
-        return {"source": self.source, "directory": self.directory, **self.plan.to_json(), "files": self.files,
+        return {"source": self.source, "directory": self.directory, "previous_contents": self.previous,
+                "previous_path": self.previous_path, **self.plan.to_json(), "files": self.files,
                 "bytes": self.bytes, "port": self.port, "started": self.started, "state": self.state,
                 "reached_time": recovery.utc(self.reached_time), "reached_lsn": self.reached_lsn,
                 "reached_timeline": self.reached_timeline, "postgres_said": self.stop_line,
@@ -85,8 +91,12 @@ class RestoreResult:
                 ("WAL", f"{plan.segments[0]} .. {plan.segments[-1]} ({len(plan.segments)} segments, all archived)")]
         if stop is not None and stop.time is not None:
             rows.append(("stops at", f"{stop.kind} of transaction {stop.xid} at {format_time(stop.time)}"))
+        rows += [("note", note) for note in plan.notes]
         rows += [("directory", f"{self.directory} ({self.files} files, {self.bytes / 2**20:.1f} MiB)"),
                  ("state", self.state + ("" if self.started else f": start it with pg_ctl -D {self.directory} start"))]
+        if self.previous:
+            where = f" to {self.previous_path}" if self.previous_path else " (--discard)"
+            rows.insert(-1, ("previous contents", self.previous + where))
         if self.started:
             rows += [("port", self.port), ("reached", f"{format_time(self.reached_time)} (last transaction replayed)"),
                      ("LSN", self.reached_lsn or "-")]
@@ -101,68 +111,76 @@ def run_restore_pg(policy: Policy, opts: RestoreOptions) -> RestoreResult:
     began = time.monotonic()
     source = policy.sources.postgres_named(opts.source)
     to = Path(opts.to).absolute()
+    # 1. DIR is not, holds nothing of and lies inside nothing that must be kept; non-empty only with --force
+    refuse_unsafe(policy, to, force=opts.force, discard=opts.discard)
     with open_repo(policy) as repo, tempfile.TemporaryDirectory(prefix="hadr-wal-") as wal_cache:
-        # 1. choose the backup and prove the archive reaches the target: nothing is written before this
+        # 2. choose a whole backup and prove the archive reaches the target: nothing is written before this
         plan = plan_restore(repo, source, opts.target, timeline=opts.timeline, backup_id=opts.backup_id,
                             wal_cache=Path(wal_cache))
-        # 2. the target directory: empty (or --force), and never a running cluster's
-        owner = prepare_directory(to, force=opts.force)
-        # 3. the base backup, extracted safely and synced to disk
-        extracted = time.monotonic()
-        # 4. meanwhile the WAL the proof found is staged in pg_wal: replay needs no fetch per segment
-        with ThreadPoolExecutor(1, thread_name_prefix="hadr-stage") as pool:
-            staging = pool.submit(stage_wal, repo, plan, to, owner, Path(wal_cache)) if opts.stage_wal else None
-            stats = extract_backup(repo, plan, to, owner)
-            staged = staging.result() if staging else []
-        extract_seconds = time.monotonic() - extracted
-    if opts.verify:
-        verify_files(to, source)
-    # 5. recovery.signal, one recovery_target_*, restore_command, archive_mode = off, the port
-    port = opts.port or (free_port() if opts.start else None)
-    settings = restore_settings(policy, source, plan, opts, port, staged=bool(staged))
-    recovery.write_recovery_config(to, settings, owner, f"hadr restore of backup {plan.backup.id} "
-                                                        f"to {plan.target.describe()}")
-    result = RestoreResult(source.name, str(to), plan, stats.files, stats.bytes, port, opts.start, "configured",
-                           extract_seconds=extract_seconds, settings=settings)
-    # 6. start it and wait until recovery ends at the target
+        # 3. DIR made ready: created, or emptied, or (--force) its old contents moved aside
+        workspace = Workspace.prepare(to, force=opts.force, discard=opts.discard)
+        # 4. files, WAL and recovery configuration; on any failure DIR is put back as it was
+        with workspace.put_back_on_failure(f"restoring backup {plan.backup.id} into {to}"):
+            result = write_restore(repo, policy, source, plan, opts, workspace, Path(wal_cache))
+    # 5. start it and wait until recovery ends at the target (a failure leaves DIR, and its log, to look at)
     if opts.start:
-        reach(result, to, source, port, opts.timeout)
+        try:
+            reach(result, to, source, result.port, opts.timeout)
+        except HadrError as error:
+            if workspace.aside:
+                error.amend(hint=f"the previous contents of {to} are in {workspace.aside}")
+            raise
     result.seconds = time.monotonic() - began
     return result
 
 
-def prepare_directory(to: Path, *, force: bool) -> tuple[int, int] | None:
-    """Create ``to`` (mode 0700, owned by postgres when root) or empty it with ``force``."""
-    if to.exists() and not to.is_dir():
-        raise UsageError(f"{to} exists and is not a directory")
-    if to.exists() and any(to.iterdir()):
-        if not force:
-            raise UsageError(f"{to} is not empty", hint="restore into an empty directory, or add --force to "
-                                                         "replace what it holds")
-        if recovery.postmaster_pid(to):
-            raise UsageError(f"{to} holds a running PostgreSQL server (postmaster.pid {recovery.postmaster_pid(to)})",
-                             hint="stop that server first; --force never replaces a running cluster")
-        for child in to.iterdir():
-            shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
-    to.mkdir(mode=0o700, parents=True, exist_ok=True)
-    os.chmod(to, 0o700)
-    owner = None
-    if running_as_root():
-        entry = pwd.getpwnam(POSTGRES_OS_USER)
-        owner = (entry.pw_uid, entry.pw_gid)
-        os.chown(to, *owner)
-    return owner
+def write_restore(repo: Repository, policy: Policy, source: PostgresSource, plan: RestorePlan,
+                  opts: RestoreOptions, workspace: Workspace, wal_cache: Path) -> RestoreResult:
+    """The base backup extracted (the WAL staged meanwhile), checked with --verify, configured for recovery."""
+    to, owner = workspace.path, workspace.owner
+    extracted = time.monotonic()
+    stats, staged = extract_and_stage(repo, plan, to, owner, wal_cache, stage=opts.stage_wal)
+    extract_seconds = time.monotonic() - extracted
+    if opts.verify:
+        verify_files(to, source)
+    # recovery.signal, one recovery_target_*, restore_command, archive_mode = off, the port
+    port = opts.port or (free_port() if opts.start else None)
+    settings = restore_settings(policy, source, plan, opts, port, staged=bool(staged))
+    recovery.write_recovery_config(to, settings, owner, f"hadr restore of backup {plan.backup.id} "
+                                                        f"to {plan.target.describe()}")
+    return RestoreResult(source.name, str(to), plan, stats.files, stats.bytes, port, opts.start, "configured",
+                         extract_seconds=extract_seconds, settings=settings,
+                         previous={MOVED: "moved aside", DISCARDED: "deleted"}.get(workspace.before),
+                         previous_path=str(workspace.aside) if workspace.aside else None)
+
+
+def extract_and_stage(repo: Repository, plan: RestorePlan, to: Path, owner: tuple[int, int] | None,
+                      wal_cache: Path, *, stage: bool) -> tuple[ExtractStats, list[str]]:
+    """The base backup extracted and synced to disk; meanwhile (``stage``) the WAL the proof found is
+    staged in pg_wal, so that replay needs no fetch per segment. A failed extraction stops the staging."""
+    stop = threading.Event()
+    with ThreadPoolExecutor(1, thread_name_prefix="hadr-stage") as pool:
+        staging = pool.submit(stage_wal, repo, plan, to, owner, wal_cache, stop) if stage else None
+        try:
+            stats = extract_backup(repo, plan, to, owner)
+        except BaseException:
+            stop.set()
+            raise
+        return stats, staging.result() if staging else []
 
 
 def extract_backup(repo: Repository, plan: RestorePlan, to: Path, owner: tuple[int, int] | None) -> ExtractStats:
+    """The backup's tar objects extracted safely; an error names the object being read."""
     entry = plan.backup.entry
     sha = {o.key: o.sha256 for o in entry.objects}
+    reading = [""]
 
     def chunks():
         for key in entry.meta["tar_objects"]:
+            reading[0] = key
             yield from repo.read_object(key, sha256=sha.get(key))
 
-    with _writing_into(to):
+    with naming(lambda: f"restoring backup {entry.id}: {reading[0]}"):
         stats = SafeExtractor(to, owner=owner, durable=True).extract(chunks())
     (to / "pg_wal" / "archive_status").mkdir(parents=True, exist_ok=True)
     if owner:
@@ -172,9 +190,9 @@ def extract_backup(repo: Repository, plan: RestorePlan, to: Path, owner: tuple[i
 
 
 def stage_wal(repo: Repository, plan: RestorePlan, to: Path, owner: tuple[int, int] | None,
-              cache: Path) -> list[str]:
+              cache: Path, stop: threading.Event | None = None) -> list[str]:
     """Copy the segments recovery will replay into pg_wal, verified against their SHA-256 (those the
-    proof already fetched and verified come from ``cache``).
+    proof already fetched and verified come from ``cache``), until ``stop`` is set.
 
     restore_command still answers for everything else (history files, anything not staged); for a
     staged segment it reports "not archived", and PostgreSQL then reads the copy in pg_wal."""
@@ -183,21 +201,16 @@ def stage_wal(repo: Repository, plan: RestorePlan, to: Path, owner: tuple[int, i
     names = plan.segments[: max(STAGE_LIMIT // plan.backup.entry.meta.get("wal_segment_size", 16 << 20), 1)]
     pg_wal = to / "pg_wal"
     pg_wal.mkdir(mode=0o700, exist_ok=True)  # the tar may not have reached pg_wal/ yet
-    for name in names:
-        with _writing_into(to):
+    for index, name in enumerate(names):
+        if stop is not None and stop.is_set():
+            return names[:index]
+        found = plan.archived.find(name) if plan.archived else None
+        with naming(f"restoring backup {plan.backup.id}: {found.key if found else 'WAL segment ' + name}"):
             if (cache / name).exists():
                 _copy_durably(cache / name, pg_wal / name, owner)
             else:
                 copy_archived(repo, plan.archived, name, pg_wal / name, durable=True, owner=owner)
     return names
-
-
-def _writing_into(to: Path):
-    """An OS fault while restoring into ``to`` (a full disk, a permission) as one message naming it."""
-    def hint(error: OSError) -> str | None:
-        return os_fault_hint(error, to, space=", then restore again with --force (it replaces what was extracted)")
-
-    return os_faults_as(LocalFileError, f"cannot restore into {to}", hint, with_path=True)
 
 
 def _copy_durably(source: Path, dest: Path, owner: tuple[int, int] | None) -> None:

@@ -2,7 +2,9 @@
 archive reaches the target.
 
 The backup is the newest complete one whose stop point precedes the target, on a timeline the target
-timeline descends from. The proof: every segment from the backup's start to the record where recovery
+timeline descends from, and whose objects are all in the repository with the size the catalog recorded
+(a backup that is not whole is passed over for an older one, with a note in the plan; one asked for by
+id is refused: BackupNotWhole, exit 1). The proof: every segment from the backup's start to the record where recovery
 will stop is archived, and that record exists — for a time target a transaction end after the
 target time (PostgreSQL only checks time targets at commits and aborts), for an xid its commit or
 abort, for a name the restore point, for an LSN a record at or after it, for ``--latest`` the last
@@ -13,13 +15,15 @@ restorable window.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from hadr_backup.errors import HadrError, TargetUnreachable
+from hadr_backup.errors import BackupNotWhole, HadrError, TargetUnreachable
 from hadr_backup.postgres import wal
 from hadr_backup.postgres.targets import IMMEDIATE, LATEST, LSN, NAME, TIME, XID, RecoveryTarget, format_time
 from hadr_backup.postgres.waldecode import ABORT, COMMIT, RESTORE_POINT, WalReader, WalRecord
+from hadr_backup.repo.catalog import StoredObject
 from hadr_backup.verify.walchain import ArchiveView, BackupPoint, describe_gap, missing_between, restorable_window
 
 STAGE_KEEP = 64  # fetched segments left in the caller's cache
@@ -35,10 +39,12 @@ class RestorePlan:
     segments: list[str]  # archived WAL replayed from the backup's start to the stop record
     stop_record: WalRecord | None  # where recovery will stop (None: at the backup's end)
     archived: wal.ArchivedWal | None = None  # the listing the proof was made on
+    notes: list[str] = field(default_factory=list)  # e.g. a newer backup passed over because it is not whole
 
     def to_json(self) -> dict:
         stop = self.stop_record
-        return {"backup": self.backup.id, "timeline": self.timeline, "target": self.target.to_json(),
+        return {"backup": self.backup.id, "notes": self.notes, "timeline": self.timeline,
+                "target": self.target.to_json(),
                 "wal_from": self.segments[0] if self.segments else None,
                 "wal_to": self.segments[-1] if self.segments else None, "wal_segments": len(self.segments),
                 "stops_at": None if stop is None else {"lsn": wal.format_lsn(stop.lsn), "kind": stop.kind,
@@ -47,7 +53,8 @@ class RestorePlan:
 
 def plan_restore(repo, source, target: RecoveryTarget, *, timeline: int | None = None,
                  backup_id: str | None = None, wal_cache: Path | None = None) -> RestorePlan:
-    """The restore plan for ``target`` on ``source`` (a PostgresSource), or TargetUnreachable.
+    """The restore plan for ``target`` on ``source`` (a PostgresSource), or TargetUnreachable (or
+    BackupNotWhole when the backup asked for, or every one that could serve, lacks an object).
 
     ``wal_cache``: a directory where the segments fetched for the proof are left (verified), so
     that staging them does not fetch them again."""
@@ -55,7 +62,7 @@ def plan_restore(repo, source, target: RecoveryTarget, *, timeline: int | None =
     keep = STAGE_KEEP if wal_cache else 0
     with WalReader(repo, source.name, view.archived, source.bin_dir, view.segment_size, directory=wal_cache,
                    keep=keep) as reader:
-        planner = _Planner(view, reader, target, backup_id)
+        planner = _Planner(view, reader, target, backup_id, repo.object_problem)
         try:
             return planner.plan(timeline)
         except TargetUnreachable as refusal:
@@ -66,8 +73,11 @@ def plan_restore(repo, source, target: RecoveryTarget, *, timeline: int | None =
 
 
 class _Planner:
-    def __init__(self, view: ArchiveView, reader: WalReader, target: RecoveryTarget, backup_id: str | None):
+    def __init__(self, view: ArchiveView, reader: WalReader, target: RecoveryTarget, backup_id: str | None,
+                 object_problem: Callable[[StoredObject], tuple[str, str] | None]):
         self.view, self.reader, self.target, self.backup_id = view, reader, target, backup_id
+        self.object_problem = object_problem
+        self.problems: dict[str, list[str]] = {}  # backup id -> what is missing or short, once checked
 
     def plan(self, timeline: int | None) -> RestorePlan:
         # 1. the timeline to follow and the backups that lie on its path
@@ -77,10 +87,12 @@ class _Planner:
         except (HadrError, ValueError) as error:
             raise TargetUnreachable(f"timeline {self.timeline} cannot be followed: {error}") from None
         candidates = self._candidates()
-        # 2. per target kind: the backup, and the record where recovery stops
+        # 2. per target kind: the backup (the newest whole one that serves), and the record where recovery stops
         resolve = {TIME: self._time, LSN: self._lsn, XID: self._xid, NAME: self._name, LATEST: self._latest,
                    IMMEDIATE: self._immediate}[self.target.kind]
         backup, stop = resolve(candidates)
+        notes = [f"backup {b} is not whole ({'; '.join(p)}); using {backup.id}"
+                 for b, p in self.problems.items() if p]
         # 3. every segment from the backup's start to that record is archived
         end = stop.lsn if stop is not None else max(backup.stop_lsn - 1, backup.start_lsn)
         missing = missing_between(self.view, self.spans, backup.start_lsn, end)
@@ -89,7 +101,7 @@ class _Planner:
                                     f"{describe_gap(missing)}")
         segments = wal.segments_for_range(backup.start_lsn, end, self.spans, self.view.segment_size)
         target = replace(self.target, value=stop.lsn) if self.target.kind == LATEST and stop else self.target
-        return RestorePlan(backup, self.timeline, target, segments, stop, self.view.archived)
+        return RestorePlan(backup, self.timeline, target, segments, stop, self.view.archived, notes)
 
     def _candidates(self) -> list[BackupPoint]:
         on_path = self.view.backups_on(self.spans)
@@ -100,6 +112,11 @@ class _Planner:
                 why = (f"it is on timeline {known.timeline}, not on the path of timeline {self.timeline}"
                        if known else "there is no complete PostgreSQL backup with that id for this source")
                 raise TargetUnreachable(f"backup {self.backup_id} cannot be used: {why}")
+            problems = self._not_whole(chosen[0])
+            if problems:
+                raise BackupNotWhole(f"backup {self.backup_id} cannot be restored: {'; '.join(problems)}",
+                                     hint="`hadr verify repo` lists what else is damaged; restore another backup, "
+                                          "or leave out --backup to use the newest whole one")
             return chosen
         if not on_path:
             raise TargetUnreachable(f"no complete backup of {self.view.source} lies on timeline {self.timeline}'s "
@@ -117,10 +134,27 @@ class _Planner:
                                     f"is not archived")
         return chain
 
+    def _not_whole(self, backup: BackupPoint) -> list[str]:
+        """What is missing or short among ``backup``'s objects (checked once per backup)."""
+        if backup.id not in self.problems:
+            found = (self.object_problem(stored) for stored in backup.entry.objects)
+            self.problems[backup.id] = [problem[1] for problem in found if problem is not None]
+        return self.problems[backup.id]
+
+    def _newest_whole(self, backups: list[BackupPoint]) -> BackupPoint:
+        """The newest of ``backups`` whose objects are all stored whole; BackupNotWhole when none is."""
+        for backup in reversed(backups):
+            if not self._not_whole(backup):
+                return backup
+        listed = "; ".join(f"backup {b.id}: {', '.join(self.problems[b.id])}" for b in reversed(backups))
+        raise BackupNotWhole(f"no whole backup can serve {self.target.describe()} ({listed})",
+                             hint="`hadr verify repo` lists what is damaged; take a new backup with `hadr backup pg`")
+
     def _newest_consistent(self, backups: list[BackupPoint]) -> tuple[BackupPoint, list[str]]:
-        """The newest of ``backups`` and its chain. (When its own WAL is missing, older backups cannot
-        help: the gap lies after their start too.)"""
-        return backups[-1], self._consistent(backups[-1])
+        """The newest whole one of ``backups`` and its chain. (When its own WAL is missing, older
+        backups cannot help: the gap lies after their start too.)"""
+        backup = self._newest_whole(backups)
+        return backup, self._consistent(backup)
 
     # -- per target kind -------------------------------------------------------------------------
 
@@ -242,8 +276,7 @@ class _Planner:
         if found is None:
             self._refuse_at_gap(chain)
             raise TargetUnreachable(f"{what} is not in the archived WAL after backup {oldest.id}")
-        backup = [b for b in candidates if b.stop_lsn <= found.lsn][-1]
-        return backup, found
+        return self._newest_whole([b for b in candidates if b.stop_lsn <= found.lsn]), found
 
     def _scan(self, backup: BackupPoint, chain: list[str], match, *, start: int,
               everything: bool = False) -> WalRecord | None:

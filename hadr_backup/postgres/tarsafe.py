@@ -2,12 +2,14 @@
 
 Only regular files, directories, symbolic links and hard links are accepted. Extraction
 refuses absolute paths, ``..``, links that lead outside the target directory, writing through a link,
-and device files; it never follows a symlink while creating a file. Data is copied in the pieces it
+device files, and members that collide with one extracted before them (UnsafeArchive, never a bare
+OSError); it never follows a symlink while creating a file. Data is copied in the pieces it
 arrives in, without building the archive (or a member) in memory.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import posixpath
 import stat
@@ -28,6 +30,10 @@ from hadr_backup.postgres.tarstream import (  # noqa: F401  (TarScanner is part 
     iter_members,
     normalise,
 )
+
+# what the filesystem says when a member collides with an entry extracted before it: a file where a
+# directory is needed, a name taken, a dangling link in the path
+_CLASHES = {errno.EEXIST, errno.ENOTDIR, errno.EISDIR, errno.ELOOP}
 
 
 @dataclass
@@ -98,6 +104,15 @@ class SafeExtractor:
         return self.stats
 
     def _one(self, member: Member, body: Iterator[memoryview]) -> None:
+        try:
+            self._write(member, body)
+        except OSError as error:
+            if error.errno not in _CLASHES:  # a full disk or an I/O error is not the archive's doing
+                raise
+            raise UnsafeArchive(f"tar member {member.name!r} clashes with an entry extracted before it "
+                                f"({error.strerror})") from None
+
+    def _write(self, member: Member, body: Iterator[memoryview]) -> None:
         relative = safe_name(member.name)
         if not relative:
             return  # the root itself
@@ -112,10 +127,7 @@ class SafeExtractor:
             self._directory(path, member)
         elif kind == SYMLINK:
             _link_inside(relative, member.linkname, hard=False)
-            try:
-                os.symlink(member.linkname, path)
-            except FileExistsError:
-                raise UnsafeArchive(f"tar member {member.name!r} would replace an existing entry") from None
+            os.symlink(member.linkname, path)
             self._chown(path, follow=False)
             self.stats.links += 1
         elif kind == HARDLINK:
@@ -151,14 +163,11 @@ class SafeExtractor:
 
     def _file(self, path: str, member: Member, body: Iterator[memoryview]) -> None:
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
-        try:
-            fd = os.open(path, flags, 0o600)
-        except FileExistsError:
-            raise UnsafeArchive(f"tar member {member.name!r} would overwrite an existing entry") from None
+        fd = os.open(path, flags, 0o600)  # never over an existing entry, never through a link
         try:
             for piece in body:
                 while piece:
-                    written = os.write(fd, piece)
+                    written = _write(fd, piece, path)
                     piece = piece[written:]
             os.fchmod(fd, _file_mode(member.mode))
             if self.owner:
@@ -186,6 +195,13 @@ class SafeExtractor:
     def _chown(self, path: str, *, follow: bool) -> None:
         if self.owner:
             os.chown(path, *self.owner, follow_symlinks=follow)
+
+
+def _write(fd: int, data: memoryview, path: str) -> int:
+    try:
+        return os.write(fd, data)
+    except OSError as error:  # os.write names no file: say which one the disk refused
+        raise OSError(error.errno, error.strerror, path) from None
 
 
 def _file_mode(mode: int) -> int:

@@ -29,6 +29,7 @@ from hadr_backup.errors import IntegrityError, RepositoryError
 from hadr_backup.repo.layout import CATALOG as CATALOG_KEY
 from hadr_backup.repo.layout import CATALOG_COPY as COPY_KEY
 from hadr_backup.repo.layout import backup_prefix
+from hadr_backup.timefmt import compact
 
 FORMAT = 2
 READABLE_FORMATS = (1, 2)
@@ -87,8 +88,7 @@ class BackupEntry:
 
 
 def new_backup_id(kind: str, when: float | None = None) -> str:
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(when or time.time()))
-    return f"{stamp}-{kind}-{secrets.token_hex(2)}"
+    return f"{compact(when or None)}-{kind}-{secrets.token_hex(2)}"
 
 
 @dataclass

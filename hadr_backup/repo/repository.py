@@ -108,6 +108,16 @@ class Repository:
 
         return decode(self.store.get(key), self._key_for, expected_sha256=sha256)
 
+    def object_problem(self, stored: StoredObject) -> tuple[str, str] | None:
+        """(code, what is wrong) when ``stored`` is missing from storage or not the size the catalog
+        recorded; None when it is there, whole (its content is checked only when read)."""
+        info = self.store.stat(stored.key)
+        if info is None:
+            return "object-missing", f"{stored.key} is missing"
+        if info.size != stored.stored_size:
+            return "size-mismatch", f"{stored.key} is {info.size} bytes, the catalog says {stored.stored_size}"
+        return None
+
     def put_json(self, key: str, value: dict, *, if_absent: bool = False) -> StoredObject:
         return self.put_object(key, [json.dumps(value, sort_keys=True).encode()], if_absent=if_absent)
 

@@ -173,7 +173,7 @@ def restore_side(policy: Any, directory: Path, target: float):
     from hadr_backup.postgres.targets import TIME, RecoveryTarget
 
     when = datetime.fromtimestamp(target, UTC)
-    options = RestoreOptions(to=directory, target=RecoveryTarget(TIME, when), start=True, force=True)
+    options = RestoreOptions(to=directory, target=RecoveryTarget(TIME, when), start=True, force=True, discard=True)
     return run_restore_pg(policy, options)
 
 

@@ -43,15 +43,10 @@ def _check_backup(repo: Repository, entry: BackupEntry, report: Report, deep: bo
                    "rebuilt with it")
     for stored in entry.objects:
         report.count("objects")
-        info = repo.store.stat(stored.key)
-        if info is None:
-            report.add(ERROR, "object-missing", entry.id, f"{stored.key} is missing")
-            continue
-        if info.size != stored.stored_size:
-            report.add(ERROR, "size-mismatch", entry.id,
-                       f"{stored.key} is {info.size} bytes, the catalog says {stored.stored_size}")
-            continue
-        if deep:
+        problem = repo.object_problem(stored)
+        if problem is not None:
+            report.add(ERROR, problem[0], entry.id, problem[1])
+        elif deep:
             _read_through(repo, stored.key, stored.sha256, entry.id, report)
 
 

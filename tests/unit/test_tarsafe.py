@@ -89,6 +89,42 @@ def test_escaping_members_are_refused(tmp_path: Path, members: list, why: str) -
     assert not outside.exists()
 
 
+@pytest.mark.parametrize("members, left", [
+    ([("a", "file", b"x"), ("a", "dir", None)], {"a": "file"}),
+    ([("a", "file", b"x"), ("a/b", "file", b"y")], {"a": "file"}),
+    ([("a", "file", b"x"), ("a/b/c", "dir", None)], {"a": "file"}),
+    ([("l", "symlink", "missing"), ("l/x", "file", b"y")], {"l": "symlink"}),
+    ([("l", "symlink", "missing"), ("l/x", "symlink", "y")], {"l": "symlink"}),
+    ([("l", "symlink", "f"), ("f", "file", b"x"), ("l/x", "file", b"y")], {"l": "symlink", "f": "file"}),
+    ([("l", "symlink", "x"), ("l", "file", b"y")], {"l": "symlink"}),
+    ([("d", "dir", None), ("d", "symlink", "e")], {"d": "dir"}),
+], ids=["file-then-dir", "file-then-path-through-it", "file-then-deeper-dir", "dangling-link-then-path-through-it",
+        "dangling-link-then-link-through-it", "link-to-file-then-path-through-it", "link-then-file-of-that-name",
+        "dir-then-link-of-that-name"])
+def test_members_colliding_with_earlier_ones_are_unsafe_archives(tmp_path: Path, members: list, left: dict) -> None:
+    """Never a bare FileExistsError / NotADirectoryError: the restore reports an unsafe archive."""
+    with pytest.raises(UnsafeArchive, match="clashes with an entry extracted before it|appears twice|where a link"):
+        _extract(tmp_path, _tar(members))
+    root = tmp_path / "root"
+    kinds = {p.name: "symlink" if p.is_symlink() else "dir" if p.is_dir() else "file" for p in root.iterdir()}
+    assert kinds == left  # nothing was written through or over the earlier entry
+    assert not (tmp_path / "missing").exists() and not (root / "missing").exists()
+
+
+def test_a_full_disk_is_not_taken_for_an_unsafe_archive(tmp_path: Path) -> None:
+    """Only collisions become UnsafeArchive; an OSError such as ENOSPC stays what it is."""
+    import errno
+
+    class FullDisk(SafeExtractor):
+        def _file(self, path, member, body):
+            raise OSError(errno.ENOSPC, "No space left on device", path)
+
+    (tmp_path / "root").mkdir()
+    with pytest.raises(OSError) as raised:
+        FullDisk(tmp_path / "root").extract([_tar([("f", "file", b"x")])])
+    assert raised.value.errno == errno.ENOSPC and not isinstance(raised.value, UnsafeArchive)
+
+
 def test_pax_paths_are_checked_too(tmp_path: Path) -> None:
     with pytest.raises(UnsafeArchive, match="'..'"):
         _extract(tmp_path, _tar([("x/" * 60 + "../" * 70 + "evil", "file", b"x")], fmt=tarfile.PAX_FORMAT))
