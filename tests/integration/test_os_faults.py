@@ -193,8 +193,8 @@ def test_restore_into_a_full_filesystem(env: PgEnv, backed_up, tmpfs) -> None:
     target = tmpfs("4m") / "restored"
     done = env.hadr("restore", "pg", "--latest", "--to", str(target))
     line = error_line(done)
-    assert line.startswith(f"hadr: error: cannot restore into {target}: ") and line.endswith(NO_SPACE)
-    assert "is full" in hint_line(done) and "restore again with --force" in hint_line(done)
+    assert line.startswith("hadr: error: restoring backup ") and f": {target}/" in line and line.endswith(NO_SPACE)
+    assert "free space on that filesystem" in hint_line(done) and f"{target} was removed" in hint_line(done)
 
 
 # -- backup pg into a full repository -------------------------------------------------------------
