@@ -12,8 +12,10 @@ The contract (PostgreSQL "Continuous Archiving", pgBackRest archive-push/get):
   every segment's header is checked against it.
 * wal-fetch writes the file to a temporary name, checks its SHA-256, fsyncs and renames it into
   place. It reports "absent" (exit 1) only when a listing confirmed that the repository does not
-  hold the name; any other failure, after retries, raises ``WalFetchFailed`` (exit 200, which
-  PostgreSQL treats as fatal) so that recovery stops instead of ending early.
+  hold the name and the repository (``hadr.repo.json``) and the source's archive (its identity)
+  are still there; a listing that could not look, and any other failure, after retries, raise
+  ``WalFetchFailed`` (exit 200, which PostgreSQL treats as fatal) so that recovery stops instead of
+  ending early.
 """
 
 from __future__ import annotations
@@ -28,9 +30,19 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hadr_backup.errors import HadrError, IntegrityError, KeyMissing, ObjectExists, ObjectMissing, UsageError
+from hadr_backup.errors import (
+    HadrError,
+    IntegrityError,
+    KeyMissing,
+    ObjectExists,
+    ObjectMissing,
+    RepositoryError,
+    StorageUnreadable,
+    UsageError,
+)
 from hadr_backup.fsutil import fsync_dir
 from hadr_backup.postgres import wal
+from hadr_backup.repo.repository import META_KEY
 
 if TYPE_CHECKING:
     from hadr_backup.policy.model import Policy
@@ -48,6 +60,10 @@ class WalConflict(HadrError):
 
 class ForeignWal(HadrError):
     """The WAL file belongs to another cluster than the archive."""
+
+
+class ArchiveMissing(RepositoryError):
+    """The source has no archive in the repository (nothing was archived, or the archive is gone)."""
 
 
 class WalFetchFailed(HadrError):
@@ -322,6 +338,7 @@ def fetch_wal_file(repo: Repository, source: str, name: str, dest: Path) -> WalF
     """Fetch ``name`` into ``dest`` once (no retries); "absent" only on a confirmed absence."""
     versions = stored_versions(repo.store, source, name)
     if not versions:
+        confirm_archive_present(repo, source)
         return WalFetchResult(source, name, str(dest), "absent")
     if len({v.sha256 for v in versions}) > 1:
         raise IntegrityError(f"the archive of source {source!r} holds {len(versions)} different versions of "
@@ -330,6 +347,18 @@ def fetch_wal_file(repo: Repository, source: str, name: str, dest: Path) -> WalF
     version = versions[0]
     size = write_verified(repo.read_object(version.key), dest, version.sha256, name)
     return WalFetchResult(source, name, str(dest), "fetched", size, version.sha256)
+
+
+def confirm_archive_present(repo: Repository, source: str) -> None:
+    """An empty listing answers "absent" only while the repository and the source's archive are there:
+    an unmounted (empty) mount point or a removed archive lists as empty too."""
+    if repo.store.stat(META_KEY) is None:
+        raise StorageUnreadable(f"{META_KEY} is gone from {repo.store.describe()}: the repository is not "
+                                f"there any more", hint="is the repository's filesystem mounted?")
+    if repo.store.stat(wal.archive_info_key(source)) is None:
+        raise ArchiveMissing(f"nothing was ever archived for source {source!r} in {repo.store.describe()}, "
+                             f"or the archive is gone ({wal.archive_info_key(source)} is missing)",
+                             hint="check the source name in restore_command and the repository it points to")
 
 
 def write_verified(chunks: Iterable[bytes], dest: Path, sha256: str, name: str) -> int:

@@ -47,13 +47,21 @@ class Storage(Protocol):
         """
 
     def get(self, key: str) -> Iterator[bytes]:
-        """Stream the object's bytes. Raises ObjectMissing when there is no such object."""
+        """Stream the object's bytes. Raises ObjectMissing only when the storage confirmed that there is
+        no such object; StorageUnreadable (or TransientStorageError) when it could not tell or read."""
 
     def stat(self, key: str) -> ObjectInfo | None:
-        """Size and time of the object, or None when it does not exist."""
+        """Size and time of the object, or None when the storage confirmed that it does not exist.
+        Raises StorageUnreadable (or TransientStorageError) when it could not tell."""
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
-        """Every object whose key starts with ``prefix``, in key order."""
+        """Every object whose key starts with ``prefix``, in key order.
+
+        An empty listing means the storage confirmed that there is none. When the driver cannot look
+        (permission, I/O error, a vanished or unmounted root, a refused or failed request, on any
+        page or subfolder) it raises StorageUnreadable, or TransientStorageError for a failure that
+        may pass on retry: never a shorter listing. Callers take "absent" from a listing only.
+        """
 
     def delete(self, key: str) -> None:
         """Remove the object; removing a missing object is not an error (idempotent)."""

@@ -2,11 +2,15 @@
 
 The quick pass checks presence and sizes against the catalog; ``--deep`` reads every object back
 through the pipeline (authenticating every chunk and comparing the SHA-256 the catalog recorded).
+A listing that fails is an error finding (``listing-failed``), never an empty part of the repository.
 """
 
 from __future__ import annotations
 
-from hadr_backup.errors import HadrError, IntegrityError
+from collections.abc import Callable
+from functools import partial
+
+from hadr_backup.errors import HadrError, IntegrityError, StorageUnreadable, TransientStorageError
 from hadr_backup.policy.model import Policy
 from hadr_backup.repo.catalog import BackupEntry
 from hadr_backup.repo.repository import Repository, open_repo
@@ -23,17 +27,29 @@ def run_verify_repo(policy: Policy, *, deep: bool = False) -> Report:
                 _check_backup(repo, entry, report, deep)
             elif entry.state == "running":
                 report.add(WARNING, "backup-running", entry.id, "still running (or its process died)")
-        _check_unreferenced(repo, report)
+        _listing_check(report, "backups/", partial(_check_unreferenced, repo, report))
         for source in policy.sources.postgres:
-            _check_wal(repo, source.name, report, deep)
+            _listing_check(report, f"wal/{source.name}/", partial(_check_wal, repo, source.name, report, deep))
         return report
+
+
+def _listing_check(report: Report, prefix: str, check: Callable[[], None]) -> None:
+    """Run a check that lists ``prefix``; when the listing fails, say so instead of checking less."""
+    try:
+        check()
+    except (StorageUnreadable, TransientStorageError) as error:
+        report.add(ERROR, "listing-failed", prefix, f"{error.message}: what is stored there was not checked")
 
 
 def _check_backup(repo: Repository, entry: BackupEntry, report: Report, deep: bool) -> None:
     report.count("backups")
     for stored in entry.objects:
         report.count("objects")
-        info = repo.store.stat(stored.key)
+        try:
+            info = repo.store.stat(stored.key)
+        except (StorageUnreadable, TransientStorageError) as error:
+            report.add(ERROR, "unreadable-object", entry.id, f"{stored.key}: {error.message}")
+            continue
         if info is None:
             report.add(ERROR, "object-missing", entry.id, f"{stored.key} is missing")
             continue
