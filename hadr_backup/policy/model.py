@@ -39,6 +39,15 @@ def parse_conninfo(dsn: str) -> dict[str, str]:
 
 
 @dataclass(frozen=True)
+class RetryConfig:
+    """How long an upload whose source can be read again (a WAL file) is retried after transient
+    storage failures: throttling, 5xx answers, refused connections, timeouts."""
+
+    attempts: int = 5  # tries in all, the first included
+    max_seconds: float = 30.0  # no new try starts once this long has passed since the first
+
+
+@dataclass(frozen=True)
 class RepositoryConfig:
     path: str | None = None  # absolute local path
     url: str | None = None  # s3://bucket/prefix
@@ -47,6 +56,7 @@ class RepositoryConfig:
     access_key: str | None = None
     secret_key: str | None = None
     lock_dir: str | None = None  # where the repository lock lives for S3 repositories
+    retry: RetryConfig = field(default_factory=RetryConfig)
 
     @property
     def is_s3(self) -> bool:
