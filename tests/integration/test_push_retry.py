@@ -112,11 +112,12 @@ def test_a_throttling_window_of_two_seconds_is_ridden_out(pusher, real_segment):
 def test_a_refused_connection_until_the_endpoint_comes_up(pusher, real_segment):
     port = free_port()
     policy_file = pusher.policy_file(f"http://127.0.0.1:{port}")
-    started = time.monotonic()
     with FaultProxy(pusher.s3_server.endpoint_url, port=port, start_in=2.0) as proxy:
         done, _ = push(policy_file, real_segment)
+        returned = time.monotonic()
         assert done.returncode == 0, done.stderr
-        assert proxy.started_at is not None and proxy.started_at - started >= 1.5  # refused until then
+        pushing_since = returned - json.loads(done.stdout)["seconds"]
+        assert proxy.started_at is not None and pushing_since < proxy.started_at  # so it was refused at first
         assert_stored_once(pusher, proxy, real_segment)
 
 
@@ -139,7 +140,8 @@ def test_throttling_outlasting_max_seconds_fails_in_time(pusher, real_segment):
         assert "SlowDown" in done.stderr and "repository.retry allows 100 in 3s" in done.stderr
         attempts = int(done.stderr.split("gave up after ")[1].split(" attempt")[0])
         assert attempts < 100 and len(proxy.requests("PUT", faulted=True)) >= 3 * attempts
-        assert seconds < 3 + 10  # the bound, plus one last attempt (the S3 client's own retries) and start-up
+        assert seconds < 25  # the bound, one last attempt (with the S3 client's own retries) and start-up;
+        # without the bound, 100 attempts would take minutes
 
 
 def test_permanent_errors_are_not_retried(pusher, real_segment):
