@@ -95,6 +95,11 @@ class TransientStorageError(RepositoryError):
     """The storage backend failed in a way that may pass on retry."""
 
 
+class StorageUnreadable(RepositoryError):
+    """The storage could not be read (permission, I/O error, a vanished root, a refused request): what it
+    holds is unknown, which is never the same as "nothing there"."""
+
+
 class IntegrityError(RepositoryError):
     """A stored object failed verification."""
 

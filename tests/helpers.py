@@ -23,3 +23,41 @@ def local_policy(repo_dir: Path, key_file: Path | None = None, **extra):
 def write_policy(path: Path, data: dict) -> Path:
     path.write_text(yaml.safe_dump(data))
     return path
+
+
+# -- WAL archives without a PostgreSQL server ---------------------------------------------------------
+
+
+def wal_policy_data(repository: dict, **source) -> dict:
+    """A policy for a repository and PostgreSQL source ``main`` (its DSN is never used by wal-push/fetch)."""
+    entry = {"name": "main", "dsn": "host=127.0.0.1 port=1 user=postgres", **source}
+    return {"repository": repository, "sources": {"postgres": [entry]}}
+
+
+def hadr_cli(policy_file: Path, *args: str, as_postgres: bool = False, timeout: float = 300):
+    """``hadr --policy FILE ARGS…`` in a subprocess (as the postgres OS user, as PostgreSQL runs it)."""
+    import subprocess
+    import sys
+
+    from hadr_backup.procs import as_owner
+
+    argv = [sys.executable, "-m", "hadr_backup", "--policy", str(policy_file), *args]
+    return subprocess.run(as_owner(argv) if as_postgres else argv, capture_output=True, text=True,
+                          timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def seed_wal(policy, files: dict[str, bytes], source: str = "main") -> dict[str, str]:
+    """Store ``files`` (name -> content) as wal-push does, with an archive identity; name -> object key."""
+    import hashlib
+
+    from hadr_backup.postgres import wal
+    from hadr_backup.postgres.archive import ArchiveIdentity, bind_identity
+    from hadr_backup.repo.repository import open_repo
+
+    keys = {}
+    with open_repo(policy, write=True, lock=False, catalog=False) as repo:
+        bind_identity(repo, source, ArchiveIdentity(7000000000000000001, 16 << 20, 0xD110, 15, 8192), "seed")
+        for name, data in files.items():
+            keys[name] = wal.wal_object_key(source, name, hashlib.sha256(data).hexdigest())
+            repo.put_object(keys[name], [data], if_absent=True)
+    return keys

@@ -26,6 +26,7 @@ from hadr_backup.policy.model import (
     RedisSource,
     RepositoryConfig,
     Retention,
+    RetryConfig,
     Schedule,
     Sources,
 )
@@ -107,10 +108,12 @@ class _Reader:
             raise self.fail(f"{where}.{key}", f"an integer from {lo} to {hi}", value)
         return value
 
-    def number(self, data: dict, key: str, where: str, default: float) -> float:
+    def number(self, data: dict, key: str, where: str, default: float, hi: float | None = None) -> float:
         value = data.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-            raise self.fail(f"{where}.{key}", "a positive number", value)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0 or \
+                (hi is not None and value > hi):
+            raise self.fail(f"{where}.{key}", "a positive number" + (f" up to {hi:g}" if hi is not None else ""),
+                            value)
         return float(value)
 
     def seconds(self, data: dict, key: str, where: str, default: float) -> float:
@@ -167,7 +170,8 @@ class _Reader:
     def repository(self, value: Any) -> RepositoryConfig:
         where = "repository"
         data = self.mapping(value, where, {"path", "url", "endpoint", "region", "access_key",
-                                           "secret_key", "lock_dir", "lock_wait", "lock_ttl"})
+                                           "secret_key", "lock_dir", "lock_wait", "lock_ttl",
+                                           "retry"})
         path, url = self.path(data, "path", where), self.string(data, "url", where)
         if bool(path) == bool(url):
             raise PolicyError(f"{self.name}: {where}: expected exactly one of path (a directory) "
@@ -182,7 +186,13 @@ class _Reader:
             lock_dir=self.path(data, "lock_dir", where),
             lock_wait=self.seconds(data, "lock_wait", where, 0.0),
             lock_ttl=self.number(data, "lock_ttl", where, 60.0),
+            retry=self.retry(data.get("retry"), f"{where}.retry"),
         )
+
+    def retry(self, value: Any, where: str) -> RetryConfig:
+        data = self.mapping(value, where, {"attempts", "max_seconds"})
+        return RetryConfig(attempts=self.integer(data, "attempts", where, 5, 1, 100),
+                           max_seconds=self.number(data, "max_seconds", where, 30.0, hi=3600))
 
     def encryption(self, value: Any) -> EncryptionConfig:
         data = self.mapping(value, "encryption", {"key_file", "key_env"})

@@ -39,6 +39,15 @@ def parse_conninfo(dsn: str) -> dict[str, str]:
 
 
 @dataclass(frozen=True)
+class RetryConfig:
+    """How long an upload whose source can be read again (a WAL file) is retried after transient
+    storage failures: throttling, 5xx answers, refused connections, timeouts."""
+
+    attempts: int = 5  # tries in all, the first included
+    max_seconds: float = 30.0  # no new try starts once this long has passed since the first
+
+
+@dataclass(frozen=True)
 class RepositoryConfig:
     path: str | None = None  # absolute local path
     url: str | None = None  # s3://bucket/prefix
@@ -49,6 +58,7 @@ class RepositoryConfig:
     lock_dir: str | None = None  # accepted for old policies; the lock now lives in the repository
     lock_wait: float = 0.0  # seconds a writer waits for the repository lock before giving up
     lock_ttl: float = 60.0  # seconds an S3 lease lives without renewal (renewed every ttl/3)
+    retry: RetryConfig = field(default_factory=RetryConfig)
 
     @property
     def is_s3(self) -> bool:

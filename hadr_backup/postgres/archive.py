@@ -10,10 +10,17 @@ The contract (PostgreSQL "Continuous Archiving", pgBackRest archive-push/get):
 * The archive of a source is bound to one cluster: ``wal/<source>/archive.json`` records the system
   identifier, segment size and WAL page magic (the major version) of the first segment pushed, and
   every segment's header is checked against it.
+* A WAL file can be read again, so an upload that failed transiently (throttling, 5xx, a refused
+  connection, a timeout) is retried here, the whole push again, with exponential backoff and jitter
+  within the policy's ``repository.retry``; a retry is safe, as a stored twin is recognised and the
+  object is created only if absent. Permanent failures (denied access, conflicts, foreign WAL) are not
+  retried.
 * wal-fetch writes the file to a temporary name, checks its SHA-256, fsyncs and renames it into
   place. It reports "absent" (exit 1) only when a listing confirmed that the repository does not
-  hold the name; any other failure, after retries, raises ``WalFetchFailed`` (exit 200, which
-  PostgreSQL treats as fatal) so that recovery stops instead of ending early.
+  hold the name and the repository (``hadr.repo.json``) and the source's archive (its identity)
+  are still there; a listing that could not look, and any other failure, after retries, raise
+  ``WalFetchFailed`` (exit 200, which PostgreSQL treats as fatal) so that recovery stops instead of
+  ending early.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ import os
 import shlex
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,13 +42,18 @@ from hadr_backup.errors import (
     LocalFileError,
     ObjectExists,
     ObjectMissing,
+    RepositoryError,
+    StorageUnreadable,
+    TransientStorageError,
     UsageError,
 )
 from hadr_backup.fsutil import fsync_dir, os_faults_as
 from hadr_backup.postgres import wal
+from hadr_backup.repo.repository import META_KEY
+from hadr_backup.repo.storage import Backoff, retry_transient
 
 if TYPE_CHECKING:
-    from hadr_backup.policy.model import Policy
+    from hadr_backup.policy.model import Policy, RetryConfig
     from hadr_backup.repo.repository import Repository
 
 # > 125 makes PostgreSQL abort recovery; 126/127 would be logged as "command not executable/not
@@ -56,6 +68,14 @@ class WalConflict(HadrError):
 
 class ForeignWal(HadrError):
     """The WAL file belongs to another cluster than the archive."""
+
+
+class WalPushFailed(HadrError):
+    """A WAL file could not be stored; PostgreSQL keeps it and calls archive_command again."""
+
+
+class ArchiveMissing(RepositoryError):
+    """The source has no archive in the repository (nothing was archived, or the archive is gone)."""
 
 
 class WalFetchFailed(HadrError):
@@ -234,6 +254,7 @@ class PushOutcome:
     raw_size: int
     stored_size: int
     already_archived: bool
+    attempts: int = 1
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -262,6 +283,33 @@ def push_wal_file(repo: Repository, source: str, wal_file: WalFile, *,
     return PushOutcome(wal_file.name, key, wal_file.sha256, wal_file.size, stored.stored_size, False)
 
 
+def push_retrying(push: Callable[[], PushOutcome], retry: RetryConfig, name: str, where: str, *,
+                  sleep: Callable[[float], None] = time.sleep,
+                  on_retry: Callable[[TransientStorageError, float], None] | None = None) -> PushOutcome:
+    """Run ``push`` (one whole push of WAL file ``name``; safe to repeat) again after transient failures,
+    within ``retry``; WalPushFailed names the cause when they outlast it."""
+    started, retries = time.monotonic(), []
+
+    def note(error: TransientStorageError, delay: float) -> None:
+        retries.append(error)
+        if on_retry is not None:
+            on_retry(error, delay)
+
+    try:
+        outcome = retry_transient(push, Backoff(retry.attempts, max_seconds=retry.max_seconds), sleep=sleep,
+                                  on_retry=note)
+    except TransientStorageError as error:
+        hint = (f"{error.hint}; " if error.hint else "") + \
+            "PostgreSQL keeps the file and runs archive_command again; to ride out longer outages raise " \
+            "repository.retry (attempts, max_seconds) in the policy"
+        raise WalPushFailed(f"could not store {name} in {where}: {error.message} (gave up after "
+                            f"{len(retries) + 1} attempt(s) in {time.monotonic() - started:.1f}s; "
+                            f"repository.retry allows {retry.attempts} in {retry.max_seconds:g}s)",
+                            hint=hint) from None
+    outcome.attempts = len(retries) + 1
+    return outcome
+
+
 @dataclass
 class WalPushResult:
     source: str
@@ -273,20 +321,20 @@ class WalPushResult:
     stored_size: int
     seconds: float
     also_pushed: list[str]  # async mode: other ready files this call stored
+    attempts: int = 1  # tries this call made (more than one after transient storage failures)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
     def render(self, out) -> None:
         extra = f", and {len(self.also_pushed)} more ready file(s)" if self.also_pushed else ""
+        tries = f", {self.attempts} attempts" if self.attempts > 1 else ""
         out.line(f"{self.name}: {self.status} ({self.raw_size} bytes -> {self.stored_size} stored, "
-                 f"{self.seconds:.2f}s){extra}")
+                 f"{self.seconds:.2f}s{tries}){extra}")
 
 
 def run_wal_push(policy: Policy, source_name: str | None, path: str | os.PathLike) -> WalPushResult:
     """archive_command: store ``path`` in the repository (sync), or through the spool (async)."""
-    from hadr_backup.repo.repository import open_repo
-
     started = time.monotonic()
     source = policy.sources.postgres_named(source_name)
     if source.async_archive:
@@ -294,11 +342,21 @@ def run_wal_push(policy: Policy, source_name: str | None, path: str | os.PathLik
 
         return push_through_spool(policy, source, Path(path))
     wal_file = read_wal_file(path)
-    with open_repo(policy, write=True, lock=False, catalog=False) as repo:
-        outcome = push_wal_file(repo, source.name, wal_file)
+    outcome = push_opening_repo(policy, source.name, wal_file)
     return WalPushResult(source.name, outcome.name, "already archived" if outcome.already_archived else "stored",
                          outcome.key, outcome.sha256, outcome.raw_size, outcome.stored_size,
-                         time.monotonic() - started, [])
+                         time.monotonic() - started, [], outcome.attempts)
+
+
+def push_opening_repo(policy: Policy, source: str, wal_file: WalFile) -> PushOutcome:
+    """Open the repository and push ``wal_file``, both again after a transient failure."""
+    from hadr_backup.repo.repository import open_repo
+
+    def push() -> PushOutcome:
+        with open_repo(policy, write=True, lock=False, catalog=False) as repo:
+            return push_wal_file(repo, source, wal_file)
+
+    return push_retrying(push, policy.repository.retry, wal_file.name, policy.repository.display)
 
 
 # -- wal-fetch -----------------------------------------------------------------------------------
@@ -332,6 +390,7 @@ def fetch_wal_file(repo: Repository, source: str, name: str, dest: Path) -> WalF
     """Fetch ``name`` into ``dest`` once (no retries); "absent" only on a confirmed absence."""
     versions = stored_versions(repo.store, source, name)
     if not versions:
+        confirm_archive_present(repo, source)
         return WalFetchResult(source, name, str(dest), "absent")
     if len({v.sha256 for v in versions}) > 1:
         raise IntegrityError(f"the archive of source {source!r} holds {len(versions)} different versions of "
@@ -340,6 +399,18 @@ def fetch_wal_file(repo: Repository, source: str, name: str, dest: Path) -> WalF
     version = versions[0]
     size = write_verified(repo.read_object(version.key), dest, version.sha256, name)
     return WalFetchResult(source, name, str(dest), "fetched", size, version.sha256)
+
+
+def confirm_archive_present(repo: Repository, source: str) -> None:
+    """An empty listing answers "absent" only while the repository and the source's archive are there:
+    an unmounted (empty) mount point or a removed archive lists as empty too."""
+    if repo.store.stat(META_KEY) is None:
+        raise StorageUnreadable(f"{META_KEY} is gone from {repo.store.describe()}: the repository is not "
+                                f"there any more", hint="is the repository's filesystem mounted?")
+    if repo.store.stat(wal.archive_info_key(source)) is None:
+        raise ArchiveMissing(f"nothing was ever archived for source {source!r} in {repo.store.describe()}, "
+                             f"or the archive is gone ({wal.archive_info_key(source)} is missing)",
+                             hint="check the source name in restore_command and the repository it points to")
 
 
 def write_verified(chunks: Iterable[bytes], dest: Path, sha256: str, name: str) -> int:

@@ -31,6 +31,7 @@ import fcntl
 import os
 import sys
 import time
+from functools import partial
 from typing import TYPE_CHECKING
 
 from hadr_backup.postgres import walack
@@ -44,7 +45,7 @@ from hadr_backup.postgres.walack import (
 )
 
 if TYPE_CHECKING:
-    from hadr_backup.policy.model import Policy, PostgresSource
+    from hadr_backup.policy.model import Policy, PostgresSource, RepositoryConfig
     from hadr_backup.postgres.archive import WalPushResult
 
 
@@ -93,8 +94,7 @@ def push_through_spool(policy: Policy, source: PostgresSource, path: str | os.Pa
     """The full wal-push in async mode: wait until the background pusher has stored ``path``."""
     from hadr_backup.errors import UsageError
     from hadr_backup.postgres import wal
-    from hadr_backup.postgres.archive import WalPushResult, push_wal_file, read_wal_file
-    from hadr_backup.repo.repository import open_repo
+    from hadr_backup.postgres.archive import WalPushResult, push_opening_repo, read_wal_file
 
     started = time.monotonic()
     wal_path = os.path.abspath(path)
@@ -112,11 +112,9 @@ def push_through_spool(policy: Policy, source: PostgresSource, path: str | os.Pa
     if fields is None:
         _raise_stored_error(spool, name)
         # the pusher stopped (or stalled) without storing this file: store it here, as sync mode does
-        wal_file = read_wal_file(wal_path)
-        with open_repo(policy, write=True, lock=False, catalog=False) as repo:
-            outcome = push_wal_file(repo, source.name, wal_file)
+        outcome = push_opening_repo(policy, source.name, read_wal_file(wal_path))
         return WalPushResult(source.name, name, "stored", outcome.key, outcome.sha256, outcome.raw_size,
-                             outcome.stored_size, time.monotonic() - started, [])
+                             outcome.stored_size, time.monotonic() - started, [], outcome.attempts)
     return WalPushResult(source.name, name, "stored by the async pusher", fields[5], fields[5].rsplit("-", 1)[1],
                          int(fields[2]), int(fields[4]), time.monotonic() - started, [])
 
@@ -170,10 +168,9 @@ def run_pusher(policy: Policy, source: PostgresSource, pg_wal: str) -> int:
         replace_text(running, f"{os.getpid()}\n")
         with open_repo(policy, write=True, lock=False, catalog=False) as repo, \
                 ThreadPoolExecutor(source.archive_workers, thread_name_prefix="hadr-push") as pool:
-            pusher = _Pusher(repo, source.name, spool, pg_wal, policy.repository.path)
+            pusher = _Pusher(repo, source.name, spool, pg_wal, policy.repository)
             stored = pusher.drain(pool, capacity=source.archive_workers * 2)
-        sys.stderr.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} pusher: stored {stored} file(s), "
-                         f"up to {pusher.most_at_once} at once\n")
+        _log(f"pusher: stored {stored} file(s), up to {pusher.most_at_once} at once")
         return stored
     finally:
         if os.path.exists(running):
@@ -182,10 +179,11 @@ def run_pusher(policy: Policy, source: PostgresSource, pg_wal: str) -> int:
 
 
 class _Pusher:
-    def __init__(self, repo, source: str, spool: str, pg_wal: str, repo_root: str | None):
+    def __init__(self, repo, source: str, spool: str, pg_wal: str, repository: RepositoryConfig):
         import threading
 
-        self.repo, self.source, self.spool, self.pg_wal, self.repo_root = repo, source, spool, pg_wal, repo_root
+        self.repo, self.source, self.spool, self.pg_wal = repo, source, spool, pg_wal
+        self.repo_root, self.repository = repository.path, repository
         self.identity = None  # the archive identity, once checked
         self.stored: set[str] = set()  # names this pusher stored (and marked)
         self.at_once = self.most_at_once = 0  # stores running now, and the most seen at once
@@ -237,25 +235,36 @@ class _Pusher:
                 self.at_once -= 1
 
     def _push(self, name: str) -> int:
-        from hadr_backup.postgres.archive import ArchiveIdentity, push_wal_file, read_wal_file
+        from hadr_backup.postgres.archive import ArchiveIdentity, push_retrying, push_wal_file, read_wal_file
 
         path = os.path.join(self.pg_wal, name)
         try:
             st = os.stat(path)
             wal_file = read_wal_file(path)
-            outcome = push_wal_file(self.repo, self.source, wal_file, identity=self.identity)
+            store = partial(push_wal_file, self.repo, self.source, wal_file, identity=self.identity)
+            outcome = push_retrying(store, self.repository.retry, name, self.repository.display,
+                                    on_retry=partial(_log_retry, name))
             if wal_file.header is not None:
                 self.identity = ArchiveIdentity.of(wal_file.header)
         except FileNotFoundError:
             return 0  # recycled meanwhile: PostgreSQL no longer needs it archived
         except Exception as error:
             replace_text(os.path.join(self.spool, "error", name), f"{error}\n")
-            sys.stderr.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {name}: {error}\n")
+            _log(f"{name}: {error}")
             return 0
         replace_text(os.path.join(self.spool, "done", name), marker_text(st, outcome.stored_size, outcome.key))
         _link_marker(path, os.path.join(self.spool, "link", f"{name}-{outcome.sha256}"))
         self.stored.add(name)
         return 1
+
+
+def _log(line: str) -> None:
+    """A line of the pusher's log (its stderr is ``pusher.log``)."""
+    sys.stderr.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
+
+
+def _log_retry(name: str, error: Exception, delay: float) -> None:
+    _log(f"{name}: {getattr(error, 'message', error)}; retrying in {delay:.1f}s")
 
 
 def replace_text(path: str, text: str) -> None:

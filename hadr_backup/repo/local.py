@@ -3,19 +3,33 @@
 When run as root on a repository root owned by another user (typically ``postgres``, whose
 archive_command writes WAL here), new files and directories take that owner, so a root cron job
 never leaves behind files the archiver cannot write next to.
+
+Reads tell "absent" from "could not look": only ENOENT on a path below a repository root that is
+still a directory means "not there" (and a dangling symbolic link on the way does not count). Any
+other error (EACCES, EIO, ESTALE, ENOTDIR, a vanished root, an unreadable subfolder met while
+listing) raises StorageUnreadable, naming the path and the OS cause.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import re
 import secrets
+import stat as stat_mode
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from hadr_backup.errors import ObjectChanged, ObjectExists, ObjectMissing, RepositoryError, RepositoryWriteFailed
+from hadr_backup.errors import (
+    ObjectChanged,
+    ObjectExists,
+    ObjectMissing,
+    RepositoryError,
+    RepositoryWriteFailed,
+    StorageUnreadable,
+)
 from hadr_backup.fsutil import fsync_dir, os_fault_hint, os_faults_as
 from hadr_backup.repo.storage import Features, ObjectInfo, Versioned, validate_key, validate_prefix
 
@@ -113,53 +127,80 @@ class LocalStorage:
         try:
             handle = open(path, "rb")
         except FileNotFoundError:
+            self._confirm_absent(path, f"read {key}")
             raise ObjectMissing(f"{key} is missing from {self.root}") from None
-        return _read_chunks(handle)
+        except OSError as error:
+            raise _unreadable(f"read {key}", error) from None
+        return _read_chunks(handle, key)
 
     def stat(self, key: str) -> ObjectInfo | None:
+        path = self._path(key)
         try:
-            st = self._path(key).stat()
+            st = path.stat()
         except FileNotFoundError:
+            self._confirm_absent(path, f"look up {key}")
             return None
+        except OSError as error:
+            raise _unreadable(f"look up {key}", error) from None
         return ObjectInfo(key, st.st_size, st.st_mtime)
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         validate_prefix(prefix)
         base = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
         start = self.root / base if base else self.root
-        found = []
-        for directory, dirs, files in os.walk(start):
-            dirs[:] = [d for d in dirs if not d.startswith(".")]
-            rel_dir = os.path.relpath(directory, self.root)
-            for name in files:
-                if name.startswith("."):
-                    continue
-                key = name if rel_dir == "." else f"{rel_dir}/{name}"
-                if key.startswith(prefix):
-                    try:
-                        st = os.stat(os.path.join(directory, name))
-                    except FileNotFoundError:
-                        continue
-                    found.append(ObjectInfo(key, st.st_size, st.st_mtime))
+        action = f"list {prefix or 'the repository'} in {self.root}"
+        try:
+            entries = _scan(start, action)
+        except FileNotFoundError:
+            self._confirm_absent(start, action)
+            return iter(())
+        found: list[ObjectInfo] = []
+        _collect(entries, base, prefix, found, action)
         return iter(sorted(found, key=lambda info: info.key))
+
+    def _confirm_absent(self, path: Path, action: str) -> None:
+        """``path`` was not found: make sure that is an answer, not a failure to look. The root must
+        still be a directory, and no component on the way may be a dangling link."""
+        try:
+            root = os.stat(self.root)
+        except OSError as error:
+            raise _unreadable(action, error, hint="the repository directory is gone: is its filesystem "
+                                                  "mounted?") from None
+        if not stat_mode.S_ISDIR(root.st_mode):
+            raise StorageUnreadable(f"cannot {action}: the repository root {self.root} is not a directory any more")
+        current = self.root
+        for part in path.relative_to(self.root).parts:
+            current = current / part
+            try:
+                os.stat(current)
+            except FileNotFoundError as error:
+                if os.path.lexists(current):
+                    raise _unreadable(action, error, hint=f"{current} is a link to nothing") from None
+                return
+            except OSError as error:
+                raise _unreadable(action, error) from None
 
     def delete(self, key: str) -> None:
         path = self._path(key)
-        try:
-            path.unlink()
-        except FileNotFoundError:
-            return
-        fsync_dir(path.parent)
-
+        with self._writing(path):
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                return
+            fsync_dir(path.parent)
 
     # -- compare-and-swap and leftovers ---------------------------------------------------------
 
     def get_versioned(self, key: str) -> Versioned:
+        path = self._path(key)
         try:
-            with open(self._path(key), "rb") as handle:
+            with open(path, "rb") as handle:
                 return Versioned(handle.read(), _token(os.fstat(handle.fileno())))
         except FileNotFoundError:
+            self._confirm_absent(path, f"read {key}")
             raise ObjectMissing(f"{key} is missing from {self.root}") from None
+        except OSError as error:
+            raise _unreadable(f"read {key}", error) from None
 
     def put_if(self, key: str, data: bytes, *, token: str | None) -> str:
         final = self._path(key)
@@ -200,19 +241,13 @@ class LocalStorage:
         validate_prefix(prefix)
         base = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
         start = self.root / base if base else self.root
-        for directory, _dirs, files in os.walk(start):
-            rel_dir = os.path.relpath(directory, self.root)
-            for name in files:
-                match = _TEMP.fullmatch(name)
-                key = match and (match["name"] if rel_dir == "." else f"{rel_dir}/{match['name']}")
-                if not key or not key.startswith(prefix):
-                    continue
-                try:
-                    st = os.stat(os.path.join(directory, name))
-                except FileNotFoundError:
-                    continue
-                temp = name if rel_dir == "." else f"{rel_dir}/{name}"
-                yield ObjectInfo(key, st.st_size, st.st_mtime, temp_id=temp)
+        action = f"list leftovers under {prefix or 'the repository'} in {self.root}"
+        try:
+            entries = _scan(start, action)
+        except FileNotFoundError:
+            self._confirm_absent(start, action)
+            return
+        yield from _temporaries(entries, base, prefix, action)
 
     def delete_temporary(self, info: ObjectInfo) -> None:
         if not info.temp_id or not _TEMP.fullmatch(os.path.basename(info.temp_id)):
@@ -230,10 +265,81 @@ def _token(st: os.stat_result) -> str:
     return f"{st.st_ino:x}-{st.st_mtime_ns:x}-{st.st_size:x}"
 
 
-
-
-def _read_chunks(handle) -> Iterator[bytes]:
+def _read_chunks(handle, key: str) -> Iterator[bytes]:
     with handle:
-        while chunk := handle.read(READ_SIZE):
+        while True:
+            try:
+                chunk = handle.read(READ_SIZE)
+            except OSError as error:
+                raise _unreadable(f"read {key}", error) from None
+            if not chunk:
+                return
             yield chunk
+
+
+def _temporaries(entries: list[os.DirEntry], rel_dir: str, prefix: str, action: str) -> Iterator[ObjectInfo]:
+    """Temp files of unfinished puts under a scanned folder, for keys starting with ``prefix``."""
+    for entry in entries:
+        rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
+        if entry.is_dir(follow_symlinks=False):
+            if rel.startswith(prefix) or prefix.startswith(rel + "/"):
+                yield from _temporaries(_scan(Path(entry.path), action), rel, prefix, action)
+            continue
+        match = _TEMP.fullmatch(entry.name)
+        key = match and (f"{rel_dir}/{match['name']}" if rel_dir else match["name"])
+        if key and key.startswith(prefix):
+            st = _entry_stat(entry, action)
+            if st is not None:
+                yield ObjectInfo(key, st.st_size, st.st_mtime, temp_id=rel)
+
+
+def _collect(entries: list[os.DirEntry], rel_dir: str, prefix: str, found: list[ObjectInfo], action: str) -> None:
+    """Add the objects under a scanned folder to ``found``; a subfolder that cannot be read raises."""
+    for entry in entries:
+        key = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
+        if entry.name.startswith(".") or not key.startswith(prefix):
+            continue
+        st = _entry_stat(entry, action)
+        if st is None:
+            continue  # deleted meanwhile
+        if not stat_mode.S_ISDIR(st.st_mode):
+            found.append(ObjectInfo(key, st.st_size, st.st_mtime))
+            continue
+        try:
+            _collect(_scan(Path(entry.path), action), key, prefix, found, action)
+        except FileNotFoundError as error:  # listed a moment ago: something is wrong underneath
+            raise _unreadable(action, error) from None
+
+
+def _scan(folder: Path, action: str) -> list[os.DirEntry]:
+    """The entries of ``folder``; FileNotFoundError passes (the caller decides what it means), any
+    other error raises StorageUnreadable."""
+    try:
+        with os.scandir(folder) as scan:
+            return list(scan)
+    except FileNotFoundError:
+        raise
+    except OSError as error:
+        raise _unreadable(action, error) from None
+
+
+def _entry_stat(entry: os.DirEntry, action: str) -> os.stat_result | None:
+    """The entry's stat (through links), None when it was removed meanwhile; a link to nothing raises."""
+    try:
+        return entry.stat()
+    except FileNotFoundError as error:
+        if os.path.lexists(entry.path):
+            raise _unreadable(action, error, hint=f"{entry.path} is a link to nothing") from None
+        return None
+    except OSError as error:
+        raise _unreadable(action, error) from None
+
+
+def _unreadable(action: str, error: OSError, hint: str | None = None) -> StorageUnreadable:
+    where = f" {error.filename}" if error.filename else ""
+    cause = error.strerror or str(error)
+    name = errno.errorcode.get(error.errno or 0, "")
+    return StorageUnreadable(f"cannot {action}:{where}: {cause}" + (f" ({name})" if name else ""),
+                             hint=hint or "hadr cannot tell what the repository holds there; fix access to it "
+                                          "(permissions, mount, disk) and try again")
 

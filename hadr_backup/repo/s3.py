@@ -11,7 +11,15 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
-from hadr_backup.errors import ObjectChanged, ObjectExists, ObjectMissing, RepositoryError, TransientStorageError
+from hadr_backup.errors import (
+    HadrError,
+    ObjectChanged,
+    ObjectExists,
+    ObjectMissing,
+    RepositoryError,
+    StorageUnreadable,
+    TransientStorageError,
+)
 from hadr_backup.repo.storage import Features, ObjectInfo, Versioned, validate_key, validate_prefix
 
 PART_SIZE = 16 << 20
@@ -105,8 +113,17 @@ class S3Storage:
         try:
             head = self._call(key, self.client.head_object, Bucket=self.bucket, Key=self._key(key))
         except ObjectMissing:
+            self._confirm_bucket(key)
             return None
         return ObjectInfo(key, head["ContentLength"], head["LastModified"].timestamp())
+
+    def _confirm_bucket(self, key: str) -> None:
+        """A HEAD answers 404 for a missing bucket too: a missing object is an answer only in a bucket."""
+        try:
+            self._call(key, self.client.head_bucket, Bucket=self.bucket)
+        except ObjectMissing:
+            raise StorageUnreadable(f"cannot look up {key}: bucket {self.bucket} does not exist at "
+                                    f"{self.endpoint or 'AWS'}", hint="create it, or fix repository.url") from None
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         validate_prefix(prefix)
@@ -118,9 +135,19 @@ class S3Storage:
             for page in paginator.paginate(Bucket=self.bucket, Prefix=full_prefix):
                 for item in page.get("Contents", []):
                     found.append(ObjectInfo(item["Key"][strip:], item["Size"], item["LastModified"].timestamp()))
-        except Exception as error:
-            raise self._translate(prefix or "(listing)", error) from None
+        except Exception as error:  # on any page: a listing cut short is never returned
+            raise self._listing_failed(prefix, error) from None
         return iter(sorted(found, key=lambda info: info.key))
+
+    def _listing_failed(self, prefix: str, error: Exception) -> RepositoryError:
+        """A failed listing: TransientStorageError when a retry may help, else StorageUnreadable."""
+        what = f"the listing of {prefix or 'everything'}"
+        translated = self._translate(what, error)
+        if isinstance(translated, TransientStorageError):
+            return translated
+        message = translated.message if isinstance(translated, HadrError) else f"{type(error).__name__}: {error}"
+        return StorageUnreadable(f"cannot list {prefix or 'the repository'} in {self.describe()}: {message}",
+                                 hint=getattr(translated, "hint", None))
 
     def delete(self, key: str) -> None:
         self._call(key, self.client.delete_object, Bucket=self.bucket, Key=self._key(key))
@@ -190,12 +217,26 @@ class S3Storage:
                 return RepositoryError(f"access to {self.describe()} was denied ({code})",
                                        hint="check the S3 credentials (AWS_ACCESS_KEY_ID / policy)")
             if code in _TRANSIENT_CODES or status.startswith("5"):
-                return TransientStorageError(f"S3 error on {key}: {code} (after retries)")
+                return TransientStorageError(f"S3 error on {key} at {self.describe()}: {code} (HTTP {status}) "
+                                             f"after retries")
             return RepositoryError(f"S3 error on {key}: {code}: {error}")
-        if isinstance(error, BotoCoreError):
+        if _transient_transport_error(error):
             return TransientStorageError(f"cannot reach {self.describe()}: {error}",
                                          hint="is the S3 endpoint up and the address right?")
+        if isinstance(error, BotoCoreError):  # credentials, TLS, parameters: a retry does not help
+            return RepositoryError(f"S3 request for {key} at {self.describe()} failed: {error}",
+                                   hint="check the S3 settings of the repository (credentials, endpoint, TLS)")
         return error
+
+
+def _transient_transport_error(error: Exception) -> bool:
+    """A transport failure that may pass: a refused or dropped connection, a timeout, a short read (a
+    TLS certificate error is a ConnectionError too, but no retry fixes it)."""
+    from botocore import exceptions
+
+    if isinstance(error, exceptions.SSLError):
+        return False
+    return isinstance(error, (exceptions.ConnectionError, exceptions.HTTPClientError, exceptions.IncompleteReadError))
 
 
 def _fill(stream: Iterator[bytes], size: int) -> bytearray:

@@ -7,6 +7,7 @@ satisfy the same protocol. Every driver runs the same contract suite (tests/cont
 
 from __future__ import annotations
 
+import random
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -56,13 +57,21 @@ class Storage(Protocol):
         """
 
     def get(self, key: str) -> Iterator[bytes]:
-        """Stream the object's bytes. Raises ObjectMissing when there is no such object."""
+        """Stream the object's bytes. Raises ObjectMissing only when the storage confirmed that there is
+        no such object; StorageUnreadable (or TransientStorageError) when it could not tell or read."""
 
     def stat(self, key: str) -> ObjectInfo | None:
-        """Size and time of the object, or None when it does not exist."""
+        """Size and time of the object, or None when the storage confirmed that it does not exist.
+        Raises StorageUnreadable (or TransientStorageError) when it could not tell."""
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
-        """Every object whose key starts with ``prefix``, in key order."""
+        """Every object whose key starts with ``prefix``, in key order.
+
+        An empty listing means the storage confirmed that there is none. When the driver cannot look
+        (permission, I/O error, a vanished or unmounted root, a refused or failed request, on any
+        page or subfolder) it raises StorageUnreadable, or TransientStorageError for a failure that
+        may pass on retry: never a shorter listing. Callers take "absent" from a listing only.
+        """
 
     def delete(self, key: str) -> None:
         """Remove the object; removing a missing object is not an error (idempotent)."""
@@ -151,31 +160,62 @@ class ReadOnlyStorage:
         raise RepositoryError(f"cannot delete {info.key}: the repository is open read-only")
 
 
+@dataclass(frozen=True)
+class Backoff:
+    """How transient failures are retried: at most ``attempts`` tries; before try n+1 a wait drawn
+    between half and all of ``base_delay * 2**(n-1)`` (capped at ``max_delay``), so that clients
+    throttled together do not come back together; no new try once ``max_seconds`` would be passed."""
+
+    attempts: int = 3
+    base_delay: float = 0.5
+    max_delay: float = 8.0
+    max_seconds: float | None = None
+
+    def delay(self, retry: int, jitter: float) -> float:
+        """The wait before retry number ``retry`` (1, 2, …), with ``jitter`` in [0, 1]."""
+        return min(self.max_delay, self.base_delay * 2 ** (retry - 1)) * (0.5 + jitter / 2)
+
+
+def retry_transient(operation: Callable[[], T], backoff: Backoff, *, sleep: Callable[[float], None] = time.sleep,
+                    clock: Callable[[], float] = time.monotonic, jitter: Callable[[], float] = random.random,
+                    on_retry: Callable[[TransientStorageError, float], None] | None = None) -> T:
+    """Run ``operation``, again after a TransientStorageError, as ``backoff`` allows; the last error is
+    raised. Only call it for operations that are safe to repeat. ``on_retry(error, delay)`` sees each
+    retry before its wait."""
+    started = clock()
+    for attempt in range(1, backoff.attempts + 1):
+        try:
+            return operation()
+        except TransientStorageError as error:
+            delay = backoff.delay(attempt, jitter())
+            out_of_time = backoff.max_seconds is not None and clock() - started + delay > backoff.max_seconds
+            if attempt == backoff.attempts or out_of_time:
+                raise
+            if on_retry is not None:
+                on_retry(error, delay)
+            sleep(delay)
+    raise AssertionError("unreachable")
+
+
 class RetryingStorage:
-    """Retries transient failures with exponential back-off.
+    """Retries transient failures with exponential back-off and jitter (``Backoff``).
 
     stat, list, delete and the opening of get are retried. put is retried only when its data can
     be replayed (bytes or a list); a one-shot stream is handed over once, and the driver's own
-    per-part retries apply to it.
+    per-part retries apply to it: callers whose source can be read again retry the whole upload
+    themselves (wal-push does, within the policy's ``repository.retry``).
     """
 
     def __init__(self, inner: Storage, *, attempts: int = 3, base_delay: float = 0.5,
-                 sleep: Callable[[float], None] = time.sleep):
+                 sleep: Callable[[float], None] = time.sleep, jitter: Callable[[], float] = random.random):
         self.inner = inner
         self.features = inner.features
-        self.attempts = attempts
-        self.base_delay = base_delay
+        self.backoff = Backoff(attempts, base_delay)
         self.sleep = sleep
+        self.jitter = jitter
 
     def _retry(self, operation: Callable[[], T]) -> T:
-        for attempt in range(1, self.attempts + 1):
-            try:
-                return operation()
-            except TransientStorageError:
-                if attempt == self.attempts:
-                    raise
-                self.sleep(self.base_delay * 2 ** (attempt - 1))
-        raise AssertionError("unreachable")
+        return retry_transient(operation, self.backoff, sleep=self.sleep, jitter=self.jitter)
 
     def put(self, key, chunks, *, if_absent=False):
         if isinstance(chunks, (bytes, bytearray, memoryview)):

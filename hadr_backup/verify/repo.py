@@ -3,13 +3,16 @@
 The quick pass checks presence and sizes against the catalog; ``--deep`` reads every object back
 through the pipeline (authenticating every chunk and comparing the SHA-256 the catalog recorded).
 Objects that no catalog entry accounts for, and leftovers of interrupted writes, are findings.
+A listing that fails is an error finding (``listing-failed``), never an empty part of the repository.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from functools import partial
 
-from hadr_backup.errors import HadrError, IntegrityError
+from hadr_backup.errors import HadrError, IntegrityError, StorageUnreadable, TransientStorageError
 from hadr_backup.policy.model import Policy
 from hadr_backup.repo import layout
 from hadr_backup.repo.backups import TEMP_GRACE
@@ -28,26 +31,47 @@ def run_verify_repo(policy: Policy, *, deep: bool = False) -> Report:
                 _check_backup(repo, entry, report, deep)
             elif entry.state == "running":
                 report.add(WARNING, "backup-running", entry.id, "still running (or its process died)")
-        _check_unreferenced(repo, report)
-        _check_temporaries(repo, report, time.time())
+        _listing_check(report, layout.BACKUPS, partial(_check_unreferenced, repo, report))
+        _listing_check(report, "(leftovers)", partial(_check_temporaries, repo, report, time.time()))
         for source in policy.sources.postgres:
-            _check_wal(repo, source.name, report, deep)
+            _listing_check(report, f"wal/{source.name}/", partial(_check_wal, repo, source.name, report, deep))
         return report
+
+
+def _listing_check(report: Report, prefix: str, check: Callable[[], None]) -> None:
+    """Run a check that lists ``prefix``; when the listing fails, say so instead of checking less."""
+    try:
+        check()
+    except (StorageUnreadable, TransientStorageError) as error:
+        report.add(ERROR, "listing-failed", prefix, f"{error.message}: what is stored there was not checked")
 
 
 def _check_backup(repo: Repository, entry: BackupEntry, report: Report, deep: bool) -> None:
     report.count("backups")
-    if repo.store.stat(layout.backup_description(entry.kind, entry.source, entry.id)) is None:
-        report.add(WARNING, "description-missing", entry.id,
-                   "the backup has no backup.json (made by an older hadr): a lost catalog could not be "
-                   "rebuilt with it")
+    _check_description(repo, entry, report)
     for stored in entry.objects:
         report.count("objects")
-        problem = repo.object_problem(stored)
+        try:
+            problem = repo.object_problem(stored)
+        except (StorageUnreadable, TransientStorageError) as error:
+            report.add(ERROR, "unreadable-object", entry.id, f"{stored.key}: {error.message}")
+            continue
         if problem is not None:
             report.add(ERROR, problem[0], entry.id, problem[1])
         elif deep:
             _read_through(repo, stored.key, stored.sha256, entry.id, report)
+
+
+def _check_description(repo: Repository, entry: BackupEntry, report: Report) -> None:
+    key = layout.backup_description(entry.kind, entry.source, entry.id)
+    try:
+        described = repo.store.stat(key) is not None
+    except (StorageUnreadable, TransientStorageError) as error:
+        report.add(ERROR, "unreadable-object", entry.id, f"{key}: {error.message}")
+        return
+    if not described:
+        report.add(WARNING, "description-missing", entry.id, "the backup has no backup.json (made by an older "
+                   "hadr): a lost catalog could not be rebuilt with it")
 
 
 def _read_through(repo: Repository, key: str, sha256: str | None, subject: str, report: Report) -> None:

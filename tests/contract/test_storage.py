@@ -3,27 +3,41 @@
 from __future__ import annotations
 
 import os
+import shutil
 import threading
 import uuid
 
 import pytest
 
-from hadr_backup.errors import BadKey, ObjectExists, ObjectMissing, RepositoryError
+from hadr_backup.errors import BadKey, ObjectExists, ObjectMissing, RepositoryError, StorageUnreadable
 from hadr_backup.repo.local import LocalStorage
 from hadr_backup.repo.s3 import PART_SIZE, S3Storage
 from hadr_backup.repo.storage import ReadOnlyStorage, RetryingStorage, read_all
 
 
 @pytest.fixture(params=["local", "s3", "s3-retrying"])
-def store(request, tmp_path):
+def driver(request, tmp_path):
+    """(store, vanish): ``vanish()`` takes the storage's root away (the directory, the bucket)."""
     if request.param == "local":
-        return LocalStorage(tmp_path / "repo", create=True)
+        root = tmp_path / "repo"
+        return LocalStorage(root, create=True), lambda: shutil.rmtree(root)
     server = request.getfixturevalue("s3_server")
     client = server.client()
     bucket = f"contract-{uuid.uuid4().hex[:12]}"
     client.create_bucket(Bucket=bucket)
     inner = S3Storage(bucket, "some/prefix", client=client, endpoint=server.endpoint_url)
-    return RetryingStorage(inner) if request.param == "s3-retrying" else inner
+
+    def vanish():
+        for item in client.list_objects_v2(Bucket=bucket).get("Contents", []):
+            client.delete_object(Bucket=bucket, Key=item["Key"])
+        client.delete_bucket(Bucket=bucket)
+
+    return (RetryingStorage(inner, sleep=lambda s: None) if request.param == "s3-retrying" else inner), vanish
+
+
+@pytest.fixture
+def store(driver):
+    return driver[0]
 
 
 def chunks_of(data: bytes, size: int = 65536):
@@ -154,3 +168,16 @@ def test_read_only_wrapper_refuses_writes(store):
 def test_features_are_declared(store):
     assert store.features.atomic_create is True
     assert store.features.durable_put is True
+
+
+def test_a_vanished_root_is_never_an_empty_listing(driver):
+    store, vanish = driver
+    store.put("wal/main/0000000100000000/000000010000000000000001-x", [b"segment"])
+    store.put("hadr.repo.json", [b"{}"])
+    vanish()
+    for prefix in ("wal/main/0000000100000000/000000010000000000000002", "wal/", ""):
+        with pytest.raises(StorageUnreadable):
+            store.list(prefix)
+    with pytest.raises(RepositoryError) as failed:
+        store.stat("hadr.repo.json")
+    assert not isinstance(failed.value, ObjectMissing)

@@ -46,6 +46,14 @@ def test_defaults():
     assert not policy.encryption.enabled
     assert policy.sources.postgres == ()
     assert policy.retention.monthly == 12
+    assert (policy.repository.retry.attempts, policy.repository.retry.max_seconds) == (5, 30.0)
+
+
+def test_repository_retry_bound():
+    policy = parse_policy({"repository": {"path": "/r", "retry": {"attempts": 8, "max_seconds": 90}}}, "p")
+    assert (policy.repository.retry.attempts, policy.repository.retry.max_seconds) == (8, 90.0)
+    policy = parse_policy({"repository": {"path": "/r", "retry": {"max_seconds": 2.5}}}, "p")
+    assert (policy.repository.retry.attempts, policy.repository.retry.max_seconds) == (5, 2.5)
 
 
 def test_s3_repository_url_is_split():
@@ -89,6 +97,13 @@ def test_env_expansion(monkeypatch):
     ({"repository": {"path": "/r"}, "sources": {"postgres": [{"name": "m", "dsn": "${UNSET_VAR_X}"}]}},
      "sources.postgres[0].dsn: environment variable UNSET_VAR_X is not set"),
     (["not", "a", "mapping"], "p.yaml: (top level): expected a mapping"),
+    ({"repository": {"path": "/r", "retry": {"attempts": 0}}},
+     "repository.retry.attempts: expected an integer from 1 to 100, got int 0"),
+    ({"repository": {"path": "/r", "retry": {"max_seconds": -1}}},
+     "repository.retry.max_seconds: expected a positive number up to 3600, got int -1"),
+    ({"repository": {"path": "/r", "retry": {"max_seconds": "soon"}}}, "repository.retry.max_seconds: expected"),
+    ({"repository": {"path": "/r", "retry": {"tries": 3}}}, "repository.retry: unknown key 'tries'"),
+    ({"repository": {"path": "/r", "retry": 5}}, "repository.retry: expected a mapping, got int 5"),
 ])
 def test_bad_policies_name_file_field_and_expectation(data, message):
     with pytest.raises(PolicyError) as caught:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from hadr_backup.errors import ObjectMissing, TransientStorageError
-from hadr_backup.repo.storage import Features, ObjectInfo, RetryingStorage
+from hadr_backup.errors import ObjectMissing, RepositoryError, TransientStorageError
+from hadr_backup.repo.storage import Backoff, Features, ObjectInfo, RetryingStorage, retry_transient
 
 
 class Flaky:
@@ -59,7 +59,7 @@ def test_retries_transient_errors_then_succeeds():
 def test_gives_up_after_attempts():
     inner = Flaky(failures=10)
     delays = []
-    store = RetryingStorage(inner, attempts=4, base_delay=0.5, sleep=delays.append)
+    store = RetryingStorage(inner, attempts=4, base_delay=0.5, sleep=delays.append, jitter=lambda: 1.0)
     with pytest.raises(TransientStorageError):
         store.stat("k")
     assert inner.calls == 4
@@ -80,3 +80,86 @@ def test_one_shot_stream_is_not_replayed():
     with pytest.raises(TransientStorageError):
         store.put("k", (c for c in [b"a", b"b"]))
     assert inner.calls == 1 and "k" not in inner.data
+
+
+# -- retry_transient: the backoff shared by the wrapper and wal-push --------------------------------
+
+
+class Clock:
+    """A clock that only the fake sleep moves."""
+
+    def __init__(self):
+        self.now = 0.0
+        self.slept: list[float] = []
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+def failing(times: int, error: Exception | None = None):
+    calls = []
+
+    def operation():
+        calls.append(1)
+        if len(calls) <= times:
+            raise error or TransientStorageError("503 SlowDown")
+        return "done"
+
+    return operation, calls
+
+
+def test_jitter_keeps_each_delay_between_half_and_all_of_its_cap():
+    backoff = Backoff(attempts=10, base_delay=0.5, max_delay=4.0)
+    assert [backoff.delay(n, 0.0) for n in range(1, 6)] == [0.25, 0.5, 1.0, 2.0, 2.0]
+    assert [backoff.delay(n, 1.0) for n in range(1, 6)] == [0.5, 1.0, 2.0, 4.0, 4.0]
+    clock = Clock()
+    operation, calls = failing(6)
+    assert retry_transient(operation, backoff, sleep=clock.sleep, clock=lambda: clock.now) == "done"
+    caps = [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
+    assert len(calls) == 7 and all(cap / 2 <= d <= cap for d, cap in zip(clock.slept, caps, strict=True))
+    assert len(set(clock.slept)) > 1  # drawn, not fixed
+
+
+def test_no_new_try_starts_past_max_seconds():
+    clock = Clock()
+    operation, calls = failing(100)
+    seen = []
+    with pytest.raises(TransientStorageError, match="SlowDown"):
+        retry_transient(operation, Backoff(attempts=100, base_delay=1.0, max_delay=4.0, max_seconds=10),
+                        sleep=clock.sleep, clock=lambda: clock.now, jitter=lambda: 1.0,
+                        on_retry=lambda error, delay: seen.append(delay))
+    assert clock.slept == [1.0, 2.0, 4.0] and seen == clock.slept  # a fourth wait would end past 10 s
+    assert len(calls) == 4 and clock.now <= 10
+
+
+def test_permanent_errors_are_not_retried():
+    clock = Clock()
+    operation, calls = failing(1, RepositoryError("access denied (403)"))
+    with pytest.raises(RepositoryError, match="403"):
+        retry_transient(operation, Backoff(attempts=5), sleep=clock.sleep)
+    assert len(calls) == 1 and clock.slept == []
+
+
+def test_wal_push_retries_the_whole_push_and_reports_the_attempts():
+    from hadr_backup.policy.model import RetryConfig
+    from hadr_backup.postgres.archive import PushOutcome, push_retrying
+
+    operation, calls = failing(2)
+    outcome = push_retrying(lambda: operation() and PushOutcome("n", "k", "s", 1, 1, False),
+                            RetryConfig(attempts=5, max_seconds=30), "n", "repo", sleep=lambda s: None)
+    assert outcome.attempts == 3 and len(calls) == 3
+
+
+def test_wal_push_gives_up_with_the_cause_and_the_bound():
+    from hadr_backup.policy.model import RetryConfig
+    from hadr_backup.postgres.archive import WalPushFailed, push_retrying
+
+    operation, calls = failing(100)
+    with pytest.raises(WalPushFailed) as failed:
+        push_retrying(operation, RetryConfig(attempts=3, max_seconds=30), "000000010000000000000007",
+                      "s3://bucket/hadr", sleep=lambda s: None)
+    assert len(calls) == 3 and failed.value.exit_code == 1
+    message = str(failed.value)
+    assert "000000010000000000000007" in message and "s3://bucket/hadr" in message and "SlowDown" in message
+    assert "after 3 attempt(s)" in message and "repository.retry" in message
