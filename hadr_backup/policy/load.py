@@ -51,11 +51,11 @@ def load_policy(path: str | None) -> Policy:
             text = Path(path).read_text()
         except OSError as error:
             raise PolicyError(f"cannot read policy file {path}: {error.strerror}",
-                              hint="pass an existing file with --policy or HADR_POLICY") from None
+                              hint="pass an existing file with --policy or HADR_POLICY") from error
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as error:
-        raise PolicyError(f"{name}: not valid YAML: {error}") from None
+        raise PolicyError(f"{name}: not valid YAML: {error}") from error
     return parse_policy(data, name)
 
 

@@ -206,7 +206,7 @@ def read_wal_file(path: str | os.PathLike) -> WalFile:
         try:
             header = wal.read_segment_header(first)
         except wal.WalNameError as error:
-            raise IntegrityError(f"{path} is not a PostgreSQL WAL segment: {error}") from None
+            raise IntegrityError(f"{path} is not a PostgreSQL WAL segment: {error}") from error
         _check_segment(path, name, size, header)
     return WalFile(path, name, size, sha, header, data)
 
@@ -305,7 +305,7 @@ def push_retrying(push: Callable[[], PushOutcome], retry: RetryConfig, name: str
         raise WalPushFailed(f"could not store {name} in {where}: {error.message} (gave up after "
                             f"{len(retries) + 1} attempt(s) in {time.monotonic() - started:.1f}s; "
                             f"repository.retry allows {retry.attempts} in {retry.max_seconds:g}s)",
-                            hint=hint) from None
+                            hint=hint) from error
     outcome.attempts = len(retries) + 1
     return outcome
 
@@ -447,7 +447,7 @@ def run_wal_fetch(policy: Policy, source_name: str | None, name: str, dest: str 
         if not wal.is_wal_file(name):
             raise UsageError(f"{name!r} is not a WAL file name")
     except HadrError as error:
-        raise WalFetchFailed(f"cannot fetch {name}: {error}") from None
+        raise WalFetchFailed(f"cannot fetch {name}: {error}") from error
     if prefetch and wal.is_segment(name):
         from hadr_backup.postgres.prefetch import serve_prefetched
 

@@ -14,7 +14,6 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 from hadr_backup.errors import HadrError
@@ -166,7 +165,7 @@ def _stopped(log: Path) -> Reached:
     """The server is gone: at its target (action shutdown), or because recovery failed."""
     text = _log_text(log)
     if "shutdown at recovery target" in text:
-        from hadr_backup.postgres.targets import parse_target_time
+        from hadr_backup.timefmt import parse_target_time
 
         line = _stop_line(log)
         stamp = _STOP_TIME.search(line or "")  # "after": that transaction is the last one applied
@@ -177,7 +176,3 @@ def _stopped(log: Path) -> Reached:
     detail = "\n  ".join(ours[-1:] + fatal[-3:]) or "\n  ".join(text.strip().splitlines()[-5:]) or "(empty log)"
     raise RecoveryFailed(f"recovery stopped with an error; PostgreSQL said:\n  {detail}",
                          hint=f"the full log is {log}")
-
-
-def utc(moment: float | None) -> datetime | None:
-    return None if moment is None else datetime.fromtimestamp(moment, UTC)

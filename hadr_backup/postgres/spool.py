@@ -43,6 +43,7 @@ from hadr_backup.postgres.walack import (
     pusher_running,
     wait_while_pushing,
 )
+from hadr_backup.repo import layout
 
 if TYPE_CHECKING:
     from hadr_backup.policy.model import Policy, PostgresSource, RepositoryConfig
@@ -77,7 +78,7 @@ def ack_command(policy: Policy, source: PostgresSource, full_command: str) -> st
             policy.repository.path or "-", shlex.join(source_args(policy, source))]
     stored = ['[ "$1" -ef "$p" ]']
     if policy.repository.path:
-        folder = shlex.quote(f"{policy.repository.path}/wal/{source.name}")
+        folder = shlex.quote(os.path.join(policy.repository.path, layout.wal_prefix(source.name)).rstrip("/"))
         stored.append(f'[ -e {folder}/"${{n%????????}}"/"${{1##*/}}" ]')
     shell = (f'p=%p; n=${{p##*/}}; i=0; while [ ${{#n}} = 24 ]; do set -- {spool}/link/"$n"-*; '
              f'{" && ".join(stored)} && exit 0; [ $i -lt 30 ] && [ -e {spool}/pusher.running ] && '

@@ -110,7 +110,7 @@ class SafeExtractor:
             if error.errno not in _CLASHES:  # a full disk or an I/O error is not the archive's doing
                 raise
             raise UnsafeArchive(f"tar member {member.name!r} clashes with an entry extracted before it "
-                                f"({error.strerror})") from None
+                                f"({error.strerror})") from error
 
     def _write(self, member: Member, body: Iterator[memoryview]) -> None:
         relative = safe_name(member.name)
@@ -201,7 +201,7 @@ def _write(fd: int, data: memoryview, path: str) -> int:
     try:
         return os.write(fd, data)
     except OSError as error:  # os.write names no file: say which one the disk refused
-        raise OSError(error.errno, error.strerror, path) from None
+        raise OSError(error.errno, error.strerror, path) from error
 
 
 def _file_mode(mode: int) -> int:

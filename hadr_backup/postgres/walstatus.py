@@ -7,13 +7,13 @@ anything is missing (``pg_current_wal_lsn()`` and ``pg_stat_archiver``).
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from hadr_backup.postgres import wal
 from hadr_backup.postgres.archive import load_identity
 from hadr_backup.postgres.server import open_connection
+from hadr_backup.timefmt import human_size, rfc3339, short
 
 if TYPE_CHECKING:
     from hadr_backup.policy.model import PostgresSource
@@ -51,25 +51,27 @@ class ArchiveStatus:
     lag_seconds: float | None = None  # age of the newest archived segment while anything is missing
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        data["newest_time"] = rfc3339(self.newest_time)
+        if self.cluster:
+            data["cluster"] = {**self.cluster, "last_archived_time": rfc3339(self.cluster.get("last_archived_time")),
+                               "last_failed_time": rfc3339(self.cluster.get("last_failed_time"))}
+        return data
 
-    def render(self, out) -> None:
-        newest = self.newest_segment or "none"
-        if self.newest_time:
-            newest += time.strftime(" (%Y-%m-%d %H:%M:%S UTC)", time.gmtime(self.newest_time))
-        pairs = [("source", self.source), ("archived segments", self.segments),
-                 ("timelines", ", ".join(map(str, self.timelines)) or "none"), ("newest segment", newest)]
+    def summary(self) -> str:
+        """One line: what is stored, and how far behind the cluster it is."""
+        timelines = ",".join(map(str, self.timelines)) or "-"
+        text = (f"archive: {self.segments} segments (timelines {timelines}), newest {self.newest_segment or '-'} "
+                f"at {short(self.newest_time)} UTC")
         if self.lag_segments is not None:
-            pairs.append(("archive lag", f"{self.lag_segments} segment(s), {self.lag_bytes} bytes, "
-                                         f"{self.lag_seconds:.0f}s behind"))
-        elif self.cluster_error:
-            pairs.append(("archive lag", f"unknown: {self.cluster_error}"))
+            text += f"; lag {self.lag_segments} segments, {human_size(self.lag_bytes)}, {self.lag_seconds or 0:.0f} s"
         if self.cluster and self.cluster.get("failed_count"):
-            pairs.append(("archive failures", f"{self.cluster['failed_count']} "
-                                              f"(last: {self.cluster.get('last_failed_wal')})"))
+            text += f"; archiver failures {self.cluster['failed_count']} (last {self.cluster.get('last_failed_wal')})"
+        if self.cluster_error:
+            text += f"; cluster not reachable: {self.cluster_error}"
         if self.conflicts:
-            pairs.append(("conflicting names", ", ".join(self.conflicts)))
-        out.kv(pairs)
+            text += f"; CONFLICTS {len(self.conflicts)}"
+        return text
 
 
 def archive_status(repo: Repository, source: PostgresSource | str, now: float, *,

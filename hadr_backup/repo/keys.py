@@ -76,7 +76,7 @@ def create_key_file(path: Path | str) -> MasterKey:
             hint="data encrypted under that key needs it: move it away first only if you really mean to replace it",
         ) from None
     except OSError as exc:
-        raise UsageError(f"cannot create key file {path}: {exc.strerror}") from None
+        raise UsageError(f"cannot create key file {path}: {exc.strerror}") from exc
     try:
         os.fchmod(fd, 0o600)  # the mode given to open() is filtered by the umask; make it exact
         os.write(fd, text)
@@ -116,7 +116,7 @@ def _read_key_file(path: Path) -> bytes:
         ) from None
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) else "not ASCII text"
-        raise UsageError(f"cannot read key file {path}: {reason}") from None
+        raise UsageError(f"cannot read key file {path}: {reason}") from exc
     if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise UsageError(
             f"key file {path} is readable by others (mode {stat.S_IMODE(st.st_mode):04o})",

@@ -130,7 +130,7 @@ class LocalStorage:
             self._confirm_absent(path, f"read {key}")
             raise ObjectMissing(f"{key} is missing from {self.root}") from None
         except OSError as error:
-            raise _unreadable(f"read {key}", error) from None
+            raise _unreadable(f"read {key}", error) from error
         return _read_chunks(handle, key)
 
     def stat(self, key: str) -> ObjectInfo | None:
@@ -141,7 +141,7 @@ class LocalStorage:
             self._confirm_absent(path, f"look up {key}")
             return None
         except OSError as error:
-            raise _unreadable(f"look up {key}", error) from None
+            raise _unreadable(f"look up {key}", error) from error
         return ObjectInfo(key, st.st_size, st.st_mtime)
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
@@ -165,7 +165,7 @@ class LocalStorage:
             root = os.stat(self.root)
         except OSError as error:
             raise _unreadable(action, error, hint="the repository directory is gone: is its filesystem "
-                                                  "mounted?") from None
+                                                  "mounted?") from error
         if not stat_mode.S_ISDIR(root.st_mode):
             raise StorageUnreadable(f"cannot {action}: the repository root {self.root} is not a directory any more")
         current = self.root
@@ -175,10 +175,10 @@ class LocalStorage:
                 os.stat(current)
             except FileNotFoundError as error:
                 if os.path.lexists(current):
-                    raise _unreadable(action, error, hint=f"{current} is a link to nothing") from None
+                    raise _unreadable(action, error, hint=f"{current} is a link to nothing") from error
                 return
             except OSError as error:
-                raise _unreadable(action, error) from None
+                raise _unreadable(action, error) from error
 
     def delete(self, key: str) -> None:
         path = self._path(key)
@@ -200,7 +200,7 @@ class LocalStorage:
             self._confirm_absent(path, f"read {key}")
             raise ObjectMissing(f"{key} is missing from {self.root}") from None
         except OSError as error:
-            raise _unreadable(f"read {key}", error) from None
+            raise _unreadable(f"read {key}", error) from error
 
     def put_if(self, key: str, data: bytes, *, token: str | None) -> str:
         final = self._path(key)
@@ -271,7 +271,7 @@ def _read_chunks(handle, key: str) -> Iterator[bytes]:
             try:
                 chunk = handle.read(READ_SIZE)
             except OSError as error:
-                raise _unreadable(f"read {key}", error) from None
+                raise _unreadable(f"read {key}", error) from error
             if not chunk:
                 return
             yield chunk
@@ -308,7 +308,7 @@ def _collect(entries: list[os.DirEntry], rel_dir: str, prefix: str, found: list[
         try:
             _collect(_scan(Path(entry.path), action), key, prefix, found, action)
         except FileNotFoundError as error:  # listed a moment ago: something is wrong underneath
-            raise _unreadable(action, error) from None
+            raise _unreadable(action, error) from error
 
 
 def _scan(folder: Path, action: str) -> list[os.DirEntry]:
@@ -320,7 +320,7 @@ def _scan(folder: Path, action: str) -> list[os.DirEntry]:
     except FileNotFoundError:
         raise
     except OSError as error:
-        raise _unreadable(action, error) from None
+        raise _unreadable(action, error) from error
 
 
 def _entry_stat(entry: os.DirEntry, action: str) -> os.stat_result | None:
@@ -329,10 +329,10 @@ def _entry_stat(entry: os.DirEntry, action: str) -> os.stat_result | None:
         return entry.stat()
     except FileNotFoundError as error:
         if os.path.lexists(entry.path):
-            raise _unreadable(action, error, hint=f"{entry.path} is a link to nothing") from None
+            raise _unreadable(action, error, hint=f"{entry.path} is a link to nothing") from error
         return None
     except OSError as error:
-        raise _unreadable(action, error) from None
+        raise _unreadable(action, error) from error
 
 
 def _unreadable(action: str, error: OSError, hint: str | None = None) -> StorageUnreadable:

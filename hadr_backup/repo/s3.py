@@ -136,7 +136,7 @@ class S3Storage:
                 for item in page.get("Contents", []):
                     found.append(ObjectInfo(item["Key"][strip:], item["Size"], item["LastModified"].timestamp()))
         except Exception as error:  # on any page: a listing cut short is never returned
-            raise self._listing_failed(prefix, error) from None
+            raise self._listing_failed(prefix, error) from error
         return iter(sorted(found, key=lambda info: info.key))
 
     def _listing_failed(self, prefix: str, error: Exception) -> RepositoryError:
@@ -185,7 +185,7 @@ class S3Storage:
                     yield ObjectInfo(upload["Key"][strip:], 0, upload["Initiated"].timestamp(),
                                      temp_id=upload["UploadId"])
         except Exception as error:
-            raise self._translate(prefix or "(uploads)", error) from None
+            raise self._translate(prefix or "(uploads)", error) from error
 
     def delete_temporary(self, info: ObjectInfo) -> None:
         try:
@@ -198,7 +198,7 @@ class S3Storage:
         try:
             return operation(**kwargs)
         except Exception as error:
-            raise self._translate(key, error) from None
+            raise self._translate(key, error) from error
 
     def _translate(self, key: str, error: Exception) -> Exception:
         from botocore.exceptions import BotoCoreError, ClientError
@@ -256,4 +256,4 @@ def _body_chunks(key: str, body) -> Iterator[bytes]:
             while chunk := body.read(READ_SIZE):
                 yield chunk
     except BotoCoreError as error:
-        raise TransientStorageError(f"reading {key} failed midway: {error}") from None
+        raise TransientStorageError(f"reading {key} failed midway: {error}") from error

@@ -19,6 +19,7 @@ from typing import Any
 
 from hadr_backup.errors import ServerError
 from hadr_backup.sandbox.layout import Sandbox, sandbox_policy
+from hadr_backup.timefmt import format_time, rfc3339
 
 ACCIDENT = 'UPDATE "user" SET winston_credit_balance = 0'
 Progress = Callable[[str], None]
@@ -50,10 +51,10 @@ class DemoResult:
         return 0 if good else 3
 
     def to_json(self) -> dict[str, Any]:
-        return {**asdict(self), "passed": self.exit_code == 0}
+        return {**asdict(self), "accident_at": rfc3339(self.accident_at), "target": rfc3339(self.target),
+                "passed": self.exit_code == 0}
 
     def render(self, out) -> None:
-        from hadr_backup.postgres.targets import format_time
 
         out.line("")
         out.kv([("accident", f"{self.accident}  (committed {format_time(self.accident_at)})"),

@@ -13,7 +13,6 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ from hadr_backup.sandbox.layout import Progress, Sandbox
 from hadr_backup.sandbox.results import Component, SandboxDown, SandboxLoad, SandboxStatus, SandboxUp
 from hadr_backup.sandbox.seed import Problem
 from hadr_backup.sandbox.workload import Bundler, run_workload
+from hadr_backup.timefmt import rfc3339
 
 # -- up ---------------------------------------------------------------------------------------------
 
@@ -300,4 +300,4 @@ def stop_requests() -> Iterator[Callable[[], bool]]:
 
 
 def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
+    return rfc3339(time.time())

@@ -35,8 +35,14 @@ from hadr_backup.repo.repository import init_repo, open_repo
 
 MiB = 1 << 20
 
-pytestmark = pytest.mark.skipif(not postgres_user_can([sys.executable, "-c", "import hadr_backup"]),
-                                reason=f"the postgres OS user cannot run {sys.executable}")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _postgres_can_run_hadr() -> None:
+    """archive_command runs hadr as the postgres OS user: when it cannot, every test here fails (a skip
+    would hide a broken install)."""
+    assert postgres_user_can([sys.executable, "-c", "import hadr_backup"]), \
+        f"the postgres OS user cannot run {sys.executable} -c 'import hadr_backup' (run scripts/setup.sh)"
 
 
 def to_postgres(path: Path) -> Path:
