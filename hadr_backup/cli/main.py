@@ -39,7 +39,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 class App:
     """What every command receives as ``ctx.obj``: global options, the UI and the policy."""
 
-    policy_path: str | None
+    policy_path: str | None  # --policy or HADR_POLICY; None: policy() looks for ./hadr.yaml, /etc/hadr/hadr.yaml
     ui: UI
     _policy: Any = field(default=None, repr=False)
 
@@ -75,7 +75,8 @@ class LazyGroup(click.Group):
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--policy", "policy_path", envvar="HADR_POLICY", metavar="FILE",
-              help="Policy file (YAML). Default: $HADR_POLICY, else the built-in sandbox policy.")
+              help="Policy file (YAML). Default: $HADR_POLICY, else ./hadr.yaml, else /etc/hadr/hadr.yaml. "
+                   "`hadr sandbox up` writes one for the sandbox and prints the line that exports it.")
 @click.option("--json", "json_mode", is_flag=True, help="Machine output (JSON) on stdout.")
 @click.option("-v", "--verbose", count=True, help="More output; tracebacks on errors.")
 @click.option("-q", "--quiet", count=True, help="Less output.")

@@ -87,8 +87,9 @@ def ack_command(policy: Policy, source: PostgresSource, full_command: str) -> st
 
 
 def source_args(policy: Policy, source: PostgresSource) -> list[str]:
-    policy_args = ["--policy", os.path.abspath(policy.path)] if os.path.isfile(policy.path) else []
-    return ["--source", source.name, *policy_args]
+    """The background processes' arguments: the source and the absolute policy path (never looked for
+    again from the data directory they run in)."""
+    return ["--source", source.name, "--policy", os.path.abspath(policy.path)]
 
 
 def push_through_spool(policy: Policy, source: PostgresSource, path: str | os.PathLike) -> WalPushResult:

@@ -70,13 +70,14 @@ class DemoResult:
         out.line("demo: " + ("PASSED" if self.exit_code == 0 else "FAILED"))
 
 
-def run_demo(load_policy: Callable[[], Any], sandbox_dir: Path | None, *, seconds: float = 6.0,
+def run_demo(policy_path: str | None, sandbox_dir: Path | None, *, seconds: float = 6.0,
              keep: bool = False, progress: Progress | None = None) -> DemoResult:
-    """Run the whole story; the sandbox is started when it is not running."""
+    """Run the whole story; the sandbox is started when it is not running. ``policy_path``: --policy or
+    HADR_POLICY, else the sandbox folder's own policy (see ``sandbox_policy``)."""
     from hadr_backup.postgres.basebackup import run_backup_pg
 
     say = progress or (lambda message: None)
-    policy, folder = sandbox_policy(load_policy, sandbox_dir)
+    policy, folder = sandbox_policy(policy_path, sandbox_dir, write=True)
     sandbox = Sandbox(folder, policy, say)
     # 1. the sandbox, running and seeded, with a repository
     ensure_up(sandbox, say)
