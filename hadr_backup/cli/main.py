@@ -41,7 +41,13 @@ class App:
 
     policy_path: str | None  # --policy or HADR_POLICY; None: policy() looks for ./hadr.yaml, /etc/hadr/hadr.yaml
     ui: UI
+    policy_from_env: bool = False  # the path came from HADR_POLICY, not from --policy
     _policy: Any = field(default=None, repr=False)
+
+    def sandbox_policy_path(self, sandbox_dir) -> str | None:
+        """For sandbox commands: ``--dir`` names the sandbox, whose own policy then wins over an
+        exported HADR_POLICY (left from another sandbox); an explicit --policy is kept."""
+        return None if sandbox_dir and self.policy_from_env else self.policy_path
 
     def policy(self):
         if self._policy is None:
@@ -84,7 +90,9 @@ class LazyGroup(click.Group):
 @click.pass_context
 def cli(ctx: click.Context, policy_path: str | None, json_mode: bool, verbose: int, quiet: int) -> None:
     """hadr: backup and point-in-time recovery for PostgreSQL, Redis and S3."""
-    ctx.obj = App(policy_path=policy_path, ui=UI(json_mode=json_mode, verbosity=verbose - quiet))
+    from_env = ctx.get_parameter_source("policy_path") == click.core.ParameterSource.ENVIRONMENT
+    ctx.obj = App(policy_path=policy_path, ui=UI(json_mode=json_mode, verbosity=verbose - quiet),
+                  policy_from_env=from_env)
 
 
 def main(argv: list[str] | None = None) -> None:

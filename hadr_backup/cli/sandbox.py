@@ -21,7 +21,7 @@ def sandbox_options(command: Callable[..., Any]) -> Callable[..., Any]:
 def prepare(ctx: click.Context, sandbox_dir: Path | None, json_mode: bool, *, write: bool = False) -> tuple[Any, Path]:
     if json_mode:
         ctx.obj.ui.json_mode = True
-    return sandbox_policy(ctx.obj.policy_path, sandbox_dir, write=write)
+    return sandbox_policy(ctx.obj.sandbox_policy_path(sandbox_dir), sandbox_dir, write=write)
 
 
 @click.group()

@@ -21,8 +21,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from hadr_backup.postgres.targets import parse_target_time
 from hadr_backup.procs import free_port, stop_pid
+from hadr_backup.timefmt import parse_target_time
 
 pytestmark = pytest.mark.integration
 REPO_ROOT = Path(__file__).resolve().parents[2]
