@@ -76,7 +76,8 @@ class ListResult:
         for warning in self.warnings:
             out.line(f"warning: {warning}")
         if not self.entries:
-            out.line("no backups yet — run `hadr backup all`")
+            usable = [kind for kind in engines.KINDS if engines.find(kind) is not None]
+            out.line("no backups yet — take one with " + " or ".join(f"`hadr backup {kind}`" for kind in usable))
             return
         rows = [(e.id, e.kind, e.source, e.state, short(e.started_at), short(e.stopped_at),
                  human_size(e.raw_size), human_size(e.stored_size)) for e in self.entries]

@@ -251,17 +251,3 @@ class _Syncer:
         self._thread.join()
         if self._error is not None:
             raise self._error
-
-
-
-def sync_filesystem(path: Path) -> None:
-    """Flush everything written under ``path`` to disk: syncfs() of its filesystem, else sync()."""
-    import ctypes
-
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        if getattr(libc, "syncfs", None) is None or libc.syncfs(fd) != 0:
-            os.sync()
-    finally:
-        os.close(fd)

@@ -55,7 +55,6 @@ class DemoResult:
                 "passed": self.exit_code == 0}
 
     def render(self, out) -> None:
-
         out.line("")
         out.kv([("accident", f"{self.accident}  (committed {format_time(self.accident_at)})"),
                 ("restored to", f"{format_time(self.target)} (the last good instant) from backup {self.backup_id}"),
@@ -68,6 +67,9 @@ class DemoResult:
                                f"{'ok' if self.ledger_problems == 0 else f'{self.ledger_problems} problem(s)'}"),
                 ("side cluster", f"kept in {self.kept}" if self.kept else "stopped and removed")])
         out.line("demo: " + ("PASSED" if self.exit_code == 0 else "FAILED"))
+        out.line(f"the sandbox is still running in {self.sandbox}: use it by hand after "
+                 f"`export HADR_POLICY={self.sandbox}/policy.yaml`; stop it with `hadr sandbox down --dir "
+                 f"{self.sandbox}` (add --purge to remove its folder)")
 
 
 def run_demo(policy_path: str | None, sandbox_dir: Path | None, *, seconds: float = 6.0,

@@ -64,7 +64,7 @@ def _check_backup(repo: Repository, entry: BackupEntry, report: Report, deep: bo
         elif deep:
             read_through(repo, stored.key, stored.sha256, entry.id, report)
     for key in entry.needs:  # outside its own objects: WAL it is made consistent with, a parent's objects
-        report.count("needed objects")
+        report.count("needed_objects")
         if _present(repo, key, entry.id, report) is False:
             report.add(ERROR, "needed-object-missing", entry.id, f"{key}, which it cannot be restored without, "
                                                                  f"is missing")
@@ -104,7 +104,7 @@ def _check_temporaries(repo: Repository, report: Report, now: float) -> None:
     """Leftovers of writes that never finished (temp files, incomplete multipart uploads)."""
     running = [e.object_prefix for e in repo.catalog.entries if e.state == RUNNING]
     for info in repo.store.list_temporary(""):
-        report.count("temporary objects")
+        report.count("temporary_objects")
         if any(info.key.startswith(prefix) for prefix in running):
             continue  # a backup still running writes it
         age = now - info.mtime

@@ -189,4 +189,4 @@ def test_info_shows_sources_hadr_cannot_back_up_yet_as_such(tmp_path):
     assert "redis queues: not backed up: hadr has no Redis engine yet" in human
     assert "0 complete" not in human
     refused = hadr(policy_file, "list", "redis")
-    assert refused.returncode == 0 and "no backups yet" in refused.stdout
+    assert refused.returncode == 0 and "no backups yet — take one with `hadr backup pg`" in refused.stdout
