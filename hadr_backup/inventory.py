@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hadr_backup.policy.model import Policy
+from hadr_backup.postgres.walstatus import archive_status, describe_logs
 from hadr_backup.repo.catalog import BackupEntry
 from hadr_backup.repo.repository import init_repo, open_repo
 from hadr_backup.timefmt import human_size, iso, short
@@ -134,6 +135,8 @@ class InfoResult:
                          f"to {window.get('end')}")
             if source.archive:
                 out.line("  archive: " + describe_archive(source.archive))
+                for label, text in describe_logs(source.archive.get("logs") or []):
+                    out.line(f"  {label}: {text}")
 
 
 def describe_archive(archive: dict) -> str:
@@ -174,7 +177,6 @@ def _add_details(repo, info: SourceInfo, source, now: float) -> None:
     """Per-kind details: restorable window and archive lag (PostgreSQL)."""
     if info.kind != "pg":
         return
-    from hadr_backup.postgres.archive import archive_status
     from hadr_backup.verify.walchain import restorable_window
 
     info.window = [w.to_json() for w in restorable_window(repo, source.name)]
