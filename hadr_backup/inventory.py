@@ -117,7 +117,8 @@ class SourceInfo:
         for window in self.windows:
             out.line(f"  restorable: {window.describe()}")
         if self.status is not None:
-            out.line(f"  {self.status.summary()}")
+            for line in self.status.summary().splitlines():
+                out.line(f"  {line}")
 
 
 @dataclass

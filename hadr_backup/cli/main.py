@@ -33,6 +33,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "restore": ("hadr_backup.cli.restore:restore", "Restore a source to a point in time."),
     "demo": ("hadr_backup.cli.demo:demo", "The whole story on the sandbox, narrated."),
 }
+# background helpers that hadr starts itself (postgres/background.py): not listed by `hadr --help`
+HIDDEN_COMMANDS: dict[str, str] = {
+    "wal-pusher": "hadr_backup.cli.background:wal_pusher",
+    "wal-prefetcher": "hadr_backup.cli.background:wal_prefetcher",
+}
 
 
 @dataclass
@@ -62,9 +67,10 @@ class LazyGroup(click.Group):
         return sorted(COMMANDS)
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        if name not in COMMANDS:
+        target = COMMANDS[name][0] if name in COMMANDS else HIDDEN_COMMANDS.get(name)
+        if target is None:
             return None
-        module_name, attribute = COMMANDS[name][0].split(":")
+        module_name, attribute = target.split(":")
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as missing:

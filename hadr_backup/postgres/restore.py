@@ -18,10 +18,12 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from hadr_backup.errors import HadrError
+from hadr_backup.fsutil import durable_write
 from hadr_backup.policy.model import Policy, PostgresSource
 from hadr_backup.postgres import recovery
 from hadr_backup.postgres.prefetch import PREFETCH_DIR
@@ -215,14 +217,8 @@ def stage_wal(repo: Repository, plan: RestorePlan, to: Path, owner: tuple[int, i
 
 
 def _copy_durably(source: Path, dest: Path, owner: tuple[int, int] | None) -> None:
-    temp = dest.with_name(dest.name + ".part")
-    with open(source, "rb") as reader, open(temp, "wb") as writer:
-        shutil.copyfileobj(reader, writer, 1 << 20)
-        if owner:
-            os.fchown(writer.fileno(), *owner)
-        writer.flush()
-        os.fsync(writer.fileno())
-    temp.rename(dest)
+    with open(source, "rb") as reader:
+        durable_write(dest, iter(partial(reader.read, 1 << 20), b""), mode=None, owner=owner)
 
 
 def verify_files(to: Path, source: PostgresSource) -> None:

@@ -2,16 +2,19 @@
 
 The lag is measured against the live cluster when its DSN answers: complete segments not archived yet,
 bytes of WAL past the end of the newest archived segment, and the age of that segment while
-anything is missing (``pg_current_wal_lsn()`` and ``pg_stat_archiver``).
+anything is missing (``pg_current_wal_lsn()`` and ``pg_stat_archiver``). The logs of the background
+helpers (async pusher, prefetcher) are named with the last error of each, when their spool directory is
+known: ``spool_dir``, or the cluster's data directory (``data_dir``, else asked of the cluster).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from hadr_backup.postgres import wal
 from hadr_backup.postgres.archive import load_identity
+from hadr_backup.postgres.background import helper_logs
 from hadr_backup.postgres.server import open_connection
 from hadr_backup.timefmt import human_size, rfc3339, short
 
@@ -25,10 +28,12 @@ select pg_is_in_recovery(),
        case when pg_is_in_recovery() then null else pg_walfile_name(pg_current_wal_lsn()) end,
        (select setting::bigint from pg_settings where name = 'wal_segment_size'),  -- unit: bytes
        a.last_archived_wal, extract(epoch from a.last_archived_time)::float8, a.archived_count,
-       a.last_failed_wal, extract(epoch from a.last_failed_time)::float8, a.failed_count
+       a.last_failed_wal, extract(epoch from a.last_failed_time)::float8, a.failed_count,
+       (select setting from pg_settings where name = 'data_directory')  -- null without the privilege
 from pg_stat_archiver a"""
 _CLUSTER_FIELDS = ("in_recovery", "current_lsn", "current_segment", "segment_size", "last_archived_wal",
-                   "last_archived_time", "archived_count", "last_failed_wal", "last_failed_time", "failed_count")
+                   "last_archived_time", "archived_count", "last_failed_wal", "last_failed_time", "failed_count",
+                   "data_directory")
 
 
 @dataclass
@@ -49,6 +54,7 @@ class ArchiveStatus:
     lag_segments: int | None = None  # complete segments not in the archive yet
     lag_bytes: int | None = None  # WAL written past the end of the newest archived segment
     lag_seconds: float | None = None  # age of the newest archived segment while anything is missing
+    logs: list[dict] = field(default_factory=list)  # background.HelperLog: helper, path, exists, last_error
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -59,7 +65,7 @@ class ArchiveStatus:
         return data
 
     def summary(self) -> str:
-        """One line: what is stored, and how far behind the cluster it is."""
+        """What is stored, and how far behind the cluster it is; then a line per background helper log."""
         timelines = ",".join(map(str, self.timelines)) or "-"
         text = (f"archive: {self.segments} segments (timelines {timelines}), newest {self.newest_segment or '-'} "
                 f"at {short(self.newest_time)} UTC")
@@ -71,7 +77,7 @@ class ArchiveStatus:
             text += f"; cluster not reachable: {self.cluster_error}"
         if self.conflicts:
             text += f"; CONFLICTS {len(self.conflicts)}"
-        return text
+        return "\n".join([text, *(f"{label}: {value}" for label, value in describe_logs(self.logs))])
 
 
 def archive_status(repo: Repository, source: PostgresSource | str, now: float, *,
@@ -92,7 +98,19 @@ def archive_status(repo: Repository, source: PostgresSource | str, now: float, *
             status.cluster_error = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
     if status.cluster and status.cluster["current_lsn"]:
         _measure_lag(status, now)
+    data_directory = source.data_dir or (status.cluster or {}).get("data_directory")
+    status.logs = [log.to_json() for log in helper_logs(source, data_directory)]
     return status
+
+
+def describe_logs(logs: list[dict]) -> list[tuple[str, str]]:
+    """``("<helper> log", "<path> (<state>)")`` per helper log; the state is its last error line, if any."""
+    pairs = []
+    for log in logs:
+        state = f"last error: {log['last_error']}" if log["last_error"] else \
+            "no errors" if log["exists"] else "not written yet"
+        pairs.append((f"{log['helper']} log", f"{log['path']} ({state})"))
+    return pairs
 
 
 def _query_cluster(dsn: str) -> dict[str, Any]:

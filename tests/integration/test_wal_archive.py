@@ -25,10 +25,10 @@ from hadr_backup.postgres import wal
 from hadr_backup.postgres.archive import (
     EXIT_FETCH_FAILED,
     archive_command_for,
-    archive_status,
     load_identity,
     restore_command_for,
 )
+from hadr_backup.postgres.walstatus import archive_status
 from hadr_backup.procs import postgres_user_can, run_as_owner
 from hadr_backup.repo.keys import create_key_file
 from hadr_backup.repo.repository import init_repo, open_repo
