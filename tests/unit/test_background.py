@@ -56,7 +56,7 @@ def test_a_helper_that_fails_logs_one_timestamped_error_line(tmp_path):
     failed = hadr("--policy", str(tmp_path / "policy.yaml"), "wal-pusher", "--source", "other", "--pg-wal",
                   str(tmp_path), cwd=tmp_path)
     assert failed.returncode != 0
-    assert re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z error: .*other", failed.stderr), failed.stderr
+    assert re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z error: .*other", failed.stderr), failed.stderr
 
 
 def test_helper_logs_name_the_files_and_their_last_error_line(tmp_path):
