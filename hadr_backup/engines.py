@@ -80,6 +80,10 @@ class Engine(Protocol):
     def verify(self, repo, source_name: str, report, deep: bool) -> None:
         """Add findings about what this source stored to ``report``."""
 
+    def check(self, ctx: EngineContext, source_name: str, timeout: float) -> Any:
+        """Prove that the source's path into the repository works (``hadr check``) -> a Report, one
+        finding per check; ``timeout``: seconds a change made now may take to reach the repository."""
+
 
 def find(kind: str) -> Engine | None:
     """The engine of ``kind``; None for a known kind that has none yet."""

@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "list": ("hadr_backup.cli.repo:list_", "List backups in the catalog."),
     "info": ("hadr_backup.cli.repo:info", "Repository summary and restorable window per source."),
     "verify": ("hadr_backup.cli.verify:verify", "Verify the repository or restored data."),
+    "check": ("hadr_backup.cli.check:check", "Prove the archive path end to end: settings, repository, a WAL switch."),
     "repair": ("hadr_backup.cli.repair:repair", "Rebuild the catalog from the backups' own descriptions."),
     "key": ("hadr_backup.cli.key:key", "Create and rotate encryption keys."),
     "sandbox": ("hadr_backup.cli.sandbox:sandbox", "Local PostgreSQL + Redis + S3 with bundler-like data."),

@@ -234,7 +234,7 @@ class _Reader:
     def postgres(self, value: Any, where: str) -> PostgresSource:
         data = self.mapping(value, where, {"name", "dsn", "data_dir", "databases", "bin_dir",
                                            "async_archive", "spool_dir", "archive_workers",
-                                           "backup_timeout"})
+                                           "backup_timeout", "rpo"})
         dsn = self.string(data, "dsn", where, required=True)
         if "=" not in dsn:
             raise self.fail(f"{where}.dsn", "a libpq key=value string such as 'host=… port=… user=…'", dsn)
@@ -247,6 +247,7 @@ class _Reader:
             spool_dir=self.path(data, "spool_dir", where),
             archive_workers=self.integer(data, "archive_workers", where, 2, 1, 64),
             backup_timeout=self.number(data, "backup_timeout", where, 120.0),
+            rpo=self.number(data, "rpo", where, 300.0),
         )
 
     def redis(self, value: Any, where: str) -> RedisSource:

@@ -105,6 +105,7 @@ class PostgresSource:
     spool_dir: str | None = None
     archive_workers: int = 2
     backup_timeout: float = 120.0  # seconds to wait for the backup's WAL to be archived
+    rpo: float = 300.0  # seconds of commits the source may lose: archive_timeout must not exceed it
 
     @property
     def conninfo(self) -> dict[str, str]:

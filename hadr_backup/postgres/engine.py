@@ -1,7 +1,7 @@
 """The PostgreSQL engine: how the registry (``hadr_backup.engines``) reaches PostgreSQL backups.
 
 Each method is a thin call into the module that does the work: basebackup (backup), restore (restore),
-archiveview (restorable windows), walstatus (archive lag), walchain (verification).
+archiveview (restorable windows), walstatus (archive lag), walchain (verification), check (``hadr check``).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from hadr_backup.postgres import KIND
 from hadr_backup.postgres.archiveview import Window, restorable_window
 from hadr_backup.postgres.backupmeta import PgBackupMeta
 from hadr_backup.postgres.basebackup import run_backup_pg
+from hadr_backup.postgres.check import check_source
 from hadr_backup.postgres.restore import run_restore_pg
 from hadr_backup.postgres.walchain import check_wal_chain
 from hadr_backup.postgres.walstatus import archive_status
@@ -54,6 +55,9 @@ class PostgresEngine:
                     continue
                 report.count("wal_objects")
                 read_through(repo, info.key, None, info.key.rsplit("/", 1)[-1], report)
+
+    def check(self, ctx: EngineContext, source_name: str, timeout: float) -> Report:
+        return check_source(ctx, ctx.policy.sources.postgres_named(source_name), timeout)
 
 
 ENGINE = PostgresEngine()

@@ -134,11 +134,12 @@ def check_archive_identity(repo, source: PostgresSource, facts: ServerFacts) -> 
 def archiver_state(source: PostgresSource) -> dict | None:
     try:
         with connect(source) as conn:
-            row = conn.execute("select last_failed_wal, last_failed_time, failed_count, last_archived_wal "
-                               "from pg_stat_archiver").fetchone()
+            row = conn.execute("select last_failed_wal, last_failed_time, failed_count, last_archived_wal, "
+                               "last_archived_time from pg_stat_archiver").fetchone()
     except HadrError:
         return None
-    return dict(zip(("last_failed_wal", "last_failed_time", "failed_count", "last_archived_wal"), row, strict=True))
+    return dict(zip(("last_failed_wal", "last_failed_time", "failed_count", "last_archived_wal",
+                     "last_archived_time"), row, strict=True))
 
 
 def archiver_hint(source: PostgresSource) -> str:

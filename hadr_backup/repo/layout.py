@@ -12,6 +12,7 @@
     wal/<source>/archive.json              the cluster the archive of <source> is bound to
     wal/<source>/<timeline+log id>/<name>-<sha256>   WAL segments, .partial and .backup files
     wal/<source>/history/<name>-<sha256>   timeline history files (postgres/wal.py picks the folder)
+    probe-<random>                         `hadr check`'s write probe: written, read back, removed
 """
 
 from __future__ import annotations
@@ -25,6 +26,12 @@ KEYS = "keys/"
 BACKUPS = "backups/"
 WAL = "wal/"
 DESCRIPTION = "backup.json"
+PROBE = "probe-"
+
+
+def probe(token: str) -> str:
+    """The key of one write probe (at the top, beside the catalog: writing there is what writers need)."""
+    return f"{PROBE}{token}"
 
 
 def data_key_record(data_key_id: str) -> str:

@@ -8,6 +8,7 @@ from typing import Any
 from hadr_backup.errors import EXIT_OK, EXIT_VERIFY, HadrError, IntegrityError
 
 OK, WARNING, ERROR = "ok", "warning", "error"
+SKIPPED = "skipped"  # not checked, because something it depends on failed or is missing
 
 
 @dataclass(frozen=True)
@@ -16,9 +17,16 @@ class Finding:
     code: str  # stable machine name, e.g. object-missing, checksum-mismatch, wal-gap
     subject: str  # what it is about (backup id, object key, segment name)
     message: str
+    hint: str = ""  # what to do about it
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        if not self.hint:
+            del data["hint"]
+        return data
+
+    def describe(self) -> str:
+        return f"{self.subject}: {self.message}" + (f" — {self.hint}" if self.hint else "")
 
 
 @dataclass
@@ -27,8 +35,8 @@ class Report:
     findings: list[Finding] = field(default_factory=list)
     checked: dict[str, int] = field(default_factory=dict)
 
-    def add(self, level: str, code: str, subject: str, message: str) -> None:
-        self.findings.append(Finding(level, code, subject, message))
+    def add(self, level: str, code: str, subject: str, message: str, hint: str = "") -> None:
+        self.findings.append(Finding(level, code, subject, message, hint))
 
     def count(self, what: str, n: int = 1) -> None:
         self.checked[what] = self.checked.get(what, 0) + n
@@ -53,7 +61,7 @@ class Report:
         checked = ", ".join(f"{n} {what}" for what, n in self.checked.items()) or "nothing"
         for finding in self.findings:
             if finding.level != OK:
-                out.line(f"{finding.level.upper():7} {finding.code}: {finding.subject}: {finding.message}")
+                out.line(f"{finding.level.upper():7} {finding.code}: {finding.describe()}")
         verdict = "PASSED" if self.passed else f"FAILED ({len(self.problems)} problem(s))"
         out.line(f"{self.title}: {verdict} — checked {checked}")
 

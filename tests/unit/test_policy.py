@@ -104,6 +104,7 @@ def test_shipped_policies_are_valid():
     assert {r.role for r in example.sources.redis} == {"cache", "queue"}
     assert example.sources.buckets[0].buckets == ("raw-data-items",)
     assert example.sources.postgres[0].databases == ("payment_service", "upload_service")
+    assert example.sources.postgres[0].rpo == 300
 
 
 def test_defaults():
@@ -113,6 +114,13 @@ def test_defaults():
     assert policy.sources.postgres == ()
     assert policy.retention.monthly == 12
     assert (policy.repository.retry.attempts, policy.repository.retry.max_seconds) == (5, 30.0)
+
+
+def test_postgres_rpo_defaults_to_five_minutes():
+    source = {"name": "m", "dsn": "host=h"}
+    assert parse_policy(minimal(sources={"postgres": [source]}), "p").sources.postgres[0].rpo == 300.0
+    policy = parse_policy(minimal(sources={"postgres": [{**source, "rpo": 60}]}), "p")
+    assert policy.sources.postgres[0].rpo == 60.0
 
 
 def test_repository_retry_bound():
@@ -170,6 +178,10 @@ def test_env_expansion(monkeypatch):
     ({"repository": {"path": "/r", "retry": {"max_seconds": "soon"}}}, "repository.retry.max_seconds: expected"),
     ({"repository": {"path": "/r", "retry": {"tries": 3}}}, "repository.retry: unknown key 'tries'"),
     ({"repository": {"path": "/r", "retry": 5}}, "repository.retry: expected a mapping, got int 5"),
+    ({"repository": {"path": "/r"}, "sources": {"postgres": [{"name": "m", "dsn": "host=h", "rpo": 0}]}},
+     "sources.postgres[0].rpo: expected a positive number, got int 0"),
+    ({"repository": {"path": "/r"}, "sources": {"postgres": [{"name": "m", "dsn": "host=h", "rpo": "5min"}]}},
+     "sources.postgres[0].rpo: expected a positive number, got str '5min'"),
 ])
 def test_bad_policies_name_file_field_and_expectation(data, message):
     with pytest.raises(PolicyError) as caught:
