@@ -80,6 +80,9 @@ class Engine(Protocol):
     def verify(self, repo, source_name: str, report, deep: bool) -> None:
         """Add findings about what this source stored to ``report``."""
 
+    def meta_json(self, entry) -> dict[str, Any]:
+        """The kind-specific ``meta`` of the catalog entry ``entry`` as ``--json`` shows it (``hadr list``)."""
+
 
 def find(kind: str) -> Engine | None:
     """The engine of ``kind``; None for a known kind that has none yet."""
