@@ -84,6 +84,9 @@ class Engine(Protocol):
         """Prove that the source's path into the repository works (``hadr check``) -> a Report, one
         finding per check; ``timeout``: seconds a change made now may take to reach the repository."""
 
+    def meta_json(self, entry) -> dict[str, Any]:
+        """The kind-specific ``meta`` of the catalog entry ``entry`` as ``--json`` shows it (``hadr list``)."""
+
 
 def find(kind: str) -> Engine | None:
     """The engine of ``kind``; None for a known kind that has none yet."""

@@ -21,7 +21,7 @@ class InitResult:
 
     def to_json(self) -> dict[str, Any]:
         return {"repository": self.location, "created": self.created, "id": self.meta.get("id"),
-                "encryption": self.meta.get("encryption", {}), "key_created": self.key_created}
+                "encryption": self.meta.get("encryption") or None, "key_created": self.key_created}
 
     def render(self, out) -> None:
         if self.key_created:
@@ -58,10 +58,11 @@ def _create_key_if_missing(policy: Policy) -> str | None:
 
 
 def entry_row(entry: BackupEntry) -> dict[str, Any]:
+    engine = engines.find(entry.kind)
     return {"id": entry.id, "kind": entry.kind, "source": entry.source, "state": entry.state,
             "started_at": rfc3339(entry.started_at), "stopped_at": rfc3339(entry.stopped_at),
-            "raw_size": entry.raw_size, "stored_size": entry.stored_size,
-            "objects": len(entry.objects), "meta": entry.meta, "error": entry.error}
+            "raw_size": entry.raw_size, "stored_size": entry.stored_size, "objects": len(entry.objects),
+            "meta": engine.meta_json(entry) if engine is not None else entry.meta, "error": entry.error}
 
 
 @dataclass
@@ -131,7 +132,7 @@ class InfoResult:
 
     def to_json(self) -> dict[str, Any]:
         return {"repository": self.location, "id": self.meta.get("id"),
-                "encryption": self.meta.get("encryption", {}), "stored_bytes": self.stored_bytes,
+                "encryption": self.meta.get("encryption") or None, "stored_bytes": self.stored_bytes,
                 "sources": [s.to_json() for s in self.sources], "warnings": self.warnings}
 
     def render(self, out) -> None:

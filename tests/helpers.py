@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import click
 import yaml
 
+from hadr_backup.cli.main import COMMANDS, cli
 from hadr_backup.policy.load import parse_policy
 
 
@@ -23,6 +25,26 @@ def local_policy(repo_dir: Path, key_file: Path | None = None, **extra):
 def write_policy(path: Path, data: dict) -> Path:
     path.write_text(yaml.safe_dump(data))
     return path
+
+
+# -- the command line ---------------------------------------------------------------------------------
+
+
+def leaf_commands() -> list[tuple[str, ...]]:
+    """Every command that runs (not a group), as the words that name it: ("verify", "repo"), ("init",)."""
+    found: list[tuple[str, ...]] = []
+
+    def walk(words: tuple[str, ...], command: click.Command) -> None:
+        if isinstance(command, click.Group):
+            for name, sub in command.commands.items():
+                walk((*words, name), sub)
+        else:
+            found.append(words)
+
+    ctx = click.Context(cli)
+    for name in COMMANDS:
+        walk((name,), cli.get_command(ctx, name))
+    return found
 
 
 # -- WAL archives without a PostgreSQL server ---------------------------------------------------------

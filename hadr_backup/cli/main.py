@@ -8,8 +8,9 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
@@ -63,6 +64,37 @@ class App:
         return self._policy
 
 
+def _json_option(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value:
+        ctx.find_object(App).ui.json_mode = True
+
+
+def _verbosity_option(step: int) -> Callable[[click.Context, click.Parameter, int], None]:
+    def callback(ctx: click.Context, _param: click.Parameter, count: int) -> None:
+        ctx.find_object(App).ui.verbosity += step * count
+    return callback
+
+
+def _shared_options() -> list[click.Option]:
+    """The global options that every command also accepts after its name (``hadr list --json``)."""
+    return [click.Option(["--json", "_json"], is_flag=True, expose_value=False, callback=_json_option,
+                         help="Machine output (JSON) on stdout."),
+            click.Option(["-v", "--verbose", "_verbose"], count=True, expose_value=False,
+                         callback=_verbosity_option(+1), help="More output; tracebacks on errors."),
+            click.Option(["-q", "--quiet", "_quiet"], count=True, expose_value=False,
+                         callback=_verbosity_option(-1), help="Less output.")]
+
+
+def with_shared_options(command: click.Command) -> click.Command:
+    """Give ``command`` and every command below it the shared options (once: commands are loaded again)."""
+    if not any(param.name == "_json" for param in command.params):
+        command.params.extend(_shared_options())
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            with_shared_options(sub)
+    return command
+
+
 class LazyGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(COMMANDS)
@@ -78,15 +110,39 @@ class LazyGroup(click.Group):
             if missing.name != module_name:
                 raise
             return None
-        return getattr(module, attribute)
+        return with_shared_options(getattr(module, attribute))
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         rows = [(name, COMMANDS[name][1]) for name in self.list_commands(ctx)]
         with formatter.section("Commands"):
             formatter.write_dl(rows)
 
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None, **extra: Any) -> NoReturn:
+        """Run the CLI and exit; map HadrError (and, as a last resort, any OSError) to one message and an
+        exit code. ``hadr`` is this, and so is click's CliRunner.invoke(cli, ...) in the tests."""
+        args = list(sys.argv[1:] if args is None else args)
+        verbose = any(a in ("-v", "--verbose") or (a.startswith("-v") and set(a[1:]) == {"v"}) for a in args)
+        extra.pop("standalone_mode", None)
+        try:
+            code = super().main(args=args, prog_name=prog_name or self.name, standalone_mode=False, **extra)
+        except HadrError as error:
+            _fail(str(error), error.exit_code, verbose)
+        except click.exceptions.Abort:
+            UI().error("aborted")
+            sys.exit(130)
+        except click.ClickException as error:
+            error.show()
+            sys.exit(EXIT_USAGE if isinstance(error, click.UsageError) else error.exit_code)
+        except click.exceptions.Exit as done:
+            sys.exit(done.exit_code)
+        except BrokenPipeError:
+            os._exit(1)
+        except OSError as error:  # an OS fault no layer below put into words: still one line, never a traceback
+            _fail(describe_os_error(error), EXIT_FAILURE, verbose)
+        sys.exit(code if isinstance(code, int) else 0)
 
-@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+
+@click.group("hadr", cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--policy", "policy_path", envvar="HADR_POLICY", metavar="FILE",
               help="Policy file (YAML). Default: $HADR_POLICY, else ./hadr.yaml, else /etc/hadr/hadr.yaml. "
                    "`hadr sandbox up` writes one for the sandbox and prints the line that exports it.")
@@ -102,27 +158,9 @@ def cli(ctx: click.Context, policy_path: str | None, json_mode: bool, verbose: i
                   policy_from_env=from_env)
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Run the CLI; map HadrError (and, as a last resort, any OSError) to one message and an exit code."""
-    args = sys.argv[1:] if argv is None else argv
-    verbose = any(a in ("-v", "--verbose") or (a.startswith("-v") and set(a[1:]) == {"v"}) for a in args)
-    try:
-        code = cli.main(args=args, prog_name="hadr", standalone_mode=False)
-    except HadrError as error:
-        _fail(str(error), error.exit_code, verbose)
-    except click.exceptions.Abort:
-        UI().error("aborted")
-        sys.exit(130)
-    except click.ClickException as error:
-        error.show()
-        sys.exit(EXIT_USAGE if isinstance(error, click.UsageError) else error.exit_code)
-    except click.exceptions.Exit as done:
-        sys.exit(done.exit_code)
-    except BrokenPipeError:
-        os._exit(1)
-    except OSError as error:  # an OS fault no layer below put into words: still one line, never a traceback
-        _fail(describe_os_error(error), EXIT_FAILURE, verbose)
-    sys.exit(code if isinstance(code, int) else 0)
+def main(argv: list[str] | None = None) -> NoReturn:
+    """The ``hadr`` entry point: run the CLI on ``argv`` (default: the command line) and exit."""
+    cli.main(argv)
 
 
 def _fail(message: str, exit_code: int, verbose: bool) -> None:

@@ -13,14 +13,11 @@ from hadr_backup.sandbox.layout import SANDBOX_DIR_HELP, sandbox_policy
 
 
 def sandbox_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    command = click.option("--json", "json_mode", is_flag=True, help="Machine output (JSON) on stdout.")(command)
     return click.option("--dir", "sandbox_dir", type=click.Path(file_okay=False, path_type=Path),
                         help=SANDBOX_DIR_HELP)(command)
 
 
-def prepare(ctx: click.Context, sandbox_dir: Path | None, json_mode: bool, *, write: bool = False) -> tuple[Any, Path]:
-    if json_mode:
-        ctx.obj.ui.json_mode = True
+def prepare(ctx: click.Context, sandbox_dir: Path | None, *, write: bool = False) -> tuple[Any, Path]:
     return sandbox_policy(ctx.obj.sandbox_policy_path(sandbox_dir), sandbox_dir, write=write)
 
 
@@ -32,10 +29,10 @@ def sandbox() -> None:
 @sandbox.command()
 @sandbox_options
 @click.pass_context
-def up(ctx: click.Context, sandbox_dir: Path | None, json_mode: bool) -> None:
+def up(ctx: click.Context, sandbox_dir: Path | None) -> None:
     """Start every component (seeding on first start); they keep running after this exits. The first
     start writes the sandbox's policy.yaml; the last line printed exports HADR_POLICY=<it>."""
-    policy, folder = prepare(ctx, sandbox_dir, json_mode, write=True)
+    policy, folder = prepare(ctx, sandbox_dir, write=True)
     ctx.obj.ui.render(run.run_sandbox_up(policy, folder, progress=ctx.obj.ui.info))
 
 
@@ -43,18 +40,18 @@ def up(ctx: click.Context, sandbox_dir: Path | None, json_mode: bool) -> None:
 @sandbox_options
 @click.option("--purge", is_flag=True, help="Also delete the sandbox folder and all its data.")
 @click.pass_context
-def down(ctx: click.Context, sandbox_dir: Path | None, json_mode: bool, purge: bool) -> None:
+def down(ctx: click.Context, sandbox_dir: Path | None, purge: bool) -> None:
     """Stop every component; the data stays for the next `up` unless --purge."""
-    policy, folder = prepare(ctx, sandbox_dir, json_mode)
+    policy, folder = prepare(ctx, sandbox_dir)
     ctx.obj.ui.render(run.run_sandbox_down(policy, folder, purge=purge, progress=ctx.obj.ui.info))
 
 
 @sandbox.command()
 @sandbox_options
 @click.pass_context
-def status(ctx: click.Context, sandbox_dir: Path | None, json_mode: bool) -> None:
+def status(ctx: click.Context, sandbox_dir: Path | None) -> None:
     """Each component: running or not, pid, port, counts; the data invariants. Exits 0 even when down."""
-    policy, folder = prepare(ctx, sandbox_dir, json_mode)
+    policy, folder = prepare(ctx, sandbox_dir)
     ctx.obj.ui.render(run.run_sandbox_status(policy, folder))
 
 
@@ -65,11 +62,11 @@ def status(ctx: click.Context, sandbox_dir: Path | None, json_mode: bool) -> Non
               help="Operations per second.")
 @click.option("--seed", "seed_value", type=int, default=None, help="Random seed, for a repeatable run.")
 @click.pass_context
-def load(ctx: click.Context, sandbox_dir: Path | None, json_mode: bool, seconds: float, rate: float,
+def load(ctx: click.Context, sandbox_dir: Path | None, seconds: float, rate: float,
          seed_value: int | None) -> None:
     """Write like a bundler (payments, uploads, bundles, queue jobs); Ctrl-C stops cleanly. Exit 3 if an
     invariant is broken afterwards."""
-    policy, folder = prepare(ctx, sandbox_dir, json_mode)
+    policy, folder = prepare(ctx, sandbox_dir)
     result = run.run_sandbox_load(policy, folder, seconds=seconds, rate=rate, seed_value=seed_value)
     ctx.obj.ui.render(result)
     ctx.exit(result.exit_code)

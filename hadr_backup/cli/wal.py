@@ -43,6 +43,9 @@ def wal_fetch(ctx: click.Context, source: str | None, prefetch: int, name: str, 
     except Exception as error:  # a policy or program error must stop recovery, not end it
         message = str(error) if isinstance(error, HadrError) else f"{type(error).__name__}: {error}"
         raise WalFetchFailed(f"cannot fetch {name}: {message}") from error
-    app.ui.render(result) if result.found else app.ui.info(f"hadr: {name} is not in the archive")
+    if result.found or app.ui.json_mode:  # --json: the answer, absent included, is on stdout
+        app.ui.render(result)
+    else:
+        app.ui.info(f"hadr: {name} is not in the archive")
     if not result.found:
         sys.exit(1)  # not ctx.exit: click returns that code instead of raising when not standalone

@@ -348,8 +348,8 @@ class WalFetchResult:
     name: str
     dest: str
     status: str  # fetched | prefetched | absent
-    size: int = 0
-    sha256: str = ""
+    size: int | None = None  # None: absent
+    sha256: str | None = None  # None: absent, or served by the prefetcher (checked when it fetched)
     attempts: int = 1
     warning: str | None = None  # e.g. why the prefetcher was not started
 

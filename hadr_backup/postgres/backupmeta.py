@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from hadr_backup.postgres import wal
+from hadr_backup.timefmt import rfc3339
 
 
 @dataclass(frozen=True)
@@ -58,3 +59,15 @@ class PgBackupMeta:
     @property
     def stop(self) -> int:
         return wal.parse_lsn(self.stop_lsn)
+
+
+def meta_json(meta: dict[str, Any]) -> dict[str, Any]:
+    """A backup's ``meta`` as ``--json`` shows it (``hadr list``): instants in RFC 3339, the system identifier
+    a string. Whole or partial: a running or failed backup has recorded only what it knew by then."""
+    shown = dict(meta)
+    for key in ("start_time", "stop_time"):
+        if key in shown:
+            shown[key] = rfc3339(shown[key])
+    if "system_identifier" in shown:
+        shown["system_identifier"] = str(shown["system_identifier"])
+    return shown

@@ -64,6 +64,7 @@ class BackupResult:
     databases: list[str]
     checksum_failures: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    system_identifier: str | None = None  # of the cluster backed up
 
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "start_time": rfc3339(self.start_time), "stop_time": rfc3339(self.stop_time)}
@@ -360,4 +361,5 @@ def _result(entry, streamed: Streamed, facts: ServerFacts, seconds: float, warni
                         start_wal=streamed.start_wal, stop_wal=streamed.stop_wal, start_time=streamed.start_time,
                         stop_time=streamed.stop_time, raw_size=entry.raw_size, stored_size=entry.stored_size,
                         files=streamed.files, seconds=seconds, databases=facts.databases,
-                        checksum_failures=streamed.checksum_failures, warnings=notes)
+                        checksum_failures=streamed.checksum_failures, warnings=notes,
+                        system_identifier=facts.system_identifier)

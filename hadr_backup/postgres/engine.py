@@ -10,7 +10,7 @@ from hadr_backup.engines import EngineContext, Needs
 from hadr_backup.policy.model import Policy, PostgresSource
 from hadr_backup.postgres import KIND
 from hadr_backup.postgres.archiveview import Window, restorable_window
-from hadr_backup.postgres.backupmeta import PgBackupMeta
+from hadr_backup.postgres.backupmeta import PgBackupMeta, meta_json
 from hadr_backup.postgres.basebackup import run_backup_pg
 from hadr_backup.postgres.check import check_source
 from hadr_backup.postgres.restore import run_restore_pg
@@ -46,6 +46,9 @@ class PostgresEngine:
         own = [o.key for o in entry.objects] + [layout.backup_description(entry.kind, entry.source, entry.id)]
         return Needs(objects=tuple(own), stream_prefix=layout.wal_prefix(entry.source), stream_from=meta.start_wal,
                      stream_keys=tuple(entry.needs))
+
+    def meta_json(self, entry: BackupEntry) -> dict:
+        return meta_json(entry.meta)
 
     def verify(self, repo, source_name: str, report: Report, deep: bool) -> None:
         report.findings.extend(check_wal_chain(repo, source_name))

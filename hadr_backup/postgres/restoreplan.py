@@ -49,7 +49,7 @@ class RestorePlan:
                 "wal_from": self.segments[0] if self.segments else None,
                 "wal_to": self.segments[-1] if self.segments else None, "wal_segments": len(self.segments),
                 "stops_at": None if stop is None else {"lsn": wal.format_lsn(stop.lsn), "kind": stop.kind,
-                                                         "xid": stop.xid, "time": rfc3339(stop.time)}}
+                                                         "xid": stop.xid or None, "time": rfc3339(stop.time)}}
 
 
 def plan_restore(repo, source, target: RecoveryTarget, *, timeline: int | None = None,

@@ -42,7 +42,7 @@ class RecoveryTarget:
 
     def to_json(self) -> dict:
         value = rfc3339(self.value) if isinstance(self.value, datetime) else self.value
-        if self.kind == LSN and isinstance(self.value, int):
+        if self.kind in (LSN, LATEST) and isinstance(self.value, int):
             from hadr_backup.postgres.wal import format_lsn
 
             value = format_lsn(self.value)

@@ -59,6 +59,8 @@ class ArchiveStatus:
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["newest_time"] = rfc3339(self.newest_time)
+        if self.identity:  # a 64-bit unsigned integer: a string, as everywhere in --json
+            data["identity"] = {**self.identity, "system_identifier": str(self.identity["system_identifier"])}
         if self.cluster:
             data["cluster"] = {**self.cluster, "last_archived_time": rfc3339(self.cluster.get("last_archived_time")),
                                "last_failed_time": rfc3339(self.cluster.get("last_failed_time"))}

@@ -65,6 +65,7 @@ class RepoLock:
     path: Path
     wait: float = 0.0
     previous_holder: dict | None = None  # set when a stale lock of a dead process was taken over
+    lost: bool = False  # as LeaseLock's: an flock is never lost while the process lives
     _fd: int | None = None
 
     def acquire(self) -> RepoLock:

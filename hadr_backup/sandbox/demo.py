@@ -41,7 +41,7 @@ class DemoResult:
     rpo: float  # seconds between the last transaction in the copy and the accident
     restore: dict[str, Any] = field(default_factory=dict)
     repaired: int = 0  # production balances set back from the restored copy
-    ledger_problems: int = -1  # ledger invariant problems in production after the repair
+    ledger_problems: int | None = None  # ledger invariant problems in production after the repair
     kept: str | None = None  # the side cluster's directory when --keep
 
     @property

@@ -19,7 +19,9 @@ class Component:
     counts: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        """``counts`` holds numbers only; ``counts_error`` says why a running component could not be counted."""
+        counts = {k: v for k, v in self.counts.items() if k != "error"}
+        return {**asdict(self), "counts": counts, "counts_error": self.counts.get("error")}
 
 
 def _render_components(out: Any, components: list[Component]) -> None:
@@ -116,7 +118,8 @@ class SandboxLoad:
         return 3 if self.problems else 0
 
     def to_json(self) -> dict[str, Any]:
-        return {**asdict(self), "dir": str(self.dir), "problems": [p.to_json() for p in self.problems]}
+        return {**asdict(self), "dir": str(self.dir), "problems": [p.to_json() for p in self.problems],
+                "passed": self.exit_code == 0}
 
     def render(self, out: Any) -> None:
         how = "interrupted" if self.interrupted else "done"

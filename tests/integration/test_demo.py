@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -13,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from hadr_backup.procs import free_port, stop_pid
+from tests.schema_check import assert_schema
 
 pytestmark = pytest.mark.integration
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -36,7 +36,7 @@ def test_demo_restores_the_damaged_rows_and_measures_rto_and_rpo() -> None:
     try:
         done = hadr("--json", "demo", "--dir", str(folder), "--seconds", "3")
         assert done.returncode == 0, done.stdout + done.stderr
-        result = json.loads(done.stdout)
+        result = assert_schema("demo", done.stdout)
         assert result["passed"] and result["damaged_rows"] > 0
         assert result["recovered_rows"] == result["damaged_rows"]
         assert result["later_rows"] > 0 and result["later_rows_absent"] == result["later_rows"]

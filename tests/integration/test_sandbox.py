@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from hadr_backup.procs import free_port, pid_alive, port_open, stop_pid
+from tests.schema_check import assert_schema
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PORT_VARIABLES = ("HADR_SANDBOX_PG_PORT", "HADR_SANDBOX_CACHE_PORT", "HADR_SANDBOX_QUEUES_PORT",
@@ -88,7 +89,7 @@ def counts_of(status: dict[str, Any]) -> dict[str, Any]:
 
 def test_sandbox_lifecycle(sandbox_cli: SandboxCLI) -> None:
     # first up: everything runs, seeded, under the policy file it wrote (absolute paths, its ports)
-    up = sandbox_cli.json("up")
+    up = assert_schema("sandbox-up", sandbox_cli.json("up"))
     assert up["seeded"] is True
     assert all(c["running"] and c["pid"] for c in up["components"])
     assert {c["port"] for c in up["components"]} == set(sandbox_cli.ports.values())
@@ -102,12 +103,12 @@ def test_sandbox_lifecycle(sandbox_cli: SandboxCLI) -> None:
     assert "HADR_SANDBOX" not in archive_command
 
     # load: writes of every kind, invariants true afterwards
-    load = sandbox_cli.json("load", "--seconds", "5", "--rate", "40", "--seed", "7")
+    load = assert_schema("sandbox-load", sandbox_cli.json("load", "--seconds", "5", "--rate", "40", "--seed", "7"))
     assert load["interrupted"] is False and load["problems"] == []
     assert load["counts"]["operations"] > 50 and load["counts"]["uploads"] > 0
 
     # status: counts everywhere, invariants checked and true
-    status = sandbox_cli.json("status")
+    status = assert_schema("sandbox-status", sandbox_cli.json("status"))
     assert status["running"] is True and status["problems"] == []
     counts = counts_of(status)
     for key in ("payment_service.user", "payment_service.audit_log", "upload_service.new_data_item",
@@ -126,7 +127,7 @@ def test_sandbox_lifecycle(sandbox_cli: SandboxCLI) -> None:
     loading.send_signal(signal.SIGINT)
     out, err = loading.communicate(timeout=30)
     assert loading.returncode == 0, err
-    interrupted = json.loads(out)
+    interrupted = assert_schema("sandbox-load", out)
     assert interrupted["interrupted"] is True and interrupted["elapsed"] < 30 and interrupted["problems"] == []
     counts = counts_of(sandbox_cli.json("status"))
     before = {k: counts[k] for k in before}
@@ -134,17 +135,17 @@ def test_sandbox_lifecycle(sandbox_cli: SandboxCLI) -> None:
     # down: no process left, ports free, pid files gone
     pids = sandbox_cli.pids()
     assert len(pids) == 4
-    down = sandbox_cli.json("down")
+    down = assert_schema("sandbox-down", sandbox_cli.json("down"))
     assert len(down["stopped"]) == 4 and down["saved_objects"] == before["raw-data-items.objects"]
     for pid in pids:
         assert not pid_alive(pid), pid
     for port in sandbox_cli.ports.values():
         assert not port_open(port), port
     assert sandbox_cli.pids() == []
-    assert sandbox_cli.json("status")["running"] is False  # exit 0 while down
+    assert assert_schema("sandbox-status", sandbox_cli.json("status"))["running"] is False  # exit 0 while down
 
     # up again: the data is kept, not re-seeded
-    again = sandbox_cli.json("up")
+    again = assert_schema("sandbox-up", sandbox_cli.json("up"))
     assert again["seeded"] is False and again["restored_objects"] == before["raw-data-items.objects"]
     status = sandbox_cli.json("status")
     assert status["problems"] == []
