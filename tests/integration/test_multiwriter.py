@@ -198,3 +198,18 @@ def test_expired_lease_is_taken_over_but_a_beating_backup_is_not_failed(s3_serve
     with open_repo(policy) as repo:
         entry = repo.catalog.get(entry_id)
         assert entry.state == FAILED and "taken over" in entry.error
+
+
+def test_the_keepalive_renews_a_running_backups_heartbeat(shared_policy: Path, tmp_path: Path) -> None:
+    quick = load_policy(str(with_repository(shared_policy, tmp_path, "quick.yaml", lock_ttl=0.6)))  # beat: 0.2 s
+    with open_repo(quick, write=True) as repo:
+        entry = repo.begin_backup("pg", "main")
+        began = entry.heartbeat_at
+        time.sleep(1.5)
+        with open_repo(quick) as reader:
+            seen = reader.catalog.get(entry.id)
+        assert seen.state == RUNNING and seen.heartbeat_at > began + 0.5
+        assert not [w for w in repo.warnings if w.startswith("keepalive")], repo.warnings
+        repo.fail_backup(entry, "test over")
+    with open_repo(quick) as reader:
+        assert reader.catalog.get(entry.id).state == FAILED
