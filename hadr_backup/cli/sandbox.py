@@ -70,6 +70,7 @@ def load(ctx: click.Context, sandbox_dir: Path | None, json_mode: bool, seconds:
     """Write like a bundler (payments, uploads, bundles, queue jobs); Ctrl-C stops cleanly. Exit 3 if an
     invariant is broken afterwards."""
     policy, folder = prepare(ctx, sandbox_dir, json_mode)
-    result = run.run_sandbox_load(policy, folder, seconds=seconds, rate=rate, seed_value=seed_value)
+    result = run.run_sandbox_load(policy, folder, seconds=seconds, rate=rate, seed_value=seed_value,
+                                  ui=ctx.obj.ui)
     ctx.obj.ui.render(result)
     ctx.exit(result.exit_code)
