@@ -74,6 +74,10 @@ class Engine(Protocol):
     def status(self, repo, source_name: str, now: float) -> Any | None:
         """Kind-specific state for ``hadr info`` (e.g. archive lag): a value with ``to_json``."""
 
+    def describe(self, entry) -> list[tuple[str, str]]:
+        """What ``hadr list`` shows of a backup of this kind besides id, state, times and sizes: (column,
+        value) pairs, e.g. PostgreSQL's timeline, LSN and WAL ranges; none when the entry lacks them."""
+
     def needs(self, entry) -> Needs:
         """What the catalog entry ``entry`` needs to stay restorable."""
 

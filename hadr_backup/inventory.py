@@ -10,6 +10,7 @@ from hadr_backup.policy.model import Policy
 from hadr_backup.repo.catalog import FAILED, BackupEntry
 from hadr_backup.repo.repository import init_repo, open_repo
 from hadr_backup.timefmt import human_size, rfc3339, short
+from hadr_backup.ui import plural
 
 
 @dataclass
@@ -69,6 +70,7 @@ def entry_row(entry: BackupEntry) -> dict[str, Any]:
 class ListResult:
     entries: list[BackupEntry]
     warnings: list[str] = field(default_factory=list)
+    details: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # id -> the engine's columns
 
     def to_json(self) -> dict[str, Any]:
         return {"backups": [entry_row(e) for e in self.entries], "warnings": self.warnings}
@@ -80,15 +82,21 @@ class ListResult:
             usable = [kind for kind in engines.KINDS if engines.find(kind) is not None]
             out.line("no backups yet — take one with " + " or ".join(f"`hadr backup {kind}`" for kind in usable))
             return
-        rows = [(e.id, e.kind, e.source, e.state, short(e.started_at), short(e.stopped_at),
-                 human_size(e.raw_size), human_size(e.stored_size)) for e in self.entries]
-        out.table("backups", ["id", "kind", "source", "state", "started (UTC)", "stopped (UTC)",
-                              "size", "stored"], rows)
+        extra = list(dict.fromkeys(column for pairs in self.details.values() for column, _ in pairs))
+        rows = []
+        for e in self.entries:
+            detail = dict(self.details.get(e.id, []))
+            rows.append([e.id, e.kind, e.source, e.state, short(e.started_at), short(e.stopped_at),
+                         human_size(e.raw_size), human_size(e.stored_size)] + [detail.get(c, "-") for c in extra])
+        out.table("backups", ["id", "kind", "source", "state", "started (UTC)", "stopped (UTC)", "size", "stored",
+                              *extra], rows, key_columns=4)
 
 
 def run_list(policy: Policy, kind: str | None = None) -> ListResult:
     with open_repo(policy) as repo:
-        return ListResult(repo.catalog.select(kind=kind), list(repo.warnings))
+        entries = repo.catalog.select(kind=kind)
+        details = {e.id: engine.describe(e) for e in entries if (engine := engines.find(e.kind)) is not None}
+        return ListResult(entries, list(repo.warnings), details)
 
 
 @dataclass
@@ -113,10 +121,17 @@ class SourceInfo:
             out.line(f"{self.kind} {self.name}: not backed up: hadr has no {engines.KINDS[self.kind][1]} "
                      f"engine yet")
             return
-        out.line(f"{self.kind} {self.name}: {self.complete} complete, {self.failed} failed, "
-                 f"newest {short(self.newest)} UTC")
+        failed = f"{self.failed} failed" if self.failed else ""
+        if self.complete:
+            out.line(f"{self.kind} {self.name}: {plural(self.complete, 'complete backup')}, newest finished "
+                     f"{short(self.newest)} UTC" + (f"; {failed}" if failed else ""))
+        else:
+            out.line(f"{self.kind} {self.name}: no complete backup yet" + (f" ({failed})" if failed else ""))
         for window in self.windows:
             out.line(f"  restorable: {window.describe()}")
+        if self.complete and not self.windows:
+            out.line("  restorable: nowhere, no backup has all the WAL it needs archived (`hadr verify repo` "
+                     "says what is missing)")
         if self.status is not None:
             for line in self.status.summary().splitlines():
                 out.line(f"  {line}")

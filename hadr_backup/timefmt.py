@@ -44,20 +44,25 @@ def format_time(moment: datetime | float | None) -> str:
     return _as_datetime(moment).strftime("%Y-%m-%d %H:%M:%S.%f+00")
 
 
+TARGET_TIME_FORMATS = ("accepted: YYYY-MM-DD HH:MM[:SS[.ffffff]] or ISO 8601 YYYY-MM-DDTHH:MM[:SS[.ffffff]], "
+                       "then optionally an offset Z, UTC, ±HH, ±HH:MM or ±HHMM (none means UTC), e.g. "
+                       "'2025-01-02 03:04:05', 2025-01-02T03:04:05.250Z, '2025-01-02 05:04:05+02:00'")
+
+
 def parse_target_time(text: str) -> datetime:
     """``"2025-01-02 03:04:05.123456+02"`` -> an aware UTC datetime; no offset means UTC."""
     match = _TIME.fullmatch(text or "")
     if not match:
-        raise BadTarget(f"--target-time {text!r} is not a time",
-                        hint="write YYYY-MM-DD HH:MM:SS[.ffffff][Z|+HH:MM], e.g. 2025-01-02 03:04:05Z")
+        raise BadTarget(f"--target-time {text!r} is not a time", hint=TARGET_TIME_FORMATS)
     fraction = (match["fraction"] or "").ljust(6, "0")
     if len(fraction) > 6 and fraction[6:].strip("0"):
-        raise BadTarget(f"--target-time {text!r} is more precise than microseconds")
+        raise BadTarget(f"--target-time {text!r} is more precise than microseconds", hint=TARGET_TIME_FORMATS)
     try:
         naive = datetime.strptime(f"{match['date']} {match['hour']}:{match['minute']}:{match['second'] or '00'}",
                                   "%Y-%m-%d %H:%M:%S")
     except ValueError as error:
-        raise BadTarget(f"--target-time {text!r} is not a valid date and time: {error}") from error
+        raise BadTarget(f"--target-time {text!r} is not a valid date and time: {error}",
+                        hint=TARGET_TIME_FORMATS) from error
     naive = naive.replace(microsecond=int(fraction[:6]))
     return naive.replace(tzinfo=_zone(match["zone"], text)).astimezone(UTC)
 
@@ -69,7 +74,7 @@ def _zone(zone: str | None, text: str) -> timezone:
     digits = zone[1:].replace(":", "")
     hours, minutes = int(digits[:2]), int(digits[2:] or 0)
     if hours > 15 or minutes > 59:
-        raise BadTarget(f"--target-time {text!r} has an impossible UTC offset {zone}")
+        raise BadTarget(f"--target-time {text!r} has an impossible UTC offset {zone}", hint=TARGET_TIME_FORMATS)
     return timezone(sign * timedelta(hours=hours, minutes=minutes))
 
 

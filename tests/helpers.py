@@ -87,3 +87,46 @@ def seed_wal(policy, files: dict[str, bytes], source: str = "main") -> dict[str,
             keys[name] = wal.wal_object_key(source, name, hashlib.sha256(data).hexdigest())
             repo.put_object(keys[name], [data], if_absent=True)
     return keys
+
+
+# -- a terminal ---------------------------------------------------------------------------------------
+
+
+def run_in_pty(argv: list[str], *, columns: int = 80, env: dict | None = None, timeout: float = 300):
+    """Run ``argv`` with stdin, stdout and stderr on a pseudo-terminal ``columns`` wide (COLUMNS set too);
+    (exit code, everything it wrote, ANSI escapes removed, line ends as \\n)."""
+    import fcntl
+    import os
+    import pty
+    import re
+    import select
+    import struct
+    import subprocess
+    import termios
+    import time
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
+    process = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, close_fds=True,
+                               env={**os.environ, **(env or {}), "COLUMNS": str(columns), "TERM": "xterm"})
+    os.close(slave)
+    output, deadline = b"", time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if select.select([master], [], [], 1.0)[0]:
+                try:
+                    chunk = os.read(master, 65536)
+                except OSError:  # EIO: the other side is closed
+                    break
+                if not chunk:
+                    break
+                output += chunk
+            elif process.poll() is not None:
+                break
+        code = process.wait(timeout=max(deadline - time.monotonic(), 1))
+    finally:
+        os.close(master)
+        if process.poll() is None:
+            process.kill()
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", output.decode("utf-8", "replace"))
+    return code, text.replace("\r\n", "\n")

@@ -14,7 +14,7 @@ from typing import Any, NoReturn
 
 import click
 
-from hadr_backup import __version__
+from hadr_backup import __version__, filelog
 from hadr_backup.errors import EXIT_FAILURE, EXIT_USAGE, HadrError
 from hadr_backup.fsutil import describe_os_error
 from hadr_backup.ui import UI
@@ -119,27 +119,38 @@ class LazyGroup(click.Group):
 
     def main(self, args: Sequence[str] | None = None, prog_name: str | None = None, **extra: Any) -> NoReturn:
         """Run the CLI and exit; map HadrError (and, as a last resort, any OSError) to one message and an
-        exit code. ``hadr`` is this, and so is click's CliRunner.invoke(cli, ...) in the tests."""
+        exit code, and log how it ended. ``hadr`` is this, and so is click's CliRunner.invoke(cli, ...)."""
         args = list(sys.argv[1:] if args is None else args)
-        verbose = any(a in ("-v", "--verbose") or (a.startswith("-v") and set(a[1:]) == {"v"}) for a in args)
         extra.pop("standalone_mode", None)
+        ui = UI(argv=args)
+        code = EXIT_FAILURE
         try:
-            code = super().main(args=args, prog_name=prog_name or self.name, standalone_mode=False, **extra)
+            code = self._run(ui, args, prog_name, extra)
+        except SystemExit as done:  # a command's own sys.exit
+            code = done.code if isinstance(done.code, int) else EXIT_FAILURE if done.code else 0
+        finally:
+            ui.end(code)
+        sys.exit(code)
+
+    def _run(self, ui: UI, args: list[str], prog_name: str | None, extra: dict[str, Any]) -> int:
+        try:
+            code = super().main(args=args, prog_name=prog_name or self.name, standalone_mode=False, obj=ui,
+                                **extra)
         except HadrError as error:
-            _fail(str(error), error.exit_code, verbose)
+            return _fail(ui, str(error), error.exit_code)
         except click.exceptions.Abort:
-            UI().error("aborted")
-            sys.exit(130)
+            ui.error("aborted")
+            return 130
         except click.ClickException as error:
             error.show()
-            sys.exit(EXIT_USAGE if isinstance(error, click.UsageError) else error.exit_code)
+            return EXIT_USAGE if isinstance(error, click.UsageError) else error.exit_code
         except click.exceptions.Exit as done:
-            sys.exit(done.exit_code)
+            return done.exit_code
         except BrokenPipeError:
             os._exit(1)
         except OSError as error:  # an OS fault no layer below put into words: still one line, never a traceback
-            _fail(describe_os_error(error), EXIT_FAILURE, verbose)
-        sys.exit(code if isinstance(code, int) else 0)
+            return _fail(ui, describe_os_error(error), EXIT_FAILURE)
+        return code if isinstance(code, int) else 0
 
 
 @click.group("hadr", cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -149,13 +160,22 @@ class LazyGroup(click.Group):
 @click.option("--json", "json_mode", is_flag=True, help="Machine output (JSON) on stdout.")
 @click.option("-v", "--verbose", count=True, help="More output; tracebacks on errors.")
 @click.option("-q", "--quiet", count=True, help="Less output.")
+@click.option("--log-file", "log_file", envvar="HADR_LOG_FILE", metavar="PATH",
+              help="Append what hadr says (timestamped) to PATH, e.g. for cron. Default: $HADR_LOG_FILE.")
+@click.option("--log-level", "log_level", envvar="HADR_LOG_LEVEL", type=click.Choice(filelog.LEVELS),
+              default=filelog.DEFAULT_LEVEL, show_default=True,
+              help="What goes into --log-file: error, warn, info (+ progress and results), debug (+ tracebacks).")
 @click.version_option(__version__, prog_name="hadr")
 @click.pass_context
-def cli(ctx: click.Context, policy_path: str | None, json_mode: bool, verbose: int, quiet: int) -> None:
+def cli(ctx: click.Context, policy_path: str | None, json_mode: bool, verbose: int, quiet: int,
+        log_file: str | None, log_level: str) -> None:
     """hadr: backup and point-in-time recovery for PostgreSQL, Redis and S3."""
     from_env = ctx.get_parameter_source("policy_path") == click.core.ParameterSource.ENVIRONMENT
-    ctx.obj = App(policy_path=policy_path, ui=UI(json_mode=json_mode, verbosity=verbose - quiet),
-                  policy_from_env=from_env)
+    ui = ctx.obj if isinstance(ctx.obj, UI) else UI()  # main() makes it, to log how the command ends
+    ui.json_mode, ui.verbosity = json_mode, verbose - quiet
+    if log_file:
+        ui.open_log(log_file, log_level)
+    ctx.obj = App(policy_path=policy_path, ui=ui, policy_from_env=from_env)
 
 
 def main(argv: list[str] | None = None) -> NoReturn:
@@ -163,11 +183,12 @@ def main(argv: list[str] | None = None) -> NoReturn:
     cli.main(argv)
 
 
-def _fail(message: str, exit_code: int, verbose: bool) -> None:
-    """Print the error (after the traceback of the exception being handled, with -v) and exit."""
-    if verbose:
-        import traceback
+def _fail(ui: UI, message: str, exit_code: int) -> int:
+    """Say what failed; the traceback of the exception being handled goes to stderr with -v and to the
+    log file at debug."""
+    import traceback
 
-        traceback.print_exc()
-    UI().error(message)
-    sys.exit(exit_code)
+    verbose = any(a in ("-v", "--verbose") or (a.startswith("-v") and set(a[1:]) == {"v"}) for a in ui.argv)
+    ui.verbosity = max(ui.verbosity, 1 if verbose else 0)
+    ui.error(message, details=traceback.format_exc())
+    return exit_code

@@ -67,6 +67,7 @@ def load(ctx: click.Context, sandbox_dir: Path | None, seconds: float, rate: flo
     """Write like a bundler (payments, uploads, bundles, queue jobs); Ctrl-C stops cleanly. Exit 3 if an
     invariant is broken afterwards."""
     policy, folder = prepare(ctx, sandbox_dir)
-    result = run.run_sandbox_load(policy, folder, seconds=seconds, rate=rate, seed_value=seed_value)
+    result = run.run_sandbox_load(policy, folder, seconds=seconds, rate=rate, seed_value=seed_value,
+                                  ui=ctx.obj.ui)
     ctx.obj.ui.render(result)
     ctx.exit(result.exit_code)

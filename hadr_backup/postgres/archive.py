@@ -53,6 +53,7 @@ from hadr_backup.postgres import wal
 from hadr_backup.postgres.background import ack_command, hadr_argv
 from hadr_backup.repo.repository import META_KEY, open_repo
 from hadr_backup.repo.storage import Backoff, retry_transient
+from hadr_backup.ui import plural
 
 if TYPE_CHECKING:
     from hadr_backup.policy.model import Policy, RetryConfig
@@ -300,7 +301,7 @@ def push_retrying(push: Callable[[], PushOutcome], retry: RetryConfig, name: str
             "PostgreSQL keeps the file and runs archive_command again; to ride out longer outages raise " \
             "repository.retry (attempts, max_seconds) in the policy"
         raise WalPushFailed(f"could not store {name} in {where}: {error.message} (gave up after "
-                            f"{len(retries) + 1} attempt(s) in {time.monotonic() - started:.1f}s; "
+                            f"{plural(len(retries) + 1, 'attempt')} in {time.monotonic() - started:.1f} s; "
                             f"repository.retry allows {retry.attempts} in {retry.max_seconds:g}s)",
                             hint=hint) from error
     outcome.attempts = len(retries) + 1
@@ -324,7 +325,7 @@ class WalPushResult:
         return asdict(self)
 
     def render(self, out) -> None:
-        extra = f", and {len(self.also_pushed)} more ready file(s)" if self.also_pushed else ""
+        extra = f", and {plural(len(self.also_pushed), 'more ready file')}" if self.also_pushed else ""
         tries = f", {self.attempts} attempts" if self.attempts > 1 else ""
         out.line(f"{self.name}: {self.status} ({self.raw_size} bytes -> {self.stored_size} stored, "
                  f"{self.seconds:.2f}s{tries}){extra}")

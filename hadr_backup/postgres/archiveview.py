@@ -41,9 +41,14 @@ class Window:
                 "backups": list(self.backups)}
 
     def describe(self) -> str:
-        end = format_time(self.end_time) if self.end_time is not None else "(no commit found near the end)"
-        return (f"timeline {self.timeline}: {format_time(self.start_time)} .. {end} "
-                f"(LSN {wal.format_lsn(self.start_lsn)} .. {wal.format_lsn(self.end_lsn)})")
+        lsns = f"LSN {wal.format_lsn(self.start_lsn)} .. {wal.format_lsn(self.end_lsn)}"
+        if self.end_time is not None:
+            return (f"timeline {self.timeline}: {format_time(self.start_time)} .. {format_time(self.end_time)} "
+                    f"(the last archived commit; {lsns})")
+        return (f"timeline {self.timeline}: from {format_time(self.start_time)} ({lsns}); the newest time it "
+                f"reaches is not known: no transaction ended in the last archived WAL (up to "
+                f"{END_SCAN_SEGMENTS} segments read), and a --target-time needs a commit after it; --latest and "
+                f"--target-lsn reach {wal.format_lsn(self.end_lsn)}")
 
 
 @dataclass(frozen=True)

@@ -30,13 +30,16 @@ from hadr_backup.postgres.server import (
     check_archive_identity,
     check_backupable,
     connect,
+    databases_size,
     display_text,
     inspect_server,
 )
 from hadr_backup.postgres.tarstream import Member, TarScanner
+from hadr_backup.progress import Progress, shown_by, silent
 from hadr_backup.repo import layout
 from hadr_backup.repo.repository import Repository, open_repo
-from hadr_backup.timefmt import format_time, rfc3339
+from hadr_backup.timefmt import format_time, human_size, rfc3339
+from hadr_backup.ui import plural
 
 READ_SIZE = 1 << 20
 
@@ -75,7 +78,7 @@ class BackupResult:
                 ("timeline", self.timeline), ("LSN", f"{self.start_lsn} .. {self.stop_lsn}"),
                 ("WAL", f"{self.start_wal} .. {self.stop_wal} (archived)"),
                 ("time", f"{format_time(self.start_time)} .. {format_time(self.stop_time)}"),
-                ("size", f"{self.raw_size / 2**20:.1f} MiB in {self.files} files, "
+                ("size", f"{self.raw_size / 2**20:.1f} MiB in {plural(self.files, 'file')}, "
                          f"stored {self.stored_size / 2**20:.1f} MiB"),
                 ("took", f"{self.seconds:.1f} s ({rate:.0f} MiB/s)"),
                 ("databases", ", ".join(map(display_text, self.databases)))])
@@ -97,10 +100,11 @@ def run_backup_pg(policy: Policy, source_name: str | None = None, ui=None) -> Ba
         # 2. record the backup as running before any data is stored
         entry = repo.begin_backup(KIND, source.name, {"system_identifier": facts.system_identifier,
                                                       "pg_version_num": facts.version_num})
-        _say(ui, f"backup {entry.id}: streaming pg_basebackup of {source.name} (PostgreSQL {facts.version})")
         try:
-            # 3. stream the tar through the pipeline into the repository
-            streamed = stream_base_backup(repo, entry.id, source, facts.wal_segment_size)
+            # 3. stream the tar through the pipeline into the repository (the databases' size: the ETA)
+            with shown_by(ui, f"backup {entry.id}: pg_basebackup of {source.name} (PostgreSQL {facts.version})",
+                          total=databases_size(source), estimate=True, label="backup") as progress:
+                streamed = stream_base_backup(repo, entry.id, source, facts.wal_segment_size, progress)
             # 4. wait until the WAL that makes it consistent is archived
             _say(ui, f"backup {entry.id}: waiting for WAL {streamed.start_wal} .. {streamed.stop_wal}")
             wait_for_wal(repo, source, streamed)
@@ -166,13 +170,16 @@ def pg_basebackup_argv(source: PostgresSource, label: str) -> list[str]:
             "-X", "none", "--checkpoint=fast", "--manifest-checksums=CRC32C", "--label", label]
 
 
-def stream_base_backup(repo: Repository, backup_id: str, source: PostgresSource, segment_size: int) -> Streamed:
+def stream_base_backup(repo: Repository, backup_id: str, source: PostgresSource, segment_size: int,
+                       progress: Progress | None = None) -> Streamed:
     """Run pg_basebackup and store its tar stream; return what it said about the backup."""
     start_time = server_clock(source)
     run = _BaseBackupRun(source, backup_id)
     key = backup_prefix(source.name, backup_id) + "base.tar"
+    counter = _Throughput(progress or silent())
     try:
-        stored = repo.put_object(key, run.chunks())
+        stored = repo.put_object(key, counter.read(run.chunks()), on_stored=counter.stored)
+        counter.show(stored.stored_size)
     finally:
         run.finish()
     run.raise_for_failure()
@@ -186,6 +193,26 @@ def stream_base_backup(repo: Repository, backup_id: str, source: PostgresSource,
                     start_time=start_time, stop_time=server_clock(source), segment_size=segment_size,
                     files=len(manifest.get("Files", [])), raw_size=stored.raw_size,
                     checksum_failures=run.checksum_failures)
+
+
+class _Throughput:
+    """Bytes read from pg_basebackup and stored in the repository, shown as they pass."""
+
+    def __init__(self, progress: Progress):
+        self.progress = progress
+        self.bytes_read = self.bytes_stored = 0
+
+    def read(self, chunks: Iterator[bytes]) -> Iterator[bytes]:
+        for chunk in chunks:
+            self.bytes_read += len(chunk)
+            self.show(self.bytes_stored)
+            yield chunk
+
+    def stored(self, size: int) -> None:
+        self.bytes_stored += size
+
+    def show(self, stored: int) -> None:
+        self.progress.update(self.bytes_read, note=f"stored {human_size(stored)}")
 
 
 def server_clock(source: PostgresSource) -> float:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from hadr_backup.engines import EngineContext, Needs
 from hadr_backup.policy.model import Policy, PostgresSource
 from hadr_backup.postgres import KIND
-from hadr_backup.postgres.archiveview import Window, restorable_window
+from hadr_backup.postgres.archiveview import ArchiveView, Window, restorable_window
 from hadr_backup.postgres.backupmeta import PgBackupMeta, meta_json
 from hadr_backup.postgres.basebackup import run_backup_pg
 from hadr_backup.postgres.check import check_source
@@ -33,13 +33,20 @@ class PostgresEngine:
         return run_backup_pg(ctx.policy, source_name, ctx.ui)
 
     def restore(self, ctx: EngineContext, options):
-        return run_restore_pg(ctx.policy, options)
+        return run_restore_pg(ctx.policy, options, ctx.ui)
 
     def windows(self, repo, source_name: str, now: float) -> list[Window]:
         return restorable_window(repo, source_name)
 
     def status(self, repo, source_name: str, now: float):
         return archive_status(repo, source_name, now)
+
+    def describe(self, entry: BackupEntry) -> list[tuple[str, str]]:
+        if "start_lsn" not in entry.meta:  # a backup that failed before pg_basebackup said where it began
+            return []
+        meta = PgBackupMeta.of(entry)
+        return [("timeline", str(meta.timeline)), ("LSN", f"{meta.start_lsn} .. {meta.stop_lsn}"),
+                ("WAL", f"{meta.start_wal} .. {meta.stop_wal}")]
 
     def needs(self, entry: BackupEntry) -> Needs:
         meta = PgBackupMeta.of(entry)
@@ -51,7 +58,9 @@ class PostgresEngine:
         return meta_json(entry.meta)
 
     def verify(self, repo, source_name: str, report: Report, deep: bool) -> None:
-        report.findings.extend(check_wal_chain(repo, source_name))
+        view = ArchiveView.load(repo, source_name)
+        report.count("wal_segments", len(view.archived.all_segments()))
+        report.findings.extend(check_wal_chain(repo, source_name, view))
         if deep:
             for info in repo.store.list(layout.wal_prefix(source_name)):
                 if info.key == layout.wal_identity(source_name):

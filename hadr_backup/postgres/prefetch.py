@@ -27,6 +27,7 @@ from hadr_backup.postgres import wal, walack
 from hadr_backup.postgres.archive import WalFetchResult, load_identity, write_verified
 from hadr_backup.postgres.background import PREFETCHER, helper_command, log, log_path, replace_text, take_lock
 from hadr_backup.repo.repository import open_repo
+from hadr_backup.ui import plural
 
 if TYPE_CHECKING:
     from hadr_backup.policy.model import Policy, PostgresSource
@@ -118,7 +119,7 @@ def run_prefetcher(policy: Policy, source: PostgresSource, directory: str, after
                 ThreadPoolExecutor(max(1, source.archive_workers)) as pool:
             wanted = _wanted(repo, source.name, directory, after, count)
             fetched = sum(pool.map(partial(_fetch, repo, directory), wanted))
-        log(f"prefetcher: fetched {fetched} segment(s) after {after}")
+        log(f"prefetcher: fetched {plural(fetched, 'segment')} after {after}")
         return fetched
     finally:
         os.close(lock)

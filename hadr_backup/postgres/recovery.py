@@ -11,6 +11,7 @@ import os
 import re
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,9 +91,11 @@ def postmaster_pid(data_dir: Path) -> int | None:
     return pid if pid_alive(pid) else None
 
 
-def wait_for_recovery(data_dir: Path, dsn: str, log: Path, timeout: float) -> Reached:
+def wait_for_recovery(data_dir: Path, dsn: str, log: Path, timeout: float,
+                      on_replay: Callable[[str], None] | None = None) -> Reached:
     """Poll until recovery pauses at its target, promotes, or shuts down there; fail with the log's
-    FATAL line when the server stops otherwise (e.g. WAL missing or damaged)."""
+    FATAL line when the server stops otherwise (e.g. WAL missing or damaged). ``on_replay(lsn)``: the
+    replay location while recovery runs (once the server accepts connections)."""
     began = time.monotonic()
     seen_pid = False
     while time.monotonic() < began + timeout:
@@ -101,6 +104,8 @@ def wait_for_recovery(data_dir: Path, dsn: str, log: Path, timeout: float) -> Re
         if pid is None and (seen_pid or time.monotonic() - began > 5):
             return _stopped(log)
         state = _query_state(dsn) if pid else None
+        if state is not None and state[2] and on_replay is not None:
+            on_replay(state[2])
         if state is not None and state[0] in ("paused", "promoted"):
             return Reached(state[0], state[1], state[2], state[3], _stop_line(log))
         if state is None and pid and "pausing at the end of recovery" in _log_text(log):

@@ -103,6 +103,17 @@ def inspect_server(source: PostgresSource) -> ServerFacts:
     return ServerFacts(row[0], row[1], row[2], int(row[3]), row[4], row[5], row[6], row[7], databases, tablespaces)
 
 
+def databases_size(source: PostgresSource) -> int | None:
+    """The size of the databases (what a base backup's tar roughly holds), for an ETA; None when unknown."""
+    try:
+        with connect(source) as conn:
+            row = conn.execute("select sum(pg_database_size(oid))::bigint from pg_database "
+                               "where has_database_privilege(oid, 'CONNECT')").fetchone()
+    except Exception:  # an estimate only: the backup itself says what is wrong with the connection
+        return None
+    return int(row[0]) if row and row[0] else None
+
+
 def check_backupable(source: PostgresSource, facts: ServerFacts) -> None:
     if facts.version_num < MIN_VERSION:
         raise UsageError(f"{source.name} runs PostgreSQL {facts.version}; hadr backs up 13 and later")

@@ -57,6 +57,7 @@ from hadr_backup.postgres.walack import (
     wait_while_pushing,
 )
 from hadr_backup.repo.repository import open_repo
+from hadr_backup.ui import plural
 
 if TYPE_CHECKING:
     from hadr_backup.policy.model import Policy, PostgresSource, RepositoryConfig
@@ -126,7 +127,7 @@ def run_pusher(policy: Policy, source: PostgresSource, pg_wal: str) -> int:
                 ThreadPoolExecutor(source.archive_workers, thread_name_prefix="hadr-push") as pool:
             pusher = _Pusher(repo, source.name, spool, pg_wal, policy.repository)
             stored = pusher.drain(pool, capacity=source.archive_workers * 2)
-        log(f"pusher: stored {stored} file(s), up to {pusher.most_at_once} at once")
+        log(f"pusher: stored {plural(stored, 'file')}, up to {pusher.most_at_once} at once")
         return stored
     finally:
         if os.path.exists(running):

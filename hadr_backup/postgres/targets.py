@@ -62,7 +62,8 @@ def make_target(*, time: str | None = None, lsn: str | None = None, xid: str | i
         if backup_id:
             return RecoveryTarget(IMMEDIATE)
         raise BadTarget("no recovery target given",
-                        hint="use --target-time, --target-lsn, --target-xid, --target-name or --latest")
+                        hint="use --target-time T, --target-lsn LSN, --target-xid XID, --target-name NAME, --latest "
+                             "(all archived WAL), or --backup ID alone (that backup, as soon as it is consistent)")
     kind = given[0]
     if kind == TIME:
         return RecoveryTarget(TIME, parse_target_time(time or ""), not exclusive)

@@ -7,12 +7,14 @@ from __future__ import annotations
 from hadr_backup.errors import HadrError
 from hadr_backup.postgres import wal
 from hadr_backup.postgres.archiveview import ArchiveView, describe_gap, missing_between
+from hadr_backup.ui import plural
 from hadr_backup.verify.findings import ERROR, OK, WARNING, Finding
 
 
-def check_wal_chain(repo, source: str) -> list[Finding]:
-    """Completeness of every backup and WAL continuity from each to the newest segment of each timeline."""
-    view = ArchiveView.load(repo, source)
+def check_wal_chain(repo, source: str, view: ArchiveView | None = None) -> list[Finding]:
+    """Completeness of every backup and WAL continuity from each to the newest segment of each timeline
+    (``view``: the archive, when the caller has loaded it)."""
+    view = view or ArchiveView.load(repo, source)
     findings = list(view.problems)
     for backup in view.backups:
         span = [wal.TimelineSpan(backup.timeline, 0, None)]
@@ -23,17 +25,26 @@ def check_wal_chain(repo, source: str) -> list[Finding]:
         failures = backup.meta.checksum_failures
         if failures:
             findings.append(Finding(WARNING, "backup-page-checksums", backup.id,
-                                    f"{len(failures)} page checksum failure(s) in the source when it was taken: "
-                                    f"{failures[0]}"))
+                                    f"{plural(len(failures), 'page checksum failure')} in the source when it was "
+                                    f"taken: {failures[0]}"))
     seen: set[tuple[str, ...]] = set()
     for timeline in view.timelines:
         findings += _timeline_findings(view, timeline, seen)
     for name, versions in view.archived.conflicts.items():
         findings.append(Finding(WARNING, "wal-conflict", name, f"{len(versions)} different contents stored"))
     if not any(f.level == ERROR for f in findings):
-        findings.append(Finding(OK, "wal-chain", source, f"continuous from every backup on timelines "
-                                f"{', '.join(map(str, view.timelines)) or '-'}"))
+        findings.append(Finding(OK, "wal-chain", source, _continuous(view)))
     return findings
+
+
+def _continuous(view: ArchiveView) -> str:
+    """What a chain without gaps proves, in words."""
+    if not view.backups:
+        return "no complete backup, so no WAL chain to follow yet"
+    timelines = view.timelines
+    which = "the backup" if len(view.backups) == 1 else f"each of the {len(view.backups)} backups"
+    return (f"WAL continuous from {which} to the newest archived segment (timeline{'s' if len(timelines) > 1 else ''}"
+            f" {', '.join(map(str, timelines))}), and every backup has the WAL that makes it consistent")
 
 
 def _timeline_findings(view: ArchiveView, timeline: int, seen: set) -> list[Finding]:

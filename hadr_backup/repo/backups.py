@@ -20,6 +20,7 @@ from hadr_backup.procs import pid_alive
 from hadr_backup.repo import layout
 from hadr_backup.repo.catalog import COMPLETE, FAILED, RUNNING, BackupEntry, Catalog, StoredObject, interrupted
 from hadr_backup.repo.lock import CLOCK_MARGIN
+from hadr_backup.ui import plural
 
 if TYPE_CHECKING:
     from hadr_backup.repo.repository import Repository
@@ -107,7 +108,7 @@ def fail_interrupted(repo: Repository, now: float | None = None) -> None:
     if any(e.state == RUNNING for e in repo.catalog.entries):
         marked = repo.update_catalog(mark)
         if marked:
-            repo.warnings.append(f"marked {len(marked)} interrupted backup(s) as failed: {', '.join(marked)}")
+            repo.warnings.append(f"marked {plural(len(marked), 'interrupted backup')} as failed: {', '.join(marked)}")
     clean_failed(repo)
 
 

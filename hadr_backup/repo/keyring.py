@@ -17,6 +17,7 @@ from hadr_backup.policy.model import Policy
 from hadr_backup.repo import layout
 from hadr_backup.repo.repository import META_KEY, master_key_for, open_repo
 from hadr_backup.repo.storage import read_all
+from hadr_backup.ui import plural
 
 
 @dataclass
@@ -55,8 +56,9 @@ class KeyRotateResult:
                 "rewrapped": self.rewrapped, "already_rewrapped": self.already}
 
     def render(self, out) -> None:
-        out.line(f"master key {self.old_key_id} -> {self.new_key_id}: re-wrapped {len(self.rewrapped)} data "
-                 f"key(s)" + (f", {len(self.already)} already done" if self.already else ""))
+        out.line(f"master key {self.old_key_id} -> {self.new_key_id}: re-wrapped "
+                 f"{plural(len(self.rewrapped), 'data key')}"
+                 + (f", {len(self.already)} already done" if self.already else ""))
         out.line("now point encryption.key_file (or key_env) of the policy at the new key")
 
 

@@ -25,6 +25,7 @@ from hadr_backup.repo.backups import TEMP_GRACE
 from hadr_backup.repo.catalog import COMPLETE, RUNNING, BackupEntry, Catalog
 from hadr_backup.repo.repository import Repository, open_repo
 from hadr_backup.repo.storage import ObjectInfo
+from hadr_backup.ui import plural
 
 
 @dataclass
@@ -51,16 +52,16 @@ class RepairResult:
         for note in self.notes:
             out.line(f"note: {note}")
         out.line(f"catalog of {self.location}: {self.kept} entr{'y' if self.kept == 1 else 'ies'} kept, "
-                 f"{len(self.added)} backup(s) added back from their descriptions")
+                 f"{plural(len(self.added), 'backup')} added back from their descriptions")
         for backup_id in self.added:
             out.line(f"  added   {backup_id}")
         for backup_id, missing in self.incomplete.items():
-            out.line(f"  PROBLEM {backup_id}: described, but {len(missing)} object(s) missing: {missing[0]}")
+            out.line(f"  PROBLEM {backup_id}: described, but {plural(len(missing), 'object')} missing: {missing[0]}")
         for prefix in self.undescribed:
             out.line(f"  PROBLEM {prefix}: objects without a description (an older or interrupted backup); "
                      f"left untouched")
         if self.leftovers_removed:
-            out.line(f"removed {len(self.leftovers_removed)} leftover(s) of interrupted writes")
+            out.line(f"removed {plural(len(self.leftovers_removed), 'leftover')} of interrupted writes")
 
 
 def run_repair_catalog(policy: Policy, now: float | None = None) -> RepairResult:

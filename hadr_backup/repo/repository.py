@@ -93,12 +93,15 @@ class Repository:
         compression = self.policy.compression
         return Codec(level=compression.level, threads=compression.threads, data_key=self.data_key)
 
-    def put_object(self, key: str, source: Iterable[bytes] | BinaryIO, *,
-                   if_absent: bool = False) -> StoredObject:
-        """Compress, encrypt and store ``source`` under ``key``; return what was stored."""
+    def put_object(self, key: str, source: Iterable[bytes] | BinaryIO, *, if_absent: bool = False,
+                   on_stored: Callable[[int], None] | None = None) -> StoredObject:
+        """Compress, encrypt and store ``source`` under ``key``; return what was stored. ``on_stored(n)``
+        is called as each piece of ``n`` encoded bytes goes to the storage (for progress)."""
         from hadr_backup.repo.pipeline import encode
 
         stream, digest = encode(source, self.codec)
+        if on_stored is not None:
+            stream = _observed(stream, on_stored)
         self.store.put(key, stream, if_absent=if_absent)
         return StoredObject(key, digest.raw_size, digest.stored_size, digest.sha256)
 
@@ -250,6 +253,12 @@ class Repository:
 
 
 # -- keys -----------------------------------------------------------------------------------------
+
+
+def _observed(stream: Iterable[bytes], on_piece: Callable[[int], None]) -> Iterator[bytes]:
+    for piece in stream:
+        on_piece(len(piece))
+        yield piece
 
 
 def load_data_key(store: Storage, data_key_id: str, master):

@@ -30,6 +30,11 @@ _TRANSIENT_CODES = {"500", "502", "503", "504", "InternalError", "ServiceUnavail
 _AUTH_CODES = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403"}
 
 
+CREDENTIALS_HINT = ("set repository.access_key and repository.secret_key in the policy (from the environment: "
+                    "access_key: ${AWS_ACCESS_KEY_ID}), or export AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
+                    "(or AWS_PROFILE with a credentials file, or run where an instance role applies)")
+
+
 def make_client(endpoint: str | None, region: str, access_key: str | None, secret_key: str | None):
     import boto3
     from botocore.config import Config
@@ -201,7 +206,10 @@ class S3Storage:
             raise self._translate(key, error) from error
 
     def _translate(self, key: str, error: Exception) -> Exception:
-        from botocore.exceptions import BotoCoreError, ClientError
+        from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+
+        if isinstance(error, NoCredentialsError):  # boto3's "Unable to locate credentials"
+            return RepositoryError(f"no S3 credentials to reach {self.describe()}", hint=CREDENTIALS_HINT)
 
         if isinstance(error, ClientError):
             code = str(error.response.get("Error", {}).get("Code", ""))

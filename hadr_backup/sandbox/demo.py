@@ -20,6 +20,7 @@ from typing import Any
 from hadr_backup.errors import ServerError
 from hadr_backup.sandbox.layout import Sandbox, sandbox_policy
 from hadr_backup.timefmt import format_time, rfc3339
+from hadr_backup.ui import plural
 
 ACCIDENT = 'UPDATE "user" SET winston_credit_balance = 0'
 Progress = Callable[[str], None]
@@ -58,13 +59,14 @@ class DemoResult:
         out.line("")
         out.kv([("accident", f"{self.accident}  (committed {format_time(self.accident_at)})"),
                 ("restored to", f"{format_time(self.target)} (the last good instant) from backup {self.backup_id}"),
-                ("damaged rows back", f"{self.recovered_rows} of {self.damaged_rows} balances as before the accident"),
+                ("damaged rows back",
+                 f"{self.recovered_rows} of {plural(self.damaged_rows, 'balance')} as before the accident"),
                 ("later rows absent", f"{self.later_rows_absent} of {self.later_rows} audit_log rows written after it"),
                 ("rows lost", f"{self.lost_rows} audit_log rows from before the accident missing"),
                 ("RTO", f"{self.rto:.2f} s (restore started -> copy answering at the target)"),
                 ("RPO", f"{self.rpo * 1000:.1f} ms (last transaction in the copy -> the accident)"),
-                ("production", f"{self.repaired} balances repaired from the copy; ledger check: "
-                               f"{'ok' if self.ledger_problems == 0 else f'{self.ledger_problems} problem(s)'}"),
+                ("production", f"{plural(self.repaired, 'balance')} repaired from the copy; ledger check: "
+                               f"{'ok' if self.ledger_problems == 0 else plural(self.ledger_problems, 'problem')}"),
                 ("side cluster", f"kept in {self.kept}" if self.kept else "stopped and removed")])
         out.line("demo: " + ("PASSED" if self.exit_code == 0 else "FAILED"))
         out.line(f"the sandbox is still running in {self.sandbox}: use it by hand after "

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from hadr_backup.sandbox.seed import Problem
+from hadr_backup.ui import plural
 
 
 @dataclass
@@ -38,7 +39,7 @@ def _render_problems(out: Any, problems: list[Problem] | None) -> None:
     elif not problems:
         out.line("invariants: ok (ledger, data items, queues)")
     else:
-        out.line(f"invariants: {len(problems)} problem(s)")
+        out.line(f"invariants: {plural(len(problems), 'problem')}")
         for problem in problems[:50]:
             out.line(f"  {problem}")
 

@@ -18,12 +18,14 @@ from typing import Any
 
 from hadr_backup import procs
 from hadr_backup.errors import ServerError, UsageError
+from hadr_backup.progress import shown_by
 from hadr_backup.sandbox import seed
 from hadr_backup.sandbox.layout import Progress, Sandbox, export_line
 from hadr_backup.sandbox.results import Component, SandboxDown, SandboxLoad, SandboxStatus, SandboxUp
 from hadr_backup.sandbox.seed import Problem
 from hadr_backup.sandbox.workload import Bundler, run_workload
 from hadr_backup.timefmt import rfc3339
+from hadr_backup.ui import plural
 
 # -- up ---------------------------------------------------------------------------------------------
 
@@ -266,8 +268,9 @@ def invariant_problems(sandbox: Sandbox) -> list[Problem]:
 
 
 def run_sandbox_load(policy: Any, sandbox_dir: Path, *, seconds: float, rate: float = 20.0,
-                     seed_value: int | None = None) -> SandboxLoad:
-    """Run the bundler workload on a running sandbox; Ctrl-C stops it after the operation in flight."""
+                     seed_value: int | None = None, ui: Any = None) -> SandboxLoad:
+    """Run the bundler workload on a running sandbox; Ctrl-C stops it after the operation in flight.
+    ``ui``: shows the seconds left and the operations done."""
     import random
 
     sandbox = Sandbox(Path(sandbox_dir).absolute(), policy)
@@ -276,10 +279,18 @@ def run_sandbox_load(policy: Any, sandbox_dir: Path, *, seconds: float, rate: fl
                           hint=f"start it with `hadr sandbox up --dir {sandbox.root}`")
     stack = sandbox.open_stack()
     began = time.monotonic()
+    phase = f"load on the sandbox in {sandbox.root} at {rate:g} operations/s"
     try:
         bundler = Bundler(stack, random.Random(seed_value))
-        with stop_requests() as stop_requested:
-            interrupted = run_workload(bundler, seconds=seconds, rate=rate, should_stop=stop_requested)
+        with stop_requests() as stop_requested, \
+                shown_by(ui, phase, total=seconds, unit="seconds", label="load") as shown:
+            def tick() -> None:
+                shown.update(min(time.monotonic() - began, seconds),
+                             note=plural(bundler.counts["operations"], "operation"))
+
+            interrupted = run_workload(bundler, seconds=seconds, rate=rate, should_stop=stop_requested,
+                                       on_tick=tick)
+            tick()
     finally:
         stack.close()
     return SandboxLoad(dir=sandbox.root, seconds=seconds, rate=rate, elapsed=time.monotonic() - began,

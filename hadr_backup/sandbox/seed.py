@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from hadr_backup.sandbox.workload import DATA_ITEM_PREFIX, Bundler, Stack, queue_key
+from hadr_backup.ui import plural
 
 PAYMENT_DB = "payment_service"
 UPLOAD_DB = "upload_service"
@@ -230,7 +231,7 @@ def check_ledger(conn: Any) -> list[Problem]:
         "ORDER BY 1").fetchall()
     for payment_id, winc, credits, credited in rows:
         problems.append(Problem("ledger", f"x402_payment {payment_id}",
-                                f"settled for {winc} winc but credited {credits} time(s), {credited} winc"))
+                                f"settled for {winc} winc but credited {plural(credits, 'time')}, {credited} winc"))
     return problems
 
 

@@ -301,8 +301,10 @@ class Bundler:
 
 
 def run_workload(bundler: Bundler, *, seconds: float, rate: float,
-                 should_stop: Callable[[], bool] = lambda: False) -> bool:
-    """Run ``rate`` operations per second for ``seconds``; returns True when stopped early."""
+                 should_stop: Callable[[], bool] = lambda: False,
+                 on_tick: Callable[[], None] = lambda: None) -> bool:
+    """Run ``rate`` operations per second for ``seconds``; returns True when stopped early.
+    ``on_tick()`` is called after each operation and every 50 ms between them (for progress)."""
     deadline = time.monotonic() + seconds
     interval = 1.0 / rate
     next_at = time.monotonic()
@@ -310,7 +312,9 @@ def run_workload(bundler: Bundler, *, seconds: float, rate: float,
         if should_stop():
             return True
         bundler.step()
+        on_tick()
         next_at = max(next_at + interval, time.monotonic() - 1.0)  # do not burst to catch up
         while not should_stop() and time.monotonic() < min(next_at, deadline):
             time.sleep(min(0.05, max(0.0, next_at - time.monotonic())))
+            on_tick()
     return should_stop()

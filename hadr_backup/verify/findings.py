@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from hadr_backup.errors import EXIT_OK, EXIT_VERIFY, HadrError, IntegrityError
+from hadr_backup.ui import plural
 
 OK, WARNING, ERROR = "ok", "warning", "error"
 SKIPPED = "skipped"  # not checked, because something it depends on failed or is missing
@@ -58,12 +59,18 @@ class Report:
                 "findings": [f.to_json() for f in self.findings if f.level != OK]}
 
     def render(self, out) -> None:
-        checked = ", ".join(f"{n} {what}" for what, n in self.checked.items()) or "nothing"
         for finding in self.findings:
-            if finding.level != OK:
-                out.line(f"{finding.level.upper():7} {finding.code}: {finding.describe()}")
-        verdict = "PASSED" if self.passed else f"FAILED ({len(self.problems)} problem(s))"
-        out.line(f"{self.title}: {verdict} — checked {checked}")
+            out.line(f"{finding.level.upper():7} {finding.code}: {finding.describe()}")
+        verdict = "PASSED" if self.passed else f"FAILED ({plural(len(self.problems), 'problem')})"
+        out.line(f"{self.title}: {verdict} — checked {self.checked_text()}")
+
+    def checked_text(self) -> str:
+        """``2 backups, 4 objects, 1 WAL object backups need`` from the counts (snake_case plural keys)."""
+        labels = []
+        for what, n in self.checked.items():
+            words = what.replace("_", " ").replace("wal ", "WAL ")
+            labels.append(f"{n} {words[:-1] if n == 1 and words.endswith('s') else words}")
+        return ", ".join(labels) or "nothing"
 
 
 def read_through(repo, key: str, sha256: str | None, subject: str, report: Report) -> None:

@@ -127,7 +127,7 @@ def test_throttling_outlasting_the_attempts_fails_with_the_cause(pusher, real_se
         done, _ = push(pusher.policy_file(proxy.endpoint_url, {"attempts": 3, "max_seconds": 60}), real_segment)
         assert done.returncode == 1, done.stderr
         assert f"could not store {SEGMENT}" in done.stderr and "SlowDown" in done.stderr
-        assert "gave up after 3 attempt(s)" in done.stderr and "repository.retry" in done.stderr
+        assert "gave up after 3 attempts" in done.stderr and "repository.retry" in done.stderr
         assert not proxy.requests("PUT", faulted=False) and pusher.stored(SEGMENT) == []
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -103,9 +104,15 @@ def test_sandbox_lifecycle(sandbox_cli: SandboxCLI) -> None:
     assert "HADR_SANDBOX" not in archive_command
 
     # load: writes of every kind, invariants true afterwards
-    load = assert_schema("sandbox-load", sandbox_cli.json("load", "--seconds", "5", "--rate", "40", "--seed", "7"))
+    loaded = sandbox_cli.run("load", "--seconds", "5", "--rate", "40", "--seed", "7", "--json")
+    load = assert_schema("sandbox-load", json.loads(loaded.stdout))
     assert load["interrupted"] is False and load["problems"] == []
     assert load["counts"]["operations"] > 50 and load["counts"]["uploads"] > 0
+    # its progress, off a terminal: a line when it starts, one when it ends with the operations done
+    phases = [line for line in loaded.stderr.splitlines() if line.startswith("load on the sandbox in ")]
+    assert len(phases) == 2, loaded.stderr
+    assert phases[0].endswith(" at 40 operations/s, 5.0 s")
+    assert re.search(rf": done, 5\.0 s in 5\.\d s; {load['counts']['operations']} operations$", phases[1]), phases
 
     # status: counts everywhere, invariants checked and true
     status = assert_schema("sandbox-status", sandbox_cli.json("status"))

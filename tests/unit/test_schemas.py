@@ -83,7 +83,7 @@ INFO = {
                     "segments": 3, "timelines": [1], "newest_segment": "000000010000000000000004",
                     "newest_time": "2026-12-01T10:15:00.123456Z", "history_files": 0, "partial_files": 0,
                     "conflicts": [], "cluster": None, "cluster_error": "connection refused", "lag_segments": None,
-                    "lag_bytes": None, "lag_seconds": None, "logs": []}}],
+                    "lag_bytes": None, "lag_seconds": None, "lag_basis": None, "logs": []}}],
 }
 REPORT = {"title": "verify repo", "passed": True, "checked": {"backups": 1, "wal_objects": 4}, "findings": []}
 

@@ -162,4 +162,4 @@ def test_wal_push_gives_up_with_the_cause_and_the_bound():
     assert len(calls) == 3 and failed.value.exit_code == 1
     message = str(failed.value)
     assert "000000010000000000000007" in message and "s3://bucket/hadr" in message and "SlowDown" in message
-    assert "after 3 attempt(s)" in message and "repository.retry" in message
+    assert "after 3 attempts" in message and "repository.retry" in message
