@@ -175,7 +175,8 @@ def _add_details(repo, info: SourceInfo, source, now: float) -> None:
     if info.kind != "pg":
         return
     from hadr_backup.postgres.archive import archive_status
-    from hadr_backup.verify.walchain import restorable_window
+    from hadr_backup.verify.walchain import ArchiveView, restorable_window
 
-    info.window = [w.to_json() for w in restorable_window(repo, source.name)]
-    info.archive = archive_status(repo, source, now).to_json()
+    view = ArchiveView.load(repo, source.name)  # one streamed listing of the archive serves both
+    info.window = [w.to_json() for w in restorable_window(repo, source.name, view=view)]
+    info.archive = archive_status(repo, source, now, archived=view.archived).to_json()

@@ -118,9 +118,7 @@ def run_prefetcher(policy: Policy, source: PostgresSource, directory: str, after
             for _ in range(count):
                 name = wal.next_segment(name, size)
                 names.append(name)
-            archived = wal.group_archived(source.name, (
-                info for folder in sorted({wal.wal_dir_key(source.name, n) for n in names})
-                for info in repo.store.list(folder + "/")))
+            archived = wal.list_archived_for(repo, source.name, names)
             wanted = []
             for name in names:  # up to the first gap: recovery cannot read past it anyway
                 found = archived.find(name)

@@ -72,15 +72,17 @@ class ArchiveStatus:
         out.kv(pairs)
 
 
-def archive_status(repo: Repository, source: PostgresSource | str, now: float, *,
-                   query_cluster: bool = True) -> ArchiveStatus:
-    """The archive of ``source`` (a PostgresSource or its name) and its lag behind the live cluster."""
+def archive_status(repo: Repository, source: PostgresSource | str, now: float, *, query_cluster: bool = True,
+                   archived: wal.ArchivedWal | None = None) -> ArchiveStatus:
+    """The archive of ``source`` (a PostgresSource or its name) and its lag behind the live cluster.
+    ``archived``: the source's archive when the caller has listed it already (one listing, not two)."""
     if isinstance(source, str):
         source = repo.policy.sources.postgres_named(source)
-    archived = wal.list_archived(repo, source.name)
+    if archived is None:
+        archived = wal.list_archived(repo, source.name)
     identity = load_identity(repo, source.name)
     newest = archived.newest_segment()
-    status = ArchiveStatus(source.name, identity.to_json() if identity else None, len(archived.all_segments()),
+    status = ArchiveStatus(source.name, identity.to_json() if identity else None, archived.segment_count(),
                            archived.timelines, newest.name if newest else None, newest.mtime if newest else None,
                            len(archived.histories), len(archived.partials), sorted(archived.conflicts))
     if query_cluster and source.dsn:

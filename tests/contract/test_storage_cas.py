@@ -10,7 +10,7 @@ import pytest
 
 from hadr_backup.errors import ObjectChanged, ObjectMissing, RepositoryError
 from hadr_backup.repo.storage import ReadOnlyStorage, read_all
-from tests.contract.test_storage import store  # noqa: F401  (the parametrised driver fixture)
+from tests.contract.test_storage import driver, store  # noqa: F401  (the parametrised driver fixtures)
 
 
 def test_put_if_creates_only_when_absent(store):  # noqa: F811
