@@ -14,7 +14,8 @@ Wall seconds, CPU seconds (user + sys of the process and its children) and peak 
 resident set over its level before the operation: VmHWM after ``/proc/self/clear_refs`` reset it).
 
 ``HADR_BENCH_LISTING_BEFORE=<git revision>``: the same runs against that revision's ``hadr_backup``
-(``git archive`` into a temp dir), as "theirs" (ratio: before / after). ``HADR_BENCH_LISTING_OBJECTS``
+(``git archive`` into a temp dir), as "theirs" (ratio: before / after); it must read the catalog this tree
+writes, so pick a recent one. ``HADR_BENCH_LISTING_OBJECTS``
 (default 100000) is the large size; 100 objects is the small one. ``HADR_BENCH_LISTING_RUNS`` (default 1)
 runs per figure, median counted. ``HADR_BENCH_LISTING_BACKUP=start`` puts the backup at the archive's start
 instead, so that ``hadr info`` follows the WAL chain through the whole archive.
@@ -61,7 +62,11 @@ from hadr_backup.postgres import walstatus, waldecode  # noqa: F401
 from hadr_backup.postgres.basebackup import Streamed, required_segments, wait_for_wal
 from hadr_backup.repo.repository import open_repo
 from hadr_backup.repo.s3 import make_client
-from hadr_backup.verify import walchain  # noqa: F401
+for module in ("hadr_backup.postgres.archiveview", "hadr_backup.verify.walchain"):  # where windows live
+    try:
+        __import__(module)
+    except ImportError:
+        pass
 
 operation, policy_file, spec = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 assert os.path.dirname(os.path.dirname(os.path.realpath(__import__("hadr_backup").__file__))) == spec["tree"]
@@ -83,7 +88,7 @@ def measure(run):
     print(json.dumps({"wall": wall, "cpu": used, "memory": vm("VmHWM") - rss, "answer": answer}))
 
 if operation == "info":
-    measure(lambda: run_info(policy, time.time()).sources[0].archive["segments"])
+    measure(lambda: run_info(policy, time.time()).to_json()["sources"][0]["archive"]["segments"])
 else:
     source = policy.sources.postgres_named(None)
     streamed = Streamed(objects=[], label="", manifest={}, timeline=1, start_lsn=spec["start_lsn"],
@@ -150,11 +155,15 @@ def add_backup(repo, objects: int) -> dict:
     first = 0 if BACKUP_AT == "start" else objects - 3
     start_lsn, stop_lsn = first * SEGMENT_SIZE + 40, (first + 2) * SEGMENT_SIZE + 4096
     entry = repo.begin_backup("pg", SOURCE, {})
-    stored = repo.put_object(f"backups/pg/{SOURCE}/{entry.id}/base.tar", [b"not a real tar"])
+    tar = repo.put_object(f"backups/pg/{SOURCE}/{entry.id}/base.tar", [b"not a real tar"])
+    manifest = repo.put_object(f"backups/pg/{SOURCE}/{entry.id}/backup_manifest", [b"{}"])
     meta = {"timeline": 1, "start_lsn": wal.format_lsn(start_lsn), "stop_lsn": wal.format_lsn(stop_lsn),
-            "start_time": time.time() - 60, "stop_time": time.time() - 30, "wal_segment_size": SEGMENT_SIZE,
-            "tar_objects": [stored.key]}
-    repo.finish_backup(entry, [stored], meta)
+            "start_wal": wal.segment_name(1, start_lsn, SEGMENT_SIZE),
+            "stop_wal": wal.segment_name(1, stop_lsn, SEGMENT_SIZE), "start_time": time.time() - 60,
+            "stop_time": time.time() - 30, "wal_segment_size": SEGMENT_SIZE, "tar_objects": [tar.key],
+            "manifest_object": manifest.key, "system_identifier": "7", "pg_version_num": 150000,
+            "pg_version": "15.0"}
+    repo.finish_backup(entry, [tar, manifest], meta)
     return {"start_lsn": start_lsn, "stop_lsn": stop_lsn, "segment_size": SEGMENT_SIZE}
 
 

@@ -52,6 +52,10 @@ class BadKey(UsageError):
     """A storage key is not acceptable (absolute path, '..', empty part)."""
 
 
+class BadTarget(UsageError):
+    """The recovery target is not valid."""
+
+
 class TargetUnreachable(UsageError):
     """The requested recovery target is outside the restorable window."""
 
@@ -152,9 +156,3 @@ class LocalFileError(HadrError):
 
 class ServerError(HadrError):
     """A server hadr talks to failed or cannot be reached."""
-
-
-class VerificationFailed(HadrError):
-    """Verification found a problem."""
-
-    exit_code = EXIT_VERIFY

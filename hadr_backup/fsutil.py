@@ -5,13 +5,16 @@ from __future__ import annotations
 import errno
 import os
 import pwd
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+import re
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 
 from hadr_backup.errors import HadrError
 
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 NO_PERMISSION = (errno.EACCES, errno.EPERM)
+# the temporary name of a file that durable_write has not finished: .<name>.<pid>.<8 hex>.tmp
+TEMP_NAME = re.compile(r"\.(?P<name>.+)\.\d+\.[0-9a-f]{8}\.tmp")
 
 
 def fsync_dir(directory: str | os.PathLike) -> None:
@@ -24,6 +27,87 @@ def fsync_dir(directory: str | os.PathLike) -> None:
             raise
     finally:
         os.close(fd)
+
+
+def temp_name(name: str) -> str:
+    """The name under which durable_write writes ``name`` before renaming it (matches TEMP_NAME)."""
+    return f".{name}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
+
+
+def durable_write(path: str | os.PathLike, data: bytes | Iterable[bytes], *, mode: int | None = 0o600,
+                  owner: tuple[int, int] | None = None, exclusive: bool = False, sync: bool = True,
+                  guard: Callable[[], AbstractContextManager] = nullcontext) -> int:
+    """Replace ``path`` whole (create it, with ``exclusive``) and return the bytes written: a reader, and
+    the file after a crash, shows the old content or the new one, never part of either.
+
+    The data goes to a temporary file in the same folder (``temp_name``), which is fsynced, then renamed
+    over ``path`` (hard-linked to it with ``exclusive``: FileExistsError when ``path`` exists), and the
+    folder is fsynced. The temporary file is removed on any error, including one raised while iterating
+    ``data`` (e.g. a failed checksum), so a caller can refuse the content until the last chunk.
+
+    ``mode``: the file's exact mode (None: as open() makes it, 0o666 less the umask); ``owner``: the
+    (uid, gid) to give it; ``sync=False``: atomic but not durable, for scratch files; ``guard``: the
+    context the helper's own file operations run in (``os_faults_as(...)`` to raise them as the caller's
+    error), while an error of ``data`` itself passes as it is.
+    """
+    path = os.fspath(path)
+    directory, name = os.path.split(path)
+    temp = os.path.join(directory, temp_name(name))
+    chunks = [data] if isinstance(data, bytes | bytearray | memoryview) else data
+    created = False
+    try:
+        with guard():
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666 if mode is None else mode)
+        try:
+            size = _write_chunks(fd, chunks, mode, owner, sync, guard)
+        finally:
+            os.close(fd)
+        with guard():
+            created = _commit(temp, path, exclusive)
+            if created and sync:
+                fsync_dir(directory or ".")
+    finally:
+        if not created:  # an error, or the name exists: the temporary file goes
+            try:
+                os.unlink(temp)
+            except FileNotFoundError:
+                pass
+    if not created:
+        raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), path)
+    return size
+
+
+def _write_chunks(fd: int, chunks: Iterable[bytes], mode: int | None, owner: tuple[int, int] | None,
+                  sync: bool, guard: Callable[[], AbstractContextManager]) -> int:
+    with guard():
+        if mode is not None:
+            os.fchmod(fd, mode)  # the mode given to os.open is filtered by the umask
+        if owner:
+            os.fchown(fd, *owner)
+    size = 0
+    for chunk in chunks:
+        view = memoryview(chunk)
+        with guard():
+            while view:  # a write may be short
+                view = view[os.write(fd, view):]
+        size += len(chunk)
+    if sync:
+        with guard():
+            os.fsync(fd)
+    return size
+
+
+def _commit(temp: str, path: str, exclusive: bool) -> bool:
+    """Put ``temp`` in place of ``path``; False when ``exclusive`` and ``path`` exists."""
+    if not exclusive:
+        os.replace(temp, path)
+        return True
+    try:
+        os.link(temp, path)  # an atomic create: fails when the name exists
+    except FileExistsError:
+        return False
+    os.unlink(temp)
+    return True
 
 
 # -- OS faults as messages -------------------------------------------------------------------------

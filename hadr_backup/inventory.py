@@ -5,10 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from hadr_backup import engines
 from hadr_backup.policy.model import Policy
-from hadr_backup.repo.catalog import BackupEntry
+from hadr_backup.repo.catalog import FAILED, BackupEntry
 from hadr_backup.repo.repository import init_repo, open_repo
-from hadr_backup.timefmt import human_size, iso, short
+from hadr_backup.timefmt import human_size, rfc3339, short
 
 
 @dataclass
@@ -58,7 +59,7 @@ def _create_key_if_missing(policy: Policy) -> str | None:
 
 def entry_row(entry: BackupEntry) -> dict[str, Any]:
     return {"id": entry.id, "kind": entry.kind, "source": entry.source, "state": entry.state,
-            "started_at": iso(entry.started_at), "stopped_at": iso(entry.stopped_at),
+            "started_at": rfc3339(entry.started_at), "stopped_at": rfc3339(entry.stopped_at),
             "raw_size": entry.raw_size, "stored_size": entry.stored_size,
             "objects": len(entry.objects), "meta": entry.meta, "error": entry.error}
 
@@ -75,7 +76,8 @@ class ListResult:
         for warning in self.warnings:
             out.line(f"warning: {warning}")
         if not self.entries:
-            out.line("no backups yet — run `hadr backup all`")
+            usable = [kind for kind in engines.KINDS if engines.find(kind) is not None]
+            out.line("no backups yet — take one with " + " or ".join(f"`hadr backup {kind}`" for kind in usable))
             return
         rows = [(e.id, e.kind, e.source, e.state, short(e.started_at), short(e.stopped_at),
                  human_size(e.raw_size), human_size(e.stored_size)) for e in self.entries]
@@ -95,13 +97,28 @@ class SourceInfo:
     complete: int
     failed: int
     newest: float | None
-    window: list[dict] = field(default_factory=list)
-    archive: dict | None = None
+    supported: bool = True  # False: the policy lists it, and hadr has no engine for its kind yet
+    windows: list[Any] = field(default_factory=list)  # the engine's windows (to_json, describe)
+    status: Any = None  # the engine's own state of the source (to_json, summary), e.g. archive lag
 
     def to_json(self) -> dict[str, Any]:
-        return {"kind": self.kind, "name": self.name, "complete_backups": self.complete,
-                "failed_backups": self.failed, "newest_backup": iso(self.newest),
-                "restorable_window": self.window, "archive": self.archive}
+        return {"kind": self.kind, "name": self.name, "supported": self.supported,
+                "complete_backups": self.complete, "failed_backups": self.failed,
+                "newest_backup": rfc3339(self.newest), "restorable_window": [w.to_json() for w in self.windows],
+                "archive": self.status.to_json() if self.status is not None else None}
+
+    def render(self, out) -> None:
+        if not self.supported:
+            out.line(f"{self.kind} {self.name}: not backed up: hadr has no {engines.KINDS[self.kind][1]} "
+                     f"engine yet")
+            return
+        out.line(f"{self.kind} {self.name}: {self.complete} complete, {self.failed} failed, "
+                 f"newest {short(self.newest)} UTC")
+        for window in self.windows:
+            out.line(f"  restorable: {window.describe()}")
+        if self.status is not None:
+            for line in self.status.summary().splitlines():
+                out.line(f"  {line}")
 
 
 @dataclass
@@ -127,56 +144,26 @@ class InfoResult:
             out.line(f"warning: {warning}")
         for source in self.sources:
             out.line()
-            out.line(f"{source.kind} {source.name}: {source.complete} complete, {source.failed} failed, "
-                     f"newest {short(source.newest)} UTC")
-            for window in source.window:
-                out.line(f"  restorable: timeline {window.get('timeline')} from {window.get('start')} "
-                         f"to {window.get('end')}")
-            if source.archive:
-                out.line("  archive: " + describe_archive(source.archive))
-
-
-def describe_archive(archive: dict) -> str:
-    """One line on a WAL archive: what is stored, and how far behind the cluster it is."""
-    timelines = ",".join(str(t) for t in archive.get("timelines") or []) or "-"
-    text = (f"{archive.get('segments', 0)} segments (timelines {timelines}), newest "
-            f"{archive.get('newest_segment') or '-'} at {short(archive.get('newest_time'))} UTC")
-    if archive.get("lag_segments") is not None:
-        text += (f"; lag {archive['lag_segments']} segments, {human_size(archive.get('lag_bytes'))}, "
-                 f"{archive.get('lag_seconds') or 0:.0f} s")
-    cluster = archive.get("cluster") or {}
-    if cluster.get("failed_count"):
-        text += f"; archiver failures {cluster['failed_count']} (last {cluster.get('last_failed_wal')})"
-    if archive.get("cluster_error"):
-        text += f"; cluster not reachable: {archive['cluster_error']}"
-    if archive.get("conflicts"):
-        text += f"; CONFLICTS {len(archive['conflicts'])}"
-    return text
+            source.render(out)
 
 
 def run_info(policy: Policy, now: float) -> InfoResult:
     with open_repo(policy) as repo:
-        sources = []
-        for kind, configured in (("pg", policy.sources.postgres), ("redis", policy.sources.redis),
-                                 ("s3", policy.sources.buckets)):
-            for source in configured:
-                entries = repo.catalog.select(kind=kind, source=source.name)
-                done = [e for e in entries if e.complete]
-                info = SourceInfo(kind, source.name, len(done), sum(e.state == "failed" for e in entries),
-                                  max((e.stopped_at or 0 for e in done), default=None))
-                _add_details(repo, info, source, now)
-                sources.append(info)
+        sources = [_source_info(repo, kind, source, now) for kind, source in engines.configured(policy)]
         stored = sum(e.stored_size for e in repo.catalog.entries if e.complete)
         return InfoResult(policy.repository.display, repo.meta, sources, stored, list(repo.warnings))
 
 
-def _add_details(repo, info: SourceInfo, source, now: float) -> None:
-    """Per-kind details: restorable window and archive lag (PostgreSQL)."""
-    if info.kind != "pg":
-        return
-    from hadr_backup.postgres.archive import archive_status
-    from hadr_backup.verify.walchain import ArchiveView, restorable_window
-
-    view = ArchiveView.load(repo, source.name)  # one streamed listing of the archive serves both
-    info.window = [w.to_json() for w in restorable_window(repo, source.name, view=view)]
-    info.archive = archive_status(repo, source, now, archived=view.archived).to_json()
+def _source_info(repo, kind: str, source, now: float) -> SourceInfo:
+    """Backups of one source, and what its engine says: restorable window, archive lag."""
+    entries = repo.catalog.select(kind=kind, source=source.name)
+    done = [e for e in entries if e.complete]
+    info = SourceInfo(kind, source.name, len(done), sum(e.state == FAILED for e in entries),
+                      max((e.stopped_at or 0 for e in done), default=None))
+    engine = engines.find(kind)
+    if engine is None:
+        info.supported = False
+        return info
+    info.windows = engine.windows(repo, source.name, now)
+    info.status = engine.status(repo, source.name, now)
+    return info

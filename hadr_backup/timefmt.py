@@ -1,15 +1,76 @@
-"""Time helpers shared by results: every instant hadr prints is UTC, ISO 8601."""
+"""Every time format hadr reads or writes, in one place.
+
+* ``rfc3339``: the one format of instants in ``--json`` output, RFC 3339 in UTC with microseconds
+  (``2026-12-01T10:15:00.123456Z``); absent instants are null.
+* ``format_time``: PostgreSQL's spelling (``2026-12-01 10:15:00.123456+00``), for human output and for
+  ``recovery_target_time``.
+* ``parse_target_time``: the one parser of ``--target-time`` for every engine: ISO 8601 and
+  PostgreSQL's own spelling, ``YYYY-MM-DD[ T]HH:MM[:SS[.ffffff]][Z|±HH[:MM]|±HHMM]``; a time without an
+  offset means UTC (never the local zone of whichever host runs the restore).
+* ``compact`` for names, ``short`` for tables.
+"""
 
 from __future__ import annotations
 
+import re
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
+
+from hadr_backup.errors import BadTarget
+
+_TIME = re.compile(
+    r"\s*(?P<date>\d{4}-\d{2}-\d{2})[T ](?P<hour>\d{2}):(?P<minute>\d{2})"
+    r"(?::(?P<second>\d{2})(?:[.,](?P<fraction>\d{1,9}))?)?"
+    r"\s*(?P<zone>Z|UTC|[+-]\d{2}(?::?\d{2})?)?\s*", re.IGNORECASE)
 
 
-def iso(ts: float | None) -> str | None:
-    if ts is None:
+def _as_datetime(moment: datetime | float) -> datetime:
+    if isinstance(moment, datetime):
+        return moment.astimezone(UTC)
+    return datetime.fromtimestamp(moment, UTC)
+
+
+def rfc3339(moment: datetime | float | None) -> str | None:
+    """``2026-12-01T10:15:00.123456Z``; None stays None (null in JSON)."""
+    if moment is None:
         return None
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return _as_datetime(moment).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def format_time(moment: datetime | float | None) -> str:
+    """UTC, microseconds, the form PostgreSQL prints and ``recovery_target_time`` reads."""
+    if moment is None:
+        return "-"
+    return _as_datetime(moment).strftime("%Y-%m-%d %H:%M:%S.%f+00")
+
+
+def parse_target_time(text: str) -> datetime:
+    """``"2025-01-02 03:04:05.123456+02"`` -> an aware UTC datetime; no offset means UTC."""
+    match = _TIME.fullmatch(text or "")
+    if not match:
+        raise BadTarget(f"--target-time {text!r} is not a time",
+                        hint="write YYYY-MM-DD HH:MM:SS[.ffffff][Z|+HH:MM], e.g. 2025-01-02 03:04:05Z")
+    fraction = (match["fraction"] or "").ljust(6, "0")
+    if len(fraction) > 6 and fraction[6:].strip("0"):
+        raise BadTarget(f"--target-time {text!r} is more precise than microseconds")
+    try:
+        naive = datetime.strptime(f"{match['date']} {match['hour']}:{match['minute']}:{match['second'] or '00'}",
+                                  "%Y-%m-%d %H:%M:%S")
+    except ValueError as error:
+        raise BadTarget(f"--target-time {text!r} is not a valid date and time: {error}") from error
+    naive = naive.replace(microsecond=int(fraction[:6]))
+    return naive.replace(tzinfo=_zone(match["zone"], text)).astimezone(UTC)
+
+
+def _zone(zone: str | None, text: str) -> timezone:
+    if zone is None or zone.upper() in ("Z", "UTC"):
+        return UTC
+    sign = -1 if zone[0] == "-" else 1
+    digits = zone[1:].replace(":", "")
+    hours, minutes = int(digits[:2]), int(digits[2:] or 0)
+    if hours > 15 or minutes > 59:
+        raise BadTarget(f"--target-time {text!r} has an impossible UTC offset {zone}")
+    return timezone(sign * timedelta(hours=hours, minutes=minutes))
 
 
 def compact(ts: float | None = None) -> str:

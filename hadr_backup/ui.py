@@ -11,7 +11,10 @@ import json
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol
+
+from hadr_backup.timefmt import rfc3339
 
 
 class Result(Protocol):
@@ -21,8 +24,8 @@ class Result(Protocol):
 
 
 def _default(value: Any) -> Any:
-    if hasattr(value, "isoformat"):
-        return value.isoformat()
+    if isinstance(value, datetime):
+        return rfc3339(value)
     if hasattr(value, "to_json"):
         return value.to_json()
     if isinstance(value, (set, frozenset, tuple)):
@@ -78,10 +81,6 @@ class UI:
     def info(self, message: str) -> None:
         """A progress or diagnostic line on stderr (hidden with -q)."""
         if self.verbosity >= 0:
-            sys.stderr.write(message + "\n")
-
-    def debug(self, message: str) -> None:
-        if self.verbosity > 0:
             sys.stderr.write(message + "\n")
 
     def error(self, message: str) -> None:

@@ -34,16 +34,20 @@ def wal_policy_data(repository: dict, **source) -> dict:
     return {"repository": repository, "sources": {"postgres": [entry]}}
 
 
-def hadr_cli(policy_file: Path, *args: str, as_postgres: bool = False, timeout: float = 300):
-    """``hadr --policy FILE ARGS…`` in a subprocess (as the postgres OS user, as PostgreSQL runs it)."""
+def hadr_cli(policy_file: Path, *args: str, as_postgres: bool = False, timeout: float = 300, check: bool = False):
+    """``hadr --policy FILE ARGS…`` in a subprocess (as the postgres OS user, as PostgreSQL runs it);
+    ``check``: a non-zero exit fails the test with hadr's output."""
     import subprocess
     import sys
 
     from hadr_backup.procs import as_owner
 
     argv = [sys.executable, "-m", "hadr_backup", "--policy", str(policy_file), *args]
-    return subprocess.run(as_owner(argv) if as_postgres else argv, capture_output=True, text=True,
+    done = subprocess.run(as_owner(argv) if as_postgres else argv, capture_output=True, text=True,
                           timeout=timeout, stdin=subprocess.DEVNULL)
+    if check and done.returncode != 0:
+        raise AssertionError(f"hadr {' '.join(args)} exited {done.returncode}:\n{done.stdout}\n{done.stderr}")
+    return done
 
 
 def seed_wal(policy, files: dict[str, bytes], source: str = "main") -> dict[str, str]:

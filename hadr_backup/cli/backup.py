@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import click
 
+from hadr_backup.postgres import KIND as PG
+
 
 @click.group()
 def backup() -> None:
     """Take one backup now."""
 
 
-@backup.command("pg")
+@backup.command(PG)
 @click.option("--source", "source_name", metavar="NAME", help="Which sources.postgres entry (default: the only one).")
 @click.pass_obj
 def backup_pg(app, source_name: str | None) -> None:
@@ -18,6 +20,6 @@ def backup_pg(app, source_name: str | None) -> None:
 
     Complete only once the WAL from its start to its stop is archived in the repository.
     """
-    from hadr_backup.postgres.basebackup import run_backup_pg
+    from hadr_backup.engines import EngineContext, engine
 
-    app.ui.render(run_backup_pg(app.policy(), source_name, app.ui))
+    app.ui.render(engine(PG).backup(EngineContext(app.policy(), app.ui), source_name))

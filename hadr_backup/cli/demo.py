@@ -6,10 +6,11 @@ from pathlib import Path
 
 import click
 
+from hadr_backup.sandbox.layout import SANDBOX_DIR_HELP
+
 
 @click.command()
-@click.option("--dir", "sandbox_dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Sandbox folder. Default: $HADR_SANDBOX, else the policy's, else ./.hadr-sandbox.")
+@click.option("--dir", "sandbox_dir", type=click.Path(file_okay=False, path_type=Path), help=SANDBOX_DIR_HELP)
 @click.option("--seconds", type=float, default=6.0, show_default=True, help="Workload before the accident.")
 @click.option("--keep", is_flag=True, help="Leave the restored side cluster running.")
 @click.pass_context
@@ -18,6 +19,7 @@ def demo(ctx: click.Context, sandbox_dir: Path | None, seconds: float, keep: boo
     from hadr_backup.sandbox.demo import run_demo
 
     app = ctx.obj
-    result = run_demo(app.policy, sandbox_dir, seconds=seconds, keep=keep, progress=app.ui.info)
+    result = run_demo(app.sandbox_policy_path(sandbox_dir), sandbox_dir, seconds=seconds, keep=keep,
+                      progress=app.ui.info)
     app.ui.render(result)
     ctx.exit(result.exit_code)

@@ -33,15 +33,26 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "restore": ("hadr_backup.cli.restore:restore", "Restore a source to a point in time."),
     "demo": ("hadr_backup.cli.demo:demo", "The whole story on the sandbox, narrated."),
 }
+# background helpers that hadr starts itself (postgres/background.py): not listed by `hadr --help`
+HIDDEN_COMMANDS: dict[str, str] = {
+    "wal-pusher": "hadr_backup.cli.background:wal_pusher",
+    "wal-prefetcher": "hadr_backup.cli.background:wal_prefetcher",
+}
 
 
 @dataclass
 class App:
     """What every command receives as ``ctx.obj``: global options, the UI and the policy."""
 
-    policy_path: str | None
+    policy_path: str | None  # --policy or HADR_POLICY; None: policy() looks for ./hadr.yaml, /etc/hadr/hadr.yaml
     ui: UI
+    policy_from_env: bool = False  # the path came from HADR_POLICY, not from --policy
     _policy: Any = field(default=None, repr=False)
+
+    def sandbox_policy_path(self, sandbox_dir) -> str | None:
+        """For sandbox commands: ``--dir`` names the sandbox, whose own policy then wins over an
+        exported HADR_POLICY (left from another sandbox); an explicit --policy is kept."""
+        return None if sandbox_dir and self.policy_from_env else self.policy_path
 
     def policy(self):
         if self._policy is None:
@@ -56,9 +67,10 @@ class LazyGroup(click.Group):
         return sorted(COMMANDS)
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        if name not in COMMANDS:
+        target = COMMANDS[name][0] if name in COMMANDS else HIDDEN_COMMANDS.get(name)
+        if target is None:
             return None
-        module_name, attribute = COMMANDS[name][0].split(":")
+        module_name, attribute = target.split(":")
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as missing:
@@ -75,7 +87,8 @@ class LazyGroup(click.Group):
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--policy", "policy_path", envvar="HADR_POLICY", metavar="FILE",
-              help="Policy file (YAML). Default: $HADR_POLICY, else the built-in sandbox policy.")
+              help="Policy file (YAML). Default: $HADR_POLICY, else ./hadr.yaml, else /etc/hadr/hadr.yaml. "
+                   "`hadr sandbox up` writes one for the sandbox and prints the line that exports it.")
 @click.option("--json", "json_mode", is_flag=True, help="Machine output (JSON) on stdout.")
 @click.option("-v", "--verbose", count=True, help="More output; tracebacks on errors.")
 @click.option("-q", "--quiet", count=True, help="Less output.")
@@ -83,7 +96,9 @@ class LazyGroup(click.Group):
 @click.pass_context
 def cli(ctx: click.Context, policy_path: str | None, json_mode: bool, verbose: int, quiet: int) -> None:
     """hadr: backup and point-in-time recovery for PostgreSQL, Redis and S3."""
-    ctx.obj = App(policy_path=policy_path, ui=UI(json_mode=json_mode, verbosity=verbose - quiet))
+    from_env = ctx.get_parameter_source("policy_path") == click.core.ParameterSource.ENVIRONMENT
+    ctx.obj = App(policy_path=policy_path, ui=UI(json_mode=json_mode, verbosity=verbose - quiet),
+                  policy_from_env=from_env)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -6,6 +6,7 @@ import time
 
 import click
 
+from hadr_backup.engines import KINDS
 from hadr_backup.inventory import run_info, run_init, run_list
 
 
@@ -18,7 +19,7 @@ def init(app, create_key: bool) -> None:
 
 
 @click.command("list")
-@click.argument("kind", required=False, type=click.Choice(["pg", "redis", "s3"]))
+@click.argument("kind", required=False, type=click.Choice(list(KINDS)))
 @click.pass_obj
 def list_(app, kind: str | None) -> None:
     """List backups in the catalog (optionally of one KIND)."""

@@ -6,13 +6,15 @@ from pathlib import Path
 
 import click
 
+from hadr_backup.postgres import KIND as PG
+
 
 @click.group()
 def restore() -> None:
     """Restore a source to a point in time."""
 
 
-@restore.command("pg")
+@restore.command(PG)
 @click.option("--to", "to", required=True, type=click.Path(path_type=Path), help="Data directory to restore into.")
 @click.option("--target-time", metavar="T", help="YYYY-MM-DD HH:MM:SS[.ffffff][Z|±HH:MM]; no offset = UTC.")
 @click.option("--target-lsn", metavar="LSN", help="Stop at this WAL location, e.g. 0/3000028.")
@@ -36,8 +38,10 @@ def restore() -> None:
 def restore_pg(app, to: Path, target_time, target_lsn, target_xid, target_name, latest, backup_id, exclusive,
                target_timeline, target_action, port, socket_dir, start, force, discard, verify, source_name) -> None:
     """Restore a PostgreSQL base backup and replay archived WAL up to one target."""
-    from hadr_backup.postgres.restore import RestoreOptions, run_restore_pg
-    from hadr_backup.postgres.targets import TIME, format_time, make_target
+    from hadr_backup.engines import EngineContext, engine
+    from hadr_backup.postgres.restore import RestoreOptions
+    from hadr_backup.postgres.targets import TIME, make_target
+    from hadr_backup.timefmt import format_time
 
     target = make_target(time=target_time, lsn=target_lsn, xid=target_xid, name=target_name, latest=latest,
                          backup_id=backup_id, exclusive=exclusive)
@@ -46,4 +50,4 @@ def restore_pg(app, to: Path, target_time, target_lsn, target_xid, target_name, 
     options = RestoreOptions(to=to, target=target, source=source_name, timeline=target_timeline, backup_id=backup_id,
                              action=target_action, port=port, start=start, force=force, discard=discard,
                              socket_dir=socket_dir, verify=verify)
-    app.ui.render(run_restore_pg(app.policy(), options))
+    app.ui.render(engine(PG).restore(EngineContext(app.policy(), app.ui), options))

@@ -9,20 +9,19 @@ from typing import Any
 import click
 
 from hadr_backup.sandbox import run
-from hadr_backup.sandbox.layout import sandbox_policy
+from hadr_backup.sandbox.layout import SANDBOX_DIR_HELP, sandbox_policy
 
 
 def sandbox_options(command: Callable[..., Any]) -> Callable[..., Any]:
     command = click.option("--json", "json_mode", is_flag=True, help="Machine output (JSON) on stdout.")(command)
     return click.option("--dir", "sandbox_dir", type=click.Path(file_okay=False, path_type=Path),
-                        help="Sandbox folder. Default: $HADR_SANDBOX, else the policy's, else ./.hadr-sandbox.")(
-        command)
+                        help=SANDBOX_DIR_HELP)(command)
 
 
-def prepare(ctx: click.Context, sandbox_dir: Path | None, json_mode: bool) -> tuple[Any, Path]:
+def prepare(ctx: click.Context, sandbox_dir: Path | None, json_mode: bool, *, write: bool = False) -> tuple[Any, Path]:
     if json_mode:
         ctx.obj.ui.json_mode = True
-    return sandbox_policy(ctx.obj.policy, sandbox_dir)
+    return sandbox_policy(ctx.obj.sandbox_policy_path(sandbox_dir), sandbox_dir, write=write)
 
 
 @click.group()
@@ -34,8 +33,9 @@ def sandbox() -> None:
 @sandbox_options
 @click.pass_context
 def up(ctx: click.Context, sandbox_dir: Path | None, json_mode: bool) -> None:
-    """Start every component (seeding on first start); they keep running after this exits."""
-    policy, folder = prepare(ctx, sandbox_dir, json_mode)
+    """Start every component (seeding on first start); they keep running after this exits. The first
+    start writes the sandbox's policy.yaml; the last line printed exports HADR_POLICY=<it>."""
+    policy, folder = prepare(ctx, sandbox_dir, json_mode, write=True)
     ctx.obj.ui.render(run.run_sandbox_up(policy, folder, progress=ctx.obj.ui.info))
 
 

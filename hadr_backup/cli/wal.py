@@ -12,6 +12,8 @@ import sys
 import click
 
 from hadr_backup.errors import HadrError
+from hadr_backup.postgres.archive import WalFetchFailed
+from hadr_backup.postgres.walcommands import run_wal_fetch, run_wal_push
 
 
 @click.command("wal-push")
@@ -20,8 +22,6 @@ from hadr_backup.errors import HadrError
 @click.pass_obj
 def wal_push(app, source: str | None, path: str) -> None:
     """Store one WAL file (archive_command = 'hadr wal-push %p')."""
-    from hadr_backup.postgres.archive import run_wal_push
-
     result = run_wal_push(app.policy(), source, path)
     app.ui.render(result)
 
@@ -35,8 +35,6 @@ def wal_push(app, source: str | None, path: str) -> None:
 @click.pass_context
 def wal_fetch(ctx: click.Context, source: str | None, prefetch: int, name: str, dest: str) -> None:
     """Fetch one WAL file (restore_command = 'hadr wal-fetch %f %p')."""
-    from hadr_backup.postgres.archive import WalFetchFailed, run_wal_fetch
-
     app = ctx.obj
     try:
         result = run_wal_fetch(app.policy(), source, name, dest, prefetch=prefetch)

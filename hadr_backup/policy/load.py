@@ -4,14 +4,16 @@ A bad file is rejected with the file, the field path and what was expected, e.g.
 ``policy.yaml: sources.postgres[0].dsn: expected a string, got 42``. Unknown keys are errors (typos
 in a backup policy must not pass silently). ``${VAR}`` and ``${VAR:-default}`` in strings are
 expanded from the environment; relative paths are resolved against the current directory.
+
+The policy is explicit: ``--policy`` or ``HADR_POLICY``, else ``./hadr.yaml``, else ``/etc/hadr/hadr.yaml``,
+else exit 2. The sandbox's own policy is a file too, written by ``hadr sandbox up`` (``sandbox/layout.py``).
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable
-from importlib import resources
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -31,31 +33,47 @@ from hadr_backup.policy.model import (
     Sources,
 )
 
-BUILTIN = "<built-in sandbox>"
+LOCAL_POLICY = "hadr.yaml"  # looked for in the current directory
+SYSTEM_POLICY = Path("/etc/hadr/hadr.yaml")
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
-def builtin_policy_text() -> str:
-    return resources.files("hadr_backup.policy").joinpath("sandbox.yaml").read_text()
+class NoPolicy(PolicyError):
+    """No policy was given and none was found."""
+
+
+def find_policy(path: str | None) -> str:
+    """The policy file to use: ``path`` (``--policy`` or ``HADR_POLICY``), else ``./hadr.yaml``, else
+    ``/etc/hadr/hadr.yaml`` (absolute when found); NoPolicy (exit 2) when there is none."""
+    if path:
+        return path
+    for candidate in (Path.cwd() / LOCAL_POLICY, SYSTEM_POLICY):
+        if candidate.is_file():
+            return str(candidate.absolute())
+    raise NoPolicy(f"no policy: pass --policy FILE, set HADR_POLICY, or create ./{LOCAL_POLICY} or {SYSTEM_POLICY}",
+                   hint="start from policies/example.yaml; for the sandbox, run `hadr sandbox up` and export the "
+                        "line it prints")
 
 
 def load_policy(path: str | None) -> Policy:
-    """Load ``path``, or the built-in sandbox policy when ``path`` is None."""
+    """Load ``path``, or the file ``find_policy`` finds when it is None."""
+    path = find_policy(path)
+    try:
+        text = Path(path).read_text()
+    except OSError as error:
+        raise PolicyError(f"cannot read policy file {path}: {error.strerror}",
+                          hint="pass an existing file with --policy or HADR_POLICY") from error
+    return policy_from_text(text, path)
+
+
+def policy_from_text(text: str, name: str) -> Policy:
+    """Parse YAML ``text``; ``name`` (the file) names it in errors and becomes ``Policy.path``."""
     import yaml
 
-    if path is None:
-        name, text = BUILTIN, builtin_policy_text()
-    else:
-        name = path
-        try:
-            text = Path(path).read_text()
-        except OSError as error:
-            raise PolicyError(f"cannot read policy file {path}: {error.strerror}",
-                              hint="pass an existing file with --policy or HADR_POLICY") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as error:
-        raise PolicyError(f"{name}: not valid YAML: {error}") from None
+        raise PolicyError(f"{name}: not valid YAML: {error}") from error
     return parse_policy(data, name)
 
 
@@ -278,12 +296,14 @@ class _Reader:
                      source=self.string(data, "source", where))
 
 
-def expand(value: str, where: str) -> str:
-    """Expand ``${VAR}`` / ``${VAR:-default}``; an unset variable without default is an error."""
+def expand(value: str, where: str, variables: Mapping[str, str] | None = None) -> str:
+    """Expand ``${VAR}`` / ``${VAR:-default}`` from ``variables`` (default: the environment); an unset
+    variable without default is an error."""
+    source = os.environ if variables is None else variables
 
     def substitute(match: re.Match) -> str:
         name, default = match.group(1), match.group(2)
-        found = os.environ.get(name)
+        found = source.get(name)
         if found:
             return found
         if default is not None:

@@ -1,1 +1,3 @@
-"""postgres."""
+"""The PostgreSQL engine: base backups, WAL archiving, point-in-time restore (engine.py wires it in)."""
+
+KIND = "pg"  # what the catalog calls PostgreSQL backups

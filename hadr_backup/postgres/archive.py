@@ -28,9 +28,8 @@ from __future__ import annotations
 import hashlib
 import os
 import shlex
-import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -46,10 +45,13 @@ from hadr_backup.errors import (
     StorageUnreadable,
     TransientStorageError,
     UsageError,
+    WrongKey,
 )
-from hadr_backup.fsutil import fsync_dir, os_faults_as
+from hadr_backup.fsutil import durable_write, os_faults_as
+from hadr_backup.policy.load import load_policy
 from hadr_backup.postgres import wal
-from hadr_backup.repo.repository import META_KEY
+from hadr_backup.postgres.background import ack_command, hadr_argv
+from hadr_backup.repo.repository import META_KEY, open_repo
 from hadr_backup.repo.storage import Backoff, retry_transient
 
 if TYPE_CHECKING:
@@ -88,17 +90,12 @@ class WalFetchFailed(HadrError):
 
 
 def hadr_command(policy_path: str | os.PathLike, source: str, *args: str) -> str:
-    argv = [sys.executable, "-m", "hadr_backup", "--policy", str(Path(policy_path).absolute()), *args,
-            "--source", source]
-    return " ".join(shlex.quote(a) for a in argv)
+    return shlex.join(hadr_argv(policy_path, *args, "--source", source))
 
 
 def archive_command_for(policy_path: str | os.PathLike, source: str) -> str:
     """The archive_command for ``source`` (read from the policy file, which must exist): ``hadr
-    wal-push %p``, behind a cheap "already stored?" answer in async mode (spool.ack_command)."""
-    from hadr_backup.policy.load import load_policy
-    from hadr_backup.postgres.spool import ack_command
-
+    wal-push %p``, behind a cheap "already stored?" answer in async mode (background.ack_command)."""
     command = f"{hadr_command(policy_path, source, 'wal-push')} %p"
     policy = load_policy(str(policy_path))
     postgres = policy.sources.postgres_named(source)
@@ -206,7 +203,7 @@ def read_wal_file(path: str | os.PathLike) -> WalFile:
         try:
             header = wal.read_segment_header(first)
         except wal.WalNameError as error:
-            raise IntegrityError(f"{path} is not a PostgreSQL WAL segment: {error}") from None
+            raise IntegrityError(f"{path} is not a PostgreSQL WAL segment: {error}") from error
         _check_segment(path, name, size, header)
     return WalFile(path, name, size, sha, header, data)
 
@@ -305,7 +302,7 @@ def push_retrying(push: Callable[[], PushOutcome], retry: RetryConfig, name: str
         raise WalPushFailed(f"could not store {name} in {where}: {error.message} (gave up after "
                             f"{len(retries) + 1} attempt(s) in {time.monotonic() - started:.1f}s; "
                             f"repository.retry allows {retry.attempts} in {retry.max_seconds:g}s)",
-                            hint=hint) from None
+                            hint=hint) from error
     outcome.attempts = len(retries) + 1
     return outcome
 
@@ -333,25 +330,8 @@ class WalPushResult:
                  f"{self.seconds:.2f}s{tries}){extra}")
 
 
-def run_wal_push(policy: Policy, source_name: str | None, path: str | os.PathLike) -> WalPushResult:
-    """archive_command: store ``path`` in the repository (sync), or through the spool (async)."""
-    started = time.monotonic()
-    source = policy.sources.postgres_named(source_name)
-    if source.async_archive:
-        from hadr_backup.postgres.spool import push_through_spool
-
-        return push_through_spool(policy, source, Path(path))
-    wal_file = read_wal_file(path)
-    outcome = push_opening_repo(policy, source.name, wal_file)
-    return WalPushResult(source.name, outcome.name, "already archived" if outcome.already_archived else "stored",
-                         outcome.key, outcome.sha256, outcome.raw_size, outcome.stored_size,
-                         time.monotonic() - started, [], outcome.attempts)
-
-
 def push_opening_repo(policy: Policy, source: str, wal_file: WalFile) -> PushOutcome:
     """Open the repository and push ``wal_file``, both again after a transient failure."""
-    from hadr_backup.repo.repository import open_repo
-
     def push() -> PushOutcome:
         with open_repo(policy, write=True, lock=False, catalog=False) as repo:
             return push_wal_file(repo, source, wal_file)
@@ -371,6 +351,7 @@ class WalFetchResult:
     size: int = 0
     sha256: str = ""
     attempts: int = 1
+    warning: str | None = None  # e.g. why the prefetcher was not started
 
     @property
     def found(self) -> bool:
@@ -384,6 +365,8 @@ class WalFetchResult:
             out.line(f"{self.name}: {self.status} into {self.dest} ({self.size} bytes)")
         else:
             out.line(f"{self.name}: not in the archive of source {self.source!r}")
+        if self.warning:
+            out.line(f"warning: {self.warning}")
 
 
 def fetch_wal_file(repo: Repository, source: str, name: str, dest: Path) -> WalFetchResult:
@@ -413,60 +396,28 @@ def confirm_archive_present(repo: Repository, source: str) -> None:
                              hint="check the source name in restore_command and the repository it points to")
 
 
-def write_verified(chunks: Iterable[bytes], dest: Path, sha256: str, name: str) -> int:
-    """Write ``chunks`` to ``dest`` through a temporary file, only if their SHA-256 is ``sha256``."""
-    temp = dest.parent / f".{dest.name}.hadr-{os.getpid()}-{time.monotonic_ns()}.tmp"
-    digest, size = hashlib.sha256(), 0
-    try:
-        with open(temp, "xb") as out:
-            for chunk in chunks:
-                out.write(chunk)
-                digest.update(chunk)
-                size += len(chunk)
-            if digest.hexdigest() != sha256:
-                raise IntegrityError(f"{name} from the archive has SHA-256 {digest.hexdigest()}, but it was "
-                                     f"stored with {sha256}: the archived copy is damaged")
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temp, dest)
-        fsync_dir(dest.parent)
-    finally:
-        if temp.exists():
-            temp.unlink()
-    return size
+def write_verified(chunks: Iterable[bytes], dest: Path, sha256: str, name: str, *,
+                   owner: tuple[int, int] | None = None, sync: bool = True) -> int:
+    """Write ``chunks`` to ``dest`` (fsutil.durable_write; ``sync=False`` for scratch copies) only if their
+    SHA-256 is ``sha256``: a damaged copy never takes the name."""
+    return durable_write(dest, _checked(chunks, sha256, name), mode=None, owner=owner, sync=sync)
 
 
-
-def run_wal_fetch(policy: Policy, source_name: str | None, name: str, dest: str | os.PathLike, *,
-                  attempts: int = 3, retry_delay: float = 1.0, prefetch: int = 8) -> WalFetchResult:
-    """restore_command: fetch ``name`` to ``dest``; any failure but a confirmed absence raises
-    WalFetchFailed after ``attempts`` tries."""
-    dest = Path(dest)
-    try:
-        source = policy.sources.postgres_named(source_name)
-        if not wal.is_wal_file(name):
-            raise UsageError(f"{name!r} is not a WAL file name")
-    except HadrError as error:
-        raise WalFetchFailed(f"cannot fetch {name}: {error}") from None
-    if prefetch and wal.is_segment(name):
-        from hadr_backup.postgres.prefetch import serve_prefetched
-
-        served = serve_prefetched(policy, source, name, dest, prefetch)
-        if served is not None:
-            return served
-    result = _fetch_with_retries(policy, source.name, name, dest, attempts, retry_delay)
-    if prefetch and result.found and wal.is_segment(name):
-        from hadr_backup.postgres.prefetch import start_prefetch
-
-        start_prefetch(policy, source, name, dest, prefetch)
-    return result
+def _checked(chunks: Iterable[bytes], sha256: str, name: str) -> Iterator[bytes]:
+    """``chunks``, then IntegrityError (before durable_write renames anything) when they are not ``sha256``."""
+    digest = hashlib.sha256()
+    for chunk in chunks:
+        digest.update(chunk)
+        yield chunk
+    if digest.hexdigest() != sha256:
+        raise IntegrityError(f"{name} from the archive has SHA-256 {digest.hexdigest()}, but it was stored "
+                             f"with {sha256}: the archived copy is damaged")
 
 
-def _fetch_with_retries(policy: Policy, source: str, name: str, dest: Path, attempts: int,
-                        retry_delay: float) -> WalFetchResult:
-    from hadr_backup.errors import TransientStorageError, WrongKey
-    from hadr_backup.repo.repository import open_repo
-
+def fetch_with_retries(policy: Policy, source: str, name: str, dest: Path, attempts: int,
+                       retry_delay: float) -> WalFetchResult:
+    """Fetch ``name`` into ``dest``, ``attempts`` times at most; any failure but a confirmed absence raises
+    WalFetchFailed."""
     failure: BaseException | None = None
     for attempt in range(1, attempts + 1):
         try:
@@ -486,11 +437,3 @@ def _fetch_with_retries(policy: Policy, source: str, name: str, dest: Path, atte
     raise WalFetchFailed(f"could not fetch {name} from the archive of source {source!r}: "
                          f"{getattr(failure, 'message', None) or failure}",
                          hint=f"{cause_hint}; {hint}" if cause_hint else hint)
-
-def __getattr__(name: str):
-    """``archive_status`` and ``ArchiveStatus`` live in walstatus.py (psycopg is imported only there)."""
-    if name in ("archive_status", "ArchiveStatus"):
-        from hadr_backup.postgres import walstatus
-
-        return getattr(walstatus, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

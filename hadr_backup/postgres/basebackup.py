@@ -20,7 +20,9 @@ from typing import Any
 
 from hadr_backup.errors import HadrError
 from hadr_backup.policy.model import Policy, PostgresSource
-from hadr_backup.postgres import wal
+from hadr_backup.postgres import KIND, wal
+from hadr_backup.postgres.archive import stored_versions
+from hadr_backup.postgres.backupmeta import PgBackupMeta
 from hadr_backup.postgres.server import (
     ServerFacts,
     archiver_hint,
@@ -34,6 +36,7 @@ from hadr_backup.postgres.server import (
 from hadr_backup.postgres.tarstream import Member, TarScanner
 from hadr_backup.repo import layout
 from hadr_backup.repo.repository import Repository, open_repo
+from hadr_backup.timefmt import format_time, rfc3339
 
 READ_SIZE = 1 << 20
 
@@ -63,11 +66,9 @@ class BackupResult:
     warnings: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "start_time": rfc3339(self.start_time), "stop_time": rfc3339(self.stop_time)}
 
     def render(self, out) -> None:
-        from hadr_backup.postgres.targets import format_time
-
         rate = self.raw_size / self.seconds / 2**20 if self.seconds else 0.0
         out.kv([("backup", self.backup_id), ("source", self.source), ("state", self.state),
                 ("timeline", self.timeline), ("LSN", f"{self.start_lsn} .. {self.stop_lsn}"),
@@ -93,7 +94,7 @@ def run_backup_pg(policy: Policy, source_name: str | None = None, ui=None) -> Ba
     with open_repo(policy, write=True) as repo:
         check_archive_identity(repo, source, facts)
         # 2. record the backup as running before any data is stored
-        entry = repo.begin_backup("pg", source.name, {"system_identifier": facts.system_identifier,
+        entry = repo.begin_backup(KIND, source.name, {"system_identifier": facts.system_identifier,
                                                       "pg_version_num": facts.version_num})
         _say(ui, f"backup {entry.id}: streaming pg_basebackup of {source.name} (PostgreSQL {facts.version})")
         try:
@@ -104,7 +105,8 @@ def run_backup_pg(policy: Policy, source_name: str | None = None, ui=None) -> Ba
             wait_for_wal(repo, source, streamed)
             # 5. only now is it restorable
             meta = backup_meta(facts, streamed)
-            repo.finish_backup(entry, streamed.objects, meta)
+            repo.finish_backup(entry, streamed.objects, meta, consistent_at=streamed.stop_time,
+                               needs=consistency_wal(repo, source.name, streamed))
         except BaseException as error:
             _abandon(repo, entry, error)
             raise
@@ -126,7 +128,7 @@ def _abandon(repo: Repository, entry, error: BaseException) -> None:
 
 
 def backup_prefix(source: str, backup_id: str) -> str:
-    return layout.backup_prefix("pg", source, backup_id)
+    return layout.backup_prefix(KIND, source, backup_id)
 
 
 # -- streaming -------------------------------------------------------------------------------------
@@ -320,6 +322,12 @@ def wait_for_wal(repo: Repository, source: PostgresSource, streamed: Streamed, p
         poll = min(poll * 1.5, 2.0)
 
 
+def consistency_wal(repo: Repository, source_name: str, streamed: Streamed) -> list[str]:
+    """The archived WAL objects the backup cannot be made consistent without."""
+    return [versions[0].key for name in required_segments(streamed)
+            if (versions := stored_versions(repo.store, source_name, name))]
+
+
 def _switch_if_current(source: PostgresSource, last_needed: str, segment_size: int) -> bool:
     """pg_switch_wal() when the server is still writing the backup's last segment."""
     with connect(source) as conn:
@@ -334,17 +342,15 @@ def _switch_if_current(source: PostgresSource, last_needed: str, segment_size: i
 
 
 def backup_meta(facts: ServerFacts, streamed: Streamed) -> dict[str, Any]:
-    return {
-        "format": "pg_basebackup-tar", "tar_objects": [streamed.objects[0].key],
-        "manifest_object": streamed.objects[1].key, "label": streamed.label,
-        "timeline": streamed.timeline, "start_lsn": wal.format_lsn(streamed.start_lsn),
-        "stop_lsn": wal.format_lsn(streamed.stop_lsn), "start_wal": streamed.start_wal,
-        "stop_wal": streamed.stop_wal, "start_time": streamed.start_time, "stop_time": streamed.stop_time,
-        "system_identifier": facts.system_identifier, "pg_version_num": facts.version_num,
-        "pg_version": facts.version, "wal_segment_size": streamed.segment_size,
-        "data_checksums": facts.data_checksums, "checksum_failures": streamed.checksum_failures,
-        "databases": facts.databases, "files": streamed.files,
-    }
+    return PgBackupMeta(
+        tar_objects=(streamed.objects[0].key,), manifest_object=streamed.objects[1].key, label=streamed.label,
+        timeline=streamed.timeline, start_lsn=wal.format_lsn(streamed.start_lsn),
+        stop_lsn=wal.format_lsn(streamed.stop_lsn), start_wal=streamed.start_wal, stop_wal=streamed.stop_wal,
+        start_time=streamed.start_time, stop_time=streamed.stop_time, system_identifier=facts.system_identifier,
+        pg_version_num=facts.version_num, pg_version=facts.version, wal_segment_size=streamed.segment_size,
+        data_checksums=facts.data_checksums, checksum_failures=tuple(streamed.checksum_failures),
+        databases=tuple(facts.databases), files=streamed.files,
+    ).to_meta()
 
 
 def _result(entry, streamed: Streamed, facts: ServerFacts, seconds: float, warnings: list[str]) -> BackupResult:

@@ -7,20 +7,29 @@ started for the segments after S on the same timeline when fewer than half of th
 stops at the first segment the archive does not hold. ``.history`` and ``.partial`` files are never
 prefetched. ``.requested`` records the newest segment asked for, so a prefetcher skips (and drops)
 what recovery has already got past.
+
+The prefetcher is the hidden ``hadr wal-prefetcher``, started under the policy file of the wal-fetch
+that starts it; its output goes to ``prefetch.log`` in the source's spool directory of this cluster
+(``pg_wal/.hadr-spool/<source>/`` unless ``spool_dir`` is set), which ``hadr info`` names.
 """
 
 from __future__ import annotations
 
 import os
-import sys
 import time
+from functools import partial
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hadr_backup.postgres.spool import replace_text, source_args, take_lock
+from hadr_backup.errors import HadrError
+from hadr_backup.fsutil import describe_os_error, fsync_dir
+from hadr_backup.postgres import wal, walack
+from hadr_backup.postgres.archive import WalFetchResult, load_identity, write_verified
+from hadr_backup.postgres.background import PREFETCHER, helper_command, log, log_path, replace_text, take_lock
+from hadr_backup.repo.repository import open_repo
 
 if TYPE_CHECKING:
     from hadr_backup.policy.model import Policy, PostgresSource
-    from hadr_backup.postgres.archive import WalFetchResult
 
 
 PREFETCH_DIR = ".hadr-prefetch"
@@ -33,9 +42,6 @@ def prefetch_dir(dest) -> str:
 def serve_prefetched(policy: Policy, source: PostgresSource, name: str, dest: str | os.PathLike,
                      count: int) -> WalFetchResult | None:
     """Move a prefetched ``name`` to ``dest``; None when it was not prefetched."""
-    from hadr_backup.fsutil import fsync_dir
-    from hadr_backup.postgres.archive import WalFetchResult
-
     directory = prefetch_dir(dest)
     if not os.path.isdir(directory):
         return None
@@ -46,8 +52,8 @@ def serve_prefetched(policy: Policy, source: PostgresSource, name: str, dest: st
     except FileNotFoundError:
         return None
     fsync_dir(os.path.dirname(os.path.abspath(dest)))
-    start_prefetch(policy, source, name, dest, count)
-    return WalFetchResult(source.name, name, str(dest), "prefetched", os.path.getsize(dest))
+    warning = start_prefetch(policy, source, name, dest, count)
+    return WalFetchResult(source.name, name, str(dest), "prefetched", os.path.getsize(dest), warning=warning)
 
 
 def _drop_older(directory: str, name: str) -> None:
@@ -62,22 +68,24 @@ def _drop_older(directory: str, name: str) -> None:
                 pass
 
 
-def start_prefetch(policy: Policy, source: PostgresSource, name: str, dest: str | os.PathLike, count: int) -> None:
-    """Start a background prefetcher when fewer than half of the next ``count`` segments are there."""
+def start_prefetch(policy: Policy, source: PostgresSource, name: str, dest: str | os.PathLike,
+                   count: int) -> str | None:
+    """Start a background prefetcher when fewer than half of the next ``count`` segments are there;
+    why it could not be started, if so (the fetch itself succeeded: recovery goes on without it)."""
     directory = prefetch_dir(dest)
-    os.makedirs(directory, exist_ok=True)
-    ahead = [e for e in os.listdir(directory) if len(e) == 24 and e[:8] == name[:8] and e[8:] > name[8:]]
-    if len(ahead) >= max(1, count // 2) or _is_locked(os.path.join(directory, ".lock")):
-        return
-    _spawn_prefetcher(policy, source, ["--dir", directory, "--after", name, "--count", str(count)])
-
-
-def _spawn_prefetcher(policy: Policy, source: PostgresSource, args: list[str]) -> None:
-    import subprocess
-
-    subprocess.Popen([sys.executable, "-m", "hadr_backup.postgres.prefetch", *args, *source_args(policy, source)],
-                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                     start_new_session=True, close_fds=True)
+    try:
+        os.makedirs(directory, exist_ok=True)
+        ahead = [e for e in os.listdir(directory) if len(e) == 24 and e[:8] == name[:8] and e[8:] > name[8:]]
+        if len(ahead) >= max(1, count // 2) or _is_locked(os.path.join(directory, ".lock")):
+            return None
+        log_file = log_path(source, os.path.dirname(directory), PREFETCHER)
+        os.makedirs(os.path.dirname(log_file), exist_ok=True)
+        argv = [*helper_command(policy, PREFETCHER, source), "--dir", directory, "--after", name,
+                "--count", str(count)]
+        walack.spawn_detached(argv, log_file)
+    except OSError as error:
+        return f"the prefetcher was not started: {describe_os_error(error)}"
+    return None
 
 
 def _requested(directory: str, name: str) -> bool:
@@ -100,64 +108,50 @@ def _is_locked(path: str) -> bool:
 
 def run_prefetcher(policy: Policy, source: PostgresSource, directory: str, after: str, count: int) -> int:
     """Fetch the segments after ``after`` that are archived and not yet in ``directory``."""
-    from concurrent.futures import ThreadPoolExecutor
-    from pathlib import Path
-
-    from hadr_backup.postgres import wal
-    from hadr_backup.postgres.archive import load_identity, write_verified
-    from hadr_backup.repo.repository import open_repo
+    from concurrent.futures import ThreadPoolExecutor  # 3 ms (with logging) that wal-push never needs
 
     lock = take_lock(os.path.join(directory, ".lock"))
     if lock is None:
-        return 0
+        return 0  # another prefetcher runs
     try:
-        with open_repo(policy, catalog=False) as repo:
-            identity = load_identity(repo, source.name)
-            size = identity.segment_size if identity else wal.DEFAULT_SEGMENT_SIZE
-            names, name = [], after
-            for _ in range(count):
-                name = wal.next_segment(name, size)
-                names.append(name)
-            archived = wal.list_archived_for(repo, source.name, names)
-            wanted = []
-            for name in names:  # up to the first gap: recovery cannot read past it anyway
-                found = archived.find(name)
-                if found is None or name in archived.conflicts:
-                    break
-                if not os.path.exists(os.path.join(directory, name)):
-                    wanted.append(found)
-
-            def fetch(found) -> int:
-                if _requested(directory, found.name):
-                    return 0
-                target = Path(directory) / found.name
-                write_verified(repo.read_object(found.key), target, found.sha256, found.name)
-                if _requested(directory, found.name):  # recovery got past it meanwhile
-                    target.unlink(missing_ok=True)
-                return 1
-
-            with ThreadPoolExecutor(max(1, source.archive_workers)) as pool:
-                return sum(pool.map(fetch, wanted))
+        with open_repo(policy, catalog=False) as repo, \
+                ThreadPoolExecutor(max(1, source.archive_workers)) as pool:
+            wanted = _wanted(repo, source.name, directory, after, count)
+            fetched = sum(pool.map(partial(_fetch, repo, directory), wanted))
+        log(f"prefetcher: fetched {fetched} segment(s) after {after}")
+        return fetched
     finally:
         os.close(lock)
 
 
-def main(argv: list[str]) -> int:
-    import argparse
-
-    from hadr_backup.policy.load import load_policy
-
-    parser = argparse.ArgumentParser(prog="hadr_backup.postgres.prefetch", description="the background prefetcher")
-    parser.add_argument("--policy")
-    parser.add_argument("--source", required=True)
-    parser.add_argument("--dir", required=True)
-    parser.add_argument("--after", required=True)
-    parser.add_argument("--count", type=int, default=8)
-    args = parser.parse_args(argv)
-    policy = load_policy(args.policy or os.environ.get("HADR_POLICY"))
-    run_prefetcher(policy, policy.sources.postgres_named(args.source), args.dir, args.after, args.count)
-    return 0
+def _fetch(repo, directory: str, found: wal.ArchivedFile) -> int:
+    if _requested(directory, found.name):
+        return 0
+    target = Path(directory) / found.name
+    try:
+        write_verified(repo.read_object(found.key), target, found.sha256, found.name)
+    except HadrError as error:
+        raise error.amend(prefix=f"cannot prefetch {found.name} ({found.key}): ") from None
+    if _requested(directory, found.name):  # recovery got past it meanwhile
+        target.unlink(missing_ok=True)
+    return 1
 
 
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+def _wanted(repo, source: str, directory: str, after: str, count: int) -> list[wal.ArchivedFile]:
+    """The archived segments of the ``count`` after ``after`` that ``directory`` lacks, up to the first
+    one the archive does not hold (recovery cannot read past a gap anyway)."""
+    identity = load_identity(repo, source)
+    size = identity.segment_size if identity else wal.DEFAULT_SEGMENT_SIZE
+    names, name = [], after
+    for _ in range(count):
+        name = wal.next_segment(name, size)
+        names.append(name)
+    archived = wal.list_archived_for(repo, source, names)
+    wanted = []
+    for name in names:
+        found = archived.find(name)
+        if found is None or name in archived.conflicts:
+            break
+        if not os.path.exists(os.path.join(directory, name)):
+            wanted.append(found)
+    return wanted

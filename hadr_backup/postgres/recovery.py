@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import os
 import re
-import shlex
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 from hadr_backup.errors import HadrError
+from hadr_backup.postgres.archive import restore_command_for
 from hadr_backup.postgres.server import open_connection
 from hadr_backup.procs import as_owner, pid_alive
 
@@ -45,20 +43,8 @@ class Reached:
 
 
 def restore_command(policy, source_name: str) -> str:
-    """hadr wal-fetch as the restored server runs it (as its OS user), under this policy."""
-    from hadr_backup.policy.load import BUILTIN
-
-    if policy.path != BUILTIN:
-        from hadr_backup.postgres.archive import restore_command_for
-
-        return restore_command_for(policy.path, source_name)
-    env = {k: v for k, v in os.environ.items() if k.startswith("HADR_SANDBOX")}
-    package_root = Path(__file__).resolve().parents[2]
-    if package_root.name != "site-packages":
-        env["PYTHONPATH"] = str(package_root)
-    argv = [sys.executable, "-m", "hadr_backup", "wal-fetch", "--source", source_name]
-    assignments = " ".join(f"{key}={shlex.quote(value)}" for key, value in sorted(env.items()))
-    return f"env {assignments} {shlex.join(argv)} %f %p"
+    """hadr wal-fetch as the restored server runs it (as its OS user), under this policy's file."""
+    return restore_command_for(policy.path, source_name)
 
 
 def write_recovery_config(data_dir: Path, settings: dict[str, str], owner: tuple[int, int] | None,
@@ -166,7 +152,7 @@ def _stopped(log: Path) -> Reached:
     """The server is gone: at its target (action shutdown), or because recovery failed."""
     text = _log_text(log)
     if "shutdown at recovery target" in text:
-        from hadr_backup.postgres.targets import parse_target_time
+        from hadr_backup.timefmt import parse_target_time
 
         line = _stop_line(log)
         stamp = _STOP_TIME.search(line or "")  # "after": that transaction is the last one applied
@@ -177,7 +163,3 @@ def _stopped(log: Path) -> Reached:
     detail = "\n  ".join(ours[-1:] + fatal[-3:]) or "\n  ".join(text.strip().splitlines()[-5:]) or "(empty log)"
     raise RecoveryFailed(f"recovery stopped with an error; PostgreSQL said:\n  {detail}",
                          hint=f"the full log is {log}")
-
-
-def utc(moment: float | None) -> datetime | None:
-    return None if moment is None else datetime.fromtimestamp(moment, UTC)

@@ -18,19 +18,22 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from hadr_backup.errors import HadrError
+from hadr_backup.fsutil import durable_write
 from hadr_backup.policy.model import Policy, PostgresSource
 from hadr_backup.postgres import recovery
 from hadr_backup.postgres.prefetch import PREFETCH_DIR
 from hadr_backup.postgres.restoredir import DISCARDED, MOVED, Workspace, naming, refuse_unsafe
 from hadr_backup.postgres.restoreplan import RestorePlan, plan_restore
-from hadr_backup.postgres.targets import TIME, RecoveryTarget, format_time, recovery_settings
+from hadr_backup.postgres.targets import TIME, RecoveryTarget, recovery_settings
 from hadr_backup.postgres.tarsafe import ExtractStats, SafeExtractor
 from hadr_backup.procs import free_port
 from hadr_backup.repo.repository import Repository, open_repo
+from hadr_backup.timefmt import format_time, rfc3339
 
 STAGE_LIMIT = 1 << 30  # bytes of WAL staged in pg_wal before recovery starts; the rest is fetched
 
@@ -77,7 +80,7 @@ class RestoreResult:
         return {"source": self.source, "directory": self.directory, "previous_contents": self.previous,
                 "previous_path": self.previous_path, **self.plan.to_json(), "files": self.files,
                 "bytes": self.bytes, "port": self.port, "started": self.started, "state": self.state,
-                "reached_time": recovery.utc(self.reached_time), "reached_lsn": self.reached_lsn,
+                "reached_time": rfc3339(self.reached_time), "reached_lsn": self.reached_lsn,
                 "reached_timeline": self.reached_timeline, "postgres_said": self.stop_line,
                 "seconds": round(self.seconds, 3), "extract_seconds": round(self.extract_seconds, 3),
                 "settings": self.settings}
@@ -176,7 +179,7 @@ def extract_backup(repo: Repository, plan: RestorePlan, to: Path, owner: tuple[i
     reading = [""]
 
     def chunks():
-        for key in entry.meta["tar_objects"]:
+        for key in plan.backup.meta.tar_objects:
             reading[0] = key
             yield from repo.read_object(key, sha256=sha.get(key))
 
@@ -198,7 +201,7 @@ def stage_wal(repo: Repository, plan: RestorePlan, to: Path, owner: tuple[int, i
     staged segment it reports "not archived", and PostgreSQL then reads the copy in pg_wal."""
     from hadr_backup.postgres.waldecode import copy_archived
 
-    names = plan.segments[: max(STAGE_LIMIT // plan.backup.entry.meta.get("wal_segment_size", 16 << 20), 1)]
+    names = plan.segments[: max(STAGE_LIMIT // plan.backup.meta.wal_segment_size, 1)]
     pg_wal = to / "pg_wal"
     pg_wal.mkdir(mode=0o700, exist_ok=True)  # the tar may not have reached pg_wal/ yet
     for index, name in enumerate(names):
@@ -214,14 +217,8 @@ def stage_wal(repo: Repository, plan: RestorePlan, to: Path, owner: tuple[int, i
 
 
 def _copy_durably(source: Path, dest: Path, owner: tuple[int, int] | None) -> None:
-    temp = dest.with_name(dest.name + ".part")
-    with open(source, "rb") as reader, open(temp, "wb") as writer:
-        shutil.copyfileobj(reader, writer, 1 << 20)
-        if owner:
-            os.fchown(writer.fileno(), *owner)
-        writer.flush()
-        os.fsync(writer.fileno())
-    temp.rename(dest)
+    with open(source, "rb") as reader:
+        durable_write(dest, iter(partial(reader.read, 1 << 20), b""), mode=None, owner=owner)
 
 
 def verify_files(to: Path, source: PostgresSource) -> None:

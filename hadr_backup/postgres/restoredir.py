@@ -170,7 +170,7 @@ def _move_aside(to: Path) -> Path:
     except OSError as error:
         why = "it is a mount point" if error.errno in (errno.EBUSY, errno.EXDEV) else _os_text(error)
         raise UsageError(f"--force cannot move what {to} holds aside (to {aside}): {why}",
-                         hint="add --discard to delete it instead, or restore into another directory") from None
+                         hint="add --discard to delete it instead, or restore into another directory") from error
     return aside
 
 

@@ -21,10 +21,11 @@ from pathlib import Path
 
 from hadr_backup.errors import BackupNotWhole, HadrError, TargetUnreachable
 from hadr_backup.postgres import wal
-from hadr_backup.postgres.targets import IMMEDIATE, LATEST, LSN, NAME, TIME, XID, RecoveryTarget, format_time
+from hadr_backup.postgres.archiveview import ArchiveView, BackupPoint, describe_gap, missing_between, restorable_window
+from hadr_backup.postgres.targets import IMMEDIATE, LATEST, LSN, NAME, TIME, XID, RecoveryTarget
 from hadr_backup.postgres.waldecode import ABORT, COMMIT, RESTORE_POINT, WalReader, WalRecord
 from hadr_backup.repo.catalog import StoredObject
-from hadr_backup.verify.walchain import ArchiveView, BackupPoint, describe_gap, missing_between, restorable_window
+from hadr_backup.timefmt import format_time, rfc3339
 
 STAGE_KEEP = 64  # fetched segments left in the caller's cache
 CLOCK_SLACK = 30.0  # seconds of clock difference tolerated between the server and the repository
@@ -48,7 +49,7 @@ class RestorePlan:
                 "wal_from": self.segments[0] if self.segments else None,
                 "wal_to": self.segments[-1] if self.segments else None, "wal_segments": len(self.segments),
                 "stops_at": None if stop is None else {"lsn": wal.format_lsn(stop.lsn), "kind": stop.kind,
-                                                         "xid": stop.xid, "time": stop.time}}
+                                                         "xid": stop.xid, "time": rfc3339(stop.time)}}
 
 
 def plan_restore(repo, source, target: RecoveryTarget, *, timeline: int | None = None,
@@ -69,7 +70,7 @@ def plan_restore(repo, source, target: RecoveryTarget, *, timeline: int | None =
             windows = restorable_window(repo, source.name, view=view, reader=reader)
             listed = "\n".join(f"  {w.describe()}" for w in windows) or "  (none: no restorable backup)"
             raise TargetUnreachable(f"{refusal.message}\nrestorable window of {source.name}:\n{listed}",
-                                    hint=refusal.hint or "choose a target inside the window") from None
+                                    hint=refusal.hint or "choose a target inside the window") from refusal
 
 
 class _Planner:
@@ -85,7 +86,7 @@ class _Planner:
         try:
             self.spans = self.view.spans(self.timeline)
         except (HadrError, ValueError) as error:
-            raise TargetUnreachable(f"timeline {self.timeline} cannot be followed: {error}") from None
+            raise TargetUnreachable(f"timeline {self.timeline} cannot be followed: {error}") from error
         candidates = self._candidates()
         # 2. per target kind: the backup (the newest whole one that serves), and the record where recovery stops
         resolve = {TIME: self._time, LSN: self._lsn, XID: self._xid, NAME: self._name, LATEST: self._latest,

@@ -49,7 +49,7 @@ def connect(source: PostgresSource, dbname: str | None = None):
     except psycopg.OperationalError as error:
         raise ServerError(f"cannot connect to PostgreSQL source {source.name} ({source.dsn}): "
                           f"{str(error).strip()}",
-                          hint="check sources.postgres[].dsn and that the server runs") from None
+                          hint="check sources.postgres[].dsn and that the server runs") from error
 
 
 def open_connection(dsn: str, connect_timeout: int = 10):

@@ -1,7 +1,8 @@
 """Async WAL archiving: a spool and a background pusher that stores ready WAL files in parallel.
 
 Async push works as pgBackRest's ``archive-async``: when PostgreSQL calls wal-push for a file that is
-not stored yet, the call starts a background pusher (unless one runs) and waits. The pusher stores
+not stored yet, the call starts a background pusher (the hidden ``hadr wal-pusher``, unless one runs)
+and waits. The pusher stores
 every ``.ready`` file of ``pg_wal/archive_status`` in order, ``archive_workers`` at a time, and
 writes a *done marker* for each file only after the store returned (fsync + rename, or a confirmed
 PUT). A call returns 0 only when its file's marker exists, matches the file (device, inode, size,
@@ -9,13 +10,15 @@ mtime) and, for a local repository, the object exists: a file that is merely que
 acknowledged. A failed store leaves an *error marker*; the next call reports it (exit 1), removes it
 and so lets the pusher try again.
 
-Spool layout (``<spool_dir>/<source>``, by default ``pg_wal/.hadr-spool/<source>``)::
+Spool layout (``<spool_dir>/<source>``, by default ``pg_wal/.hadr-spool/<source>``); markers are
+written with fsutil.durable_write::
 
     done/<name>     "<dev> <ino> <size> <mtime_ns> <stored bytes> <object key>"
     link/<name>-<sha256>  a hard link to the stored file (when the spool shares pg_wal's filesystem)
     error/<name>    why the last store of <name> failed
     pusher.lock     flock held by the running pusher; pusher.running exists while it runs
-    pusher.log      the pusher's diagnostics
+    pusher.log      the pusher's stdout and stderr (named by ``hadr info``)
+    prefetch.log    the prefetcher's, when this cluster recovers (prefetch.py)
 
 PostgreSQL runs archive_command once per file, serially, so the answer for a file the pusher already
 stored must be cheap: ``archive_command_for`` puts a shell test (the hard link is this very file and,
@@ -27,14 +30,24 @@ answers from the marker, starts the pusher or waits while it runs, and otherwise
 
 from __future__ import annotations
 
-import fcntl
 import os
-import sys
+import threading
 import time
+from dataclasses import replace
 from functools import partial
 from typing import TYPE_CHECKING
 
-from hadr_backup.postgres import walack
+from hadr_backup.errors import HadrError, UsageError
+from hadr_backup.postgres import wal, walack
+from hadr_backup.postgres.archive import (
+    ArchiveIdentity,
+    WalPushResult,
+    push_opening_repo,
+    push_retrying,
+    push_wal_file,
+    read_wal_file,
+)
+from hadr_backup.postgres.background import PUSHER, helper_command, log, log_error, replace_text, spool_path, take_lock
 from hadr_backup.postgres.walack import (
     WAIT_TIMEOUT,
     acknowledged,
@@ -43,59 +56,18 @@ from hadr_backup.postgres.walack import (
     pusher_running,
     wait_while_pushing,
 )
+from hadr_backup.repo.repository import open_repo
 
 if TYPE_CHECKING:
     from hadr_backup.policy.model import Policy, PostgresSource, RepositoryConfig
-    from hadr_backup.postgres.archive import WalPushResult
 
 
 LINGER = 1.0  # seconds a pusher waits for more ready files before it exits
-
-
-# -- spool and pusher ----------------------------------------------------------------------------
-
-
-def spool_path(source: PostgresSource, pg_wal: str) -> str:
-    if source.spool_dir:
-        return os.path.join(source.spool_dir, source.name)
-    return os.path.join(pg_wal, ".hadr-spool", source.name)
-
-
-def ack_command(policy: Policy, source: PostgresSource, full_command: str) -> str:
-    """archive_command for async mode: a shell test, then the lean acknowledger, then ``full_command``.
-
-    The shell test answers for a segment the pusher stored without starting an interpreter: its hard
-    link ``link/<name>-<sha256>`` is the very file PostgreSQL asks about (``-ef``: same device and
-    inode) and, for a local repository, the object of that name exists. While a pusher runs
-    (``pusher.running``) and has reported no error for the segment, the test is repeated every 10 ms
-    for up to 0.3 s (``sleep`` costs less than an interpreter); then the acknowledger takes over.
-    """
-    import shlex
-
-    spool = shlex.quote(spool_path(source, "pg_wal"))  # relative by default: run in the data directory
-    lean = [sys.executable, "-I", "-S", os.path.abspath(walack.__file__), spool_path(source, "pg_wal"),
-            policy.repository.path or "-", shlex.join(source_args(policy, source))]
-    stored = ['[ "$1" -ef "$p" ]']
-    if policy.repository.path:
-        folder = shlex.quote(f"{policy.repository.path}/wal/{source.name}")
-        stored.append(f'[ -e {folder}/"${{n%????????}}"/"${{1##*/}}" ]')
-    shell = (f'p=%p; n=${{p##*/}}; i=0; while [ ${{#n}} = 24 ]; do set -- {spool}/link/"$n"-*; '
-             f'{" && ".join(stored)} && exit 0; [ $i -lt 30 ] && [ -e {spool}/pusher.running ] && '
-             f'[ ! -e {spool}/error/"$n" ] || break; i=$((i+1)); sleep 0.01; done; ')
-    return f"{shell}exec {' '.join(shlex.quote(a) for a in lean)} \"$p\" {full_command}"
-
-
-def source_args(policy: Policy, source: PostgresSource) -> list[str]:
-    policy_args = ["--policy", os.path.abspath(policy.path)] if os.path.isfile(policy.path) else []
-    return ["--source", source.name, *policy_args]
+STALE_TEMP = 3600.0  # seconds after which an unfinished marker (its writer was killed) is dropped
 
 
 def push_through_spool(policy: Policy, source: PostgresSource, path: str | os.PathLike) -> WalPushResult:
     """The full wal-push in async mode: wait until the background pusher has stored ``path``."""
-    from hadr_backup.errors import UsageError
-    from hadr_backup.postgres import wal
-    from hadr_backup.postgres.archive import WalPushResult, push_opening_repo, read_wal_file
-
     started = time.monotonic()
     wal_path = os.path.abspath(path)
     name, pg_wal = os.path.basename(wal_path), os.path.dirname(wal_path)
@@ -120,8 +92,6 @@ def push_through_spool(policy: Policy, source: PostgresSource, path: str | os.Pa
 
 
 def _raise_stored_error(spool: str, name: str) -> None:
-    from hadr_backup.errors import HadrError
-
     path = os.path.join(spool, "error", name)
     try:
         with open(path) as handle:
@@ -134,26 +104,12 @@ def _raise_stored_error(spool: str, name: str) -> None:
 
 def start_pusher(policy: Policy, source: PostgresSource, pg_wal: str, spool: str) -> None:
     """Start a detached pusher and give it a moment to take its lock."""
-    walack.start_pusher(spool, source_args(policy, source), pg_wal)
-
-
-def take_lock(path: str) -> int | None:
-    """A non-blocking exclusive flock on ``path`` (the kernel frees it when the holder dies)."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        return None
-    return fd
+    walack.start_pusher(spool, helper_command(policy, PUSHER, source), pg_wal)
 
 
 def run_pusher(policy: Policy, source: PostgresSource, pg_wal: str) -> int:
     """Store every ready WAL file, ``archive_workers`` at a time, until none is left; return how many."""
-    from concurrent.futures import ThreadPoolExecutor
-    from dataclasses import replace
-
-    from hadr_backup.repo.repository import open_repo
+    from concurrent.futures import ThreadPoolExecutor  # 3 ms (with logging) that a sync wal-push never needs
 
     spool = spool_path(source, pg_wal)
     for sub in ("done", "error", "link"):
@@ -170,7 +126,7 @@ def run_pusher(policy: Policy, source: PostgresSource, pg_wal: str) -> int:
                 ThreadPoolExecutor(source.archive_workers, thread_name_prefix="hadr-push") as pool:
             pusher = _Pusher(repo, source.name, spool, pg_wal, policy.repository)
             stored = pusher.drain(pool, capacity=source.archive_workers * 2)
-        _log(f"pusher: stored {stored} file(s), up to {pusher.most_at_once} at once")
+        log(f"pusher: stored {stored} file(s), up to {pusher.most_at_once} at once")
         return stored
     finally:
         if os.path.exists(running):
@@ -180,8 +136,6 @@ def run_pusher(policy: Policy, source: PostgresSource, pg_wal: str) -> int:
 
 class _Pusher:
     def __init__(self, repo, source: str, spool: str, pg_wal: str, repository: RepositoryConfig):
-        import threading
-
         self.repo, self.source, self.spool, self.pg_wal = repo, source, spool, pg_wal
         self.repo_root, self.repository = repository.path, repository
         self.identity = None  # the archive identity, once checked
@@ -235,8 +189,6 @@ class _Pusher:
                 self.at_once -= 1
 
     def _push(self, name: str) -> int:
-        from hadr_backup.postgres.archive import ArchiveIdentity, push_retrying, push_wal_file, read_wal_file
-
         path = os.path.join(self.pg_wal, name)
         try:
             st = os.stat(path)
@@ -250,7 +202,7 @@ class _Pusher:
             return 0  # recycled meanwhile: PostgreSQL no longer needs it archived
         except Exception as error:
             replace_text(os.path.join(self.spool, "error", name), f"{error}\n")
-            _log(f"{name}: {error}")
+            log_error(f"{name}: {error}")
             return 0
         replace_text(os.path.join(self.spool, "done", name), marker_text(st, outcome.stored_size, outcome.key))
         _link_marker(path, os.path.join(self.spool, "link", f"{name}-{outcome.sha256}"))
@@ -258,21 +210,8 @@ class _Pusher:
         return 1
 
 
-def _log(line: str) -> None:
-    """A line of the pusher's log (its stderr is ``pusher.log``)."""
-    sys.stderr.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
-
-
 def _log_retry(name: str, error: Exception, delay: float) -> None:
-    _log(f"{name}: {getattr(error, 'message', error)}; retrying in {delay:.1f}s")
-
-
-def replace_text(path: str, text: str) -> None:
-    """Replace ``path`` atomically (a reader sees the old or the new text, never a torn one)."""
-    temp = f"{path}.{os.getpid()}.tmp"
-    with open(temp, "w") as handle:
-        handle.write(text)
-    os.replace(temp, path)
+    log(f"{name}: {getattr(error, 'message', error)}; retrying in {delay:.1f}s")
 
 
 def _link_marker(path: str, link: str) -> None:
@@ -288,35 +227,16 @@ def _link_marker(path: str, link: str) -> None:
 
 def _prune_markers(spool: str, pg_wal: str) -> None:
     """Drop the markers of files PostgreSQL has acknowledged or removed (a hard link would pin the
-    file, and a name can come back after a new initdb)."""
+    file, and a name can come back after a new initdb), and unfinished markers of killed writers."""
     status = os.path.join(pg_wal, "archive_status")
     for folder, name_of in (("done", lambda e: e), ("link", lambda e: e.rsplit("-", 1)[0])):
         for entry in os.listdir(os.path.join(spool, folder)):
-            if not os.path.exists(os.path.join(status, name_of(entry) + ".ready")):
-                try:
-                    os.unlink(os.path.join(spool, folder, entry))
-                except FileNotFoundError:
-                    pass
-
-
-# -- background entry points ---------------------------------------------------------------------
-
-
-def main(argv: list[str]) -> int:
-    import argparse
-
-    from hadr_backup.policy.load import load_policy
-
-    parser = argparse.ArgumentParser(prog="hadr_backup.postgres.spool", description="the background pusher")
-    parser.add_argument("job", choices=["push"])
-    parser.add_argument("--policy")
-    parser.add_argument("--source", required=True)
-    parser.add_argument("--pg-wal", required=True)
-    args = parser.parse_args(argv)
-    policy = load_policy(args.policy or os.environ.get("HADR_POLICY"))
-    run_pusher(policy, policy.sources.postgres_named(args.source), args.pg_wal)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+            path = os.path.join(spool, folder, entry)
+            try:
+                if entry.startswith("."):  # a marker being written (durable_write's temporary name)
+                    if time.time() - os.path.getmtime(path) > STALE_TEMP:
+                        os.unlink(path)
+                elif not os.path.exists(os.path.join(status, name_of(entry) + ".ready")):
+                    os.unlink(path)
+            except FileNotFoundError:
+                pass

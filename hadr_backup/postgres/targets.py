@@ -1,68 +1,22 @@
 """Recovery targets: what the user asked for, parsed and checked, as plain values.
 
-``--target-time`` accepts ISO 8601 and PostgreSQL's own spelling,
-``YYYY-MM-DD[ T]HH:MM[:SS[.ffffff]][Z|±HH[:MM]|±HHMM]``; a time without an offset means UTC (never
-the local zone of whichever host runs the restore), and the resolved UTC instant is always shown.
+``--target-time`` is parsed by ``timefmt.parse_target_time`` (the one parser every engine uses); the
+resolved UTC instant is always shown.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import datetime
 
-from hadr_backup.errors import UsageError
+from hadr_backup.errors import BadTarget
+from hadr_backup.timefmt import format_time, parse_target_time, rfc3339
 
 TIME, LSN, XID, NAME, LATEST, IMMEDIATE = "time", "lsn", "xid", "name", "latest", "immediate"
 ACTIONS = ("pause", "promote", "shutdown")
 
-_TIME = re.compile(
-    r"\s*(?P<date>\d{4}-\d{2}-\d{2})[T ](?P<hour>\d{2}):(?P<minute>\d{2})"
-    r"(?::(?P<second>\d{2})(?:[.,](?P<fraction>\d{1,9}))?)?"
-    r"\s*(?P<zone>Z|UTC|[+-]\d{2}(?::?\d{2})?)?\s*", re.IGNORECASE)
 _LSN = re.compile(r"[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}")
-
-
-class BadTarget(UsageError):
-    """The recovery target is not valid."""
-
-
-def parse_target_time(text: str) -> datetime:
-    """``"2025-01-02 03:04:05.123456+02"`` -> an aware UTC datetime; no offset means UTC."""
-    match = _TIME.fullmatch(text or "")
-    if not match:
-        raise BadTarget(f"--target-time {text!r} is not a time",
-                        hint="write YYYY-MM-DD HH:MM:SS[.ffffff][Z|+HH:MM], e.g. 2025-01-02 03:04:05Z")
-    fraction = (match["fraction"] or "").ljust(6, "0")
-    if len(fraction) > 6 and fraction[6:].strip("0"):
-        raise BadTarget(f"--target-time {text!r} is more precise than PostgreSQL's microseconds")
-    try:
-        naive = datetime.strptime(f"{match['date']} {match['hour']}:{match['minute']}:{match['second'] or '00'}",
-                                  "%Y-%m-%d %H:%M:%S")
-    except ValueError as error:
-        raise BadTarget(f"--target-time {text!r} is not a valid date and time: {error}") from None
-    naive = naive.replace(microsecond=int(fraction[:6]))
-    return naive.replace(tzinfo=_zone(match["zone"], text)).astimezone(UTC)
-
-
-def _zone(zone: str | None, text: str) -> timezone:
-    if zone is None or zone.upper() in ("Z", "UTC"):
-        return UTC
-    sign = -1 if zone[0] == "-" else 1
-    digits = zone[1:].replace(":", "")
-    hours, minutes = int(digits[:2]), int(digits[2:] or 0)
-    if hours > 15 or minutes > 59:
-        raise BadTarget(f"--target-time {text!r} has an impossible UTC offset {zone}")
-    return timezone(sign * timedelta(hours=hours, minutes=minutes))
-
-
-def format_time(moment: datetime | float | None) -> str:
-    """UTC, microseconds, the form PostgreSQL prints and ``recovery_target_time`` reads."""
-    if moment is None:
-        return "-"
-    if not isinstance(moment, datetime):
-        moment = datetime.fromtimestamp(moment, UTC)
-    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f+00")
 
 
 @dataclass(frozen=True)
@@ -87,7 +41,7 @@ class RecoveryTarget:
         return "the end of archived WAL" if self.kind == LATEST else "the end of the backup (consistency)"
 
     def to_json(self) -> dict:
-        value = self.value.isoformat() if isinstance(self.value, datetime) else self.value
+        value = rfc3339(self.value) if isinstance(self.value, datetime) else self.value
         if self.kind == LSN and isinstance(self.value, int):
             from hadr_backup.postgres.wal import format_lsn
 

@@ -10,12 +10,9 @@ WAL file names (PostgreSQL ``xlog_internal.h``)::
     00000002.history                    parents of timeline 2 and where it forked
     000000010000000A000000FF.00000028.backup   backup history file (start/stop of a base backup)
 
-Repository layout (every WAL object's key carries the SHA-256 of its plaintext, as pgBackRest's
-carries a SHA-1, so an identical re-push is recognised, and a different one refused, from a listing)::
-
-    wal/<source>/archive.json                       identity: system identifier, segment size, version
-    wal/<source>/<timeline+log id>/<name>-<sha256>  segments, .partial and .backup files
-    wal/<source>/history/<name>-<sha256>            timeline history files
+In the repository (keys built by ``repo/layout.py``) every WAL object's key carries the SHA-256 of
+its plaintext, as pgBackRest's carries a SHA-1, so an identical re-push is recognised, and a different
+one refused, from a listing; this module says which folder a name belongs in.
 """
 
 from __future__ import annotations
@@ -26,6 +23,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from hadr_backup.errors import RepositoryError
+from hadr_backup.repo import layout
 
 DEFAULT_SEGMENT_SIZE = 16 * 1024 * 1024
 XLOG_BLCKSZ = 8192
@@ -301,18 +299,20 @@ def read_segment_header(first_bytes: bytes) -> SegmentHeader:
 
 
 def wal_prefix(source: str) -> str:
-    return f"wal/{source}/"
+    return layout.wal_prefix(source)
 
 
 def archive_info_key(source: str) -> str:
-    return f"wal/{source}/archive.json"
+    return layout.wal_identity(source)
+
+
+def wal_folder_name(name: str) -> str:
+    """The folder a WAL file's object lives in: by timeline + log id, or ``history``."""
+    return layout.WAL_HISTORY_FOLDER if is_history(name) else segment_of(name)[:16]
 
 
 def wal_dir_key(source: str, name: str) -> str:
-    """The folder a WAL file's object lives in: by timeline + log id, or ``history``."""
-    if is_history(name):
-        return f"wal/{source}/history"
-    return f"wal/{source}/{segment_of(name)[:16]}"
+    return layout.wal_folder(source, wal_folder_name(name))
 
 
 def wal_object_key(source: str, name: str, sha256: str) -> str:
@@ -321,28 +321,29 @@ def wal_object_key(source: str, name: str, sha256: str) -> str:
         raise ValueError(f"{sha256!r} is not a lower-case hex SHA-256")
     if not is_wal_file(name):
         raise WalNameError(f"{name!r} is not a WAL file name")
-    return f"{wal_dir_key(source, name)}/{name}-{sha256}"
+    return layout.wal_object(source, wal_folder_name(name), f"{name}-{sha256}")
 
 
 def wal_name_prefix(source: str, name: str) -> str:
     """List this prefix to find every stored version of ``name`` (filter with ``parse_wal_key``)."""
-    return f"{wal_dir_key(source, name)}/{name}"
+    return layout.wal_object(source, wal_folder_name(name), name)
 
 
 def parse_wal_key(key: str) -> tuple[str, str, str] | None:
     """``wal/<source>/<dir>/<name>-<sha256>`` -> (source, name, sha256); None for other keys."""
-    parts = key.split("/")
-    if len(parts) != 4 or parts[0] != "wal" or "-" not in parts[3]:
+    parts = layout.split_wal_key(key)
+    if parts is None or "-" not in parts[2]:
         return None
-    name, sha256 = parts[3].rsplit("-", 1)
+    source, folder, file_name = parts
+    name, sha256 = file_name.rsplit("-", 1)
     if not _SHA256.fullmatch(sha256) or not is_wal_file(name):
         return None
     try:
-        if parts[2] != wal_dir_key(parts[1], name).split("/")[2]:
+        if folder != wal_folder_name(name):
             return None
     except WalNameError:
         return None
-    return parts[1], name, sha256
+    return source, name, sha256
 
 
 @dataclass(frozen=True, slots=True)  # one per archived file: kept small

@@ -8,7 +8,6 @@ the archive really ends. Every fetched segment is checked against the SHA-256 it
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import shutil
@@ -18,8 +17,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from hadr_backup.errors import HadrError, IntegrityError
+from hadr_backup.errors import HadrError
 from hadr_backup.postgres import wal
+from hadr_backup.postgres.archive import write_verified
 
 COMMIT, ABORT, RESTORE_POINT, OTHER = "commit", "abort", "restore_point", "other"
 _HEAD = (r"len \(rec/tot\):\s+\d+/\s*(?P<total>\d+), tx:\s+(?P<xid>\d+), "
@@ -95,25 +95,11 @@ def _restore_points(text: str) -> list[WalRecord]:
 
 def copy_archived(repo, archived: wal.ArchivedWal, name: str, path: Path, *, durable: bool = False,
                   owner: tuple[int, int] | None = None) -> None:
-    """Write archived WAL file ``name`` to ``path`` (temp name, SHA-256 checked, then renamed)."""
+    """Write archived WAL file ``name`` to ``path`` whole and SHA-256 checked (``durable``: fsynced)."""
     found = archived.find(name)
     if found is None:
         raise WalDecodeError(f"WAL segment {name} is not in the repository")
-    digest = hashlib.sha256()
-    temp = path.with_name(path.name + ".part")
-    with open(temp, "wb") as out:
-        for chunk in repo.read_object(found.key):
-            digest.update(chunk)
-            out.write(chunk)
-        if owner:
-            os.fchown(out.fileno(), *owner)
-        if durable:
-            out.flush()
-            os.fsync(out.fileno())
-    if digest.hexdigest() != found.sha256:
-        temp.unlink()
-        raise IntegrityError(f"archived WAL segment {name} does not match its SHA-256 ({found.key})")
-    temp.rename(path)
+    write_verified(repo.read_object(found.key), path, found.sha256, name, owner=owner, sync=durable)
 
 
 class WalReader:

@@ -2,18 +2,21 @@
 
 The lag is measured against the live cluster when its DSN answers: complete segments not archived yet,
 bytes of WAL past the end of the newest archived segment, and the age of that segment while
-anything is missing (``pg_current_wal_lsn()`` and ``pg_stat_archiver``).
+anything is missing (``pg_current_wal_lsn()`` and ``pg_stat_archiver``). The logs of the background
+helpers (async pusher, prefetcher) are named with the last error of each, when their spool directory is
+known: ``spool_dir``, or the cluster's data directory (``data_dir``, else asked of the cluster).
 """
 
 from __future__ import annotations
 
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from hadr_backup.postgres import wal
 from hadr_backup.postgres.archive import load_identity
+from hadr_backup.postgres.background import helper_logs
 from hadr_backup.postgres.server import open_connection
+from hadr_backup.timefmt import human_size, rfc3339, short
 
 if TYPE_CHECKING:
     from hadr_backup.policy.model import PostgresSource
@@ -25,10 +28,12 @@ select pg_is_in_recovery(),
        case when pg_is_in_recovery() then null else pg_walfile_name(pg_current_wal_lsn()) end,
        (select setting::bigint from pg_settings where name = 'wal_segment_size'),  -- unit: bytes
        a.last_archived_wal, extract(epoch from a.last_archived_time)::float8, a.archived_count,
-       a.last_failed_wal, extract(epoch from a.last_failed_time)::float8, a.failed_count
+       a.last_failed_wal, extract(epoch from a.last_failed_time)::float8, a.failed_count,
+       (select setting from pg_settings where name = 'data_directory')  -- null without the privilege
 from pg_stat_archiver a"""
 _CLUSTER_FIELDS = ("in_recovery", "current_lsn", "current_segment", "segment_size", "last_archived_wal",
-                   "last_archived_time", "archived_count", "last_failed_wal", "last_failed_time", "failed_count")
+                   "last_archived_time", "archived_count", "last_failed_wal", "last_failed_time", "failed_count",
+                   "data_directory")
 
 
 @dataclass
@@ -49,37 +54,38 @@ class ArchiveStatus:
     lag_segments: int | None = None  # complete segments not in the archive yet
     lag_bytes: int | None = None  # WAL written past the end of the newest archived segment
     lag_seconds: float | None = None  # age of the newest archived segment while anything is missing
+    logs: list[dict] = field(default_factory=list)  # background.HelperLog: helper, path, exists, last_error
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        data["newest_time"] = rfc3339(self.newest_time)
+        if self.cluster:
+            data["cluster"] = {**self.cluster, "last_archived_time": rfc3339(self.cluster.get("last_archived_time")),
+                               "last_failed_time": rfc3339(self.cluster.get("last_failed_time"))}
+        return data
 
-    def render(self, out) -> None:
-        newest = self.newest_segment or "none"
-        if self.newest_time:
-            newest += time.strftime(" (%Y-%m-%d %H:%M:%S UTC)", time.gmtime(self.newest_time))
-        pairs = [("source", self.source), ("archived segments", self.segments),
-                 ("timelines", ", ".join(map(str, self.timelines)) or "none"), ("newest segment", newest)]
+    def summary(self) -> str:
+        """What is stored, and how far behind the cluster it is; then a line per background helper log."""
+        timelines = ",".join(map(str, self.timelines)) or "-"
+        text = (f"archive: {self.segments} segments (timelines {timelines}), newest {self.newest_segment or '-'} "
+                f"at {short(self.newest_time)} UTC")
         if self.lag_segments is not None:
-            pairs.append(("archive lag", f"{self.lag_segments} segment(s), {self.lag_bytes} bytes, "
-                                         f"{self.lag_seconds:.0f}s behind"))
-        elif self.cluster_error:
-            pairs.append(("archive lag", f"unknown: {self.cluster_error}"))
+            text += f"; lag {self.lag_segments} segments, {human_size(self.lag_bytes)}, {self.lag_seconds or 0:.0f} s"
         if self.cluster and self.cluster.get("failed_count"):
-            pairs.append(("archive failures", f"{self.cluster['failed_count']} "
-                                              f"(last: {self.cluster.get('last_failed_wal')})"))
+            text += f"; archiver failures {self.cluster['failed_count']} (last {self.cluster.get('last_failed_wal')})"
+        if self.cluster_error:
+            text += f"; cluster not reachable: {self.cluster_error}"
         if self.conflicts:
-            pairs.append(("conflicting names", ", ".join(self.conflicts)))
-        out.kv(pairs)
+            text += f"; CONFLICTS {len(self.conflicts)}"
+        return "\n".join([text, *(f"{label}: {value}" for label, value in describe_logs(self.logs))])
 
 
-def archive_status(repo: Repository, source: PostgresSource | str, now: float, *, query_cluster: bool = True,
-                   archived: wal.ArchivedWal | None = None) -> ArchiveStatus:
-    """The archive of ``source`` (a PostgresSource or its name) and its lag behind the live cluster.
-    ``archived``: the source's archive when the caller has listed it already (one listing, not two)."""
+def archive_status(repo: Repository, source: PostgresSource | str, now: float, *,
+                   query_cluster: bool = True) -> ArchiveStatus:
+    """The archive of ``source`` (a PostgresSource or its name) and its lag behind the live cluster."""
     if isinstance(source, str):
         source = repo.policy.sources.postgres_named(source)
-    if archived is None:
-        archived = wal.list_archived(repo, source.name)
+    archived = wal.list_archived(repo, source.name)
     identity = load_identity(repo, source.name)
     newest = archived.newest_segment()
     status = ArchiveStatus(source.name, identity.to_json() if identity else None, archived.segment_count(),
@@ -92,7 +98,19 @@ def archive_status(repo: Repository, source: PostgresSource | str, now: float, *
             status.cluster_error = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
     if status.cluster and status.cluster["current_lsn"]:
         _measure_lag(status, now)
+    data_directory = source.data_dir or (status.cluster or {}).get("data_directory")
+    status.logs = [log.to_json() for log in helper_logs(source, data_directory)]
     return status
+
+
+def describe_logs(logs: list[dict]) -> list[tuple[str, str]]:
+    """``("<helper> log", "<path> (<state>)")`` per helper log; the state is its last error line, if any."""
+    pairs = []
+    for log in logs:
+        state = f"last error: {log['last_error']}" if log["last_error"] else \
+            "no errors" if log["exists"] else "not written yet"
+        pairs.append((f"{log['helper']} log", f"{log['path']} ({state})"))
+    return pairs
 
 
 def _query_cluster(dsn: str) -> dict[str, Any]:

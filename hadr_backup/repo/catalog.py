@@ -9,8 +9,9 @@ writers never lose each other's entries. An entry is ``complete`` only after eve
 stored; a ``running`` entry whose own heartbeat stops (its process is gone, or it has not renewed for
 longer than the lease) is judged interrupted, and the next writer marks it ``failed``.
 
-Format 2 added ``host``, ``heartbeat_at``, ``prefix`` and ``cleaned``; format 1 catalogs are read as
-they are (those fields take their defaults).
+Format 2 added ``host``, ``heartbeat_at``, ``prefix``, ``cleaned`` and the source-neutral
+``consistent_at``, ``parent`` and ``needs``; format 1 catalogs are read as they are (those fields take
+their defaults; kind-specific metadata stays in ``meta``, which each engine reads through its own type).
 """
 
 from __future__ import annotations
@@ -67,6 +68,9 @@ class BackupEntry:
     heartbeat_at: float | None = None  # renewed by the running process; None: never renewed
     prefix: str | None = None  # where its objects (and the leftovers of interrupted writes) live
     cleaned: bool = False  # a failed entry's objects have been removed
+    consistent_at: float | None = None  # the earliest instant it restores to, whatever its kind
+    parent: str | None = None  # the backup it is chained to (incremental), None for a full one
+    needs: list[str] = field(default_factory=list)  # objects outside its own it cannot be restored without
 
     @property
     def complete(self) -> bool:

@@ -14,6 +14,7 @@ from typing import Any
 
 from hadr_backup.errors import UsageError
 from hadr_backup.policy.model import Policy
+from hadr_backup.repo import layout
 from hadr_backup.repo.repository import META_KEY, master_key_for, open_repo
 from hadr_backup.repo.storage import read_all
 
@@ -70,7 +71,7 @@ def run_key_rotate(policy: Policy, new_key_file: str) -> KeyRotateResult:
         raise UsageError("the new key is the current key", hint="create one with `hadr key create --file NEW`")
     result = KeyRotateResult(old.id, new.id)
     with open_repo(policy, write=True, catalog=False) as repo:
-        for info in repo.store.list("keys/"):
+        for info in repo.store.list(layout.KEYS):
             record = json.loads(read_all(repo.store, info.key))
             if record.get("master_key_id") == new.id:
                 result.already.append(record["data_key_id"])

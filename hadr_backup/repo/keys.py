@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hadr_backup.errors import IntegrityError, TamperedData, UsageError, WrongKey
-from hadr_backup.fsutil import fsync_dir
+from hadr_backup.fsutil import durable_write
 
 KEY_FILE_PREFIX = "hadr-key-v1:"
 WRAP_FORMAT = "hadr-wrapped-key-v1"
@@ -64,26 +64,19 @@ class DataKey:
 
 
 def create_key_file(path: Path | str) -> MasterKey:
-    """Write a new random master key to ``path`` (mode 0600 from creation); never overwrite a file."""
+    """Write a new random master key to ``path`` (mode 0600 from creation, fsynced); never overwrite a file."""
     path = Path(path)
     secret = os.urandom(SECRET_SIZE)
     text = f"{KEY_FILE_PREFIX}{base64.b64encode(secret).decode()}\n".encode()
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        durable_write(path, text, mode=0o600, exclusive=True)
     except FileExistsError:
         raise UsageError(
             f"key file {path} already exists; refusing to overwrite it",
             hint="data encrypted under that key needs it: move it away first only if you really mean to replace it",
         ) from None
     except OSError as exc:
-        raise UsageError(f"cannot create key file {path}: {exc.strerror}") from None
-    try:
-        os.fchmod(fd, 0o600)  # the mode given to open() is filtered by the umask; make it exact
-        os.write(fd, text)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    fsync_dir(path.parent)
+        raise UsageError(f"cannot create key file {path}: {exc.strerror}") from exc
     return MasterKey.from_secret(secret)
 
 
@@ -116,7 +109,7 @@ def _read_key_file(path: Path) -> bytes:
         ) from None
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) else "not ASCII text"
-        raise UsageError(f"cannot read key file {path}: {reason}") from None
+        raise UsageError(f"cannot read key file {path}: {reason}") from exc
     if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise UsageError(
             f"key file {path} is readable by others (mode {stat.S_IMODE(st.st_mode):04o})",

@@ -9,7 +9,9 @@
     .lock                                  the flock of the writer holding the repository (local)
     backups/<kind>/<source>/<backup-id>/   a backup's objects, and backup.json: the backup described
                                            by itself (what `hadr repair catalog` rebuilds from)
-    wal/<source>/...                       archived PostgreSQL WAL (see postgres/wal.py)
+    wal/<source>/archive.json              the cluster the archive of <source> is bound to
+    wal/<source>/<timeline+log id>/<name>-<sha256>   WAL segments, .partial and .backup files
+    wal/<source>/history/<name>-<sha256>   timeline history files (postgres/wal.py picks the folder)
 """
 
 from __future__ import annotations
@@ -43,3 +45,32 @@ def parse_backup_key(key: str) -> tuple[str, str, str, str] | None:
     if len(parts) != 5 or parts[0] + "/" != BACKUPS or not all(parts[1:]):
         return None
     return parts[1], parts[2], parts[3], parts[4]
+
+
+# -- archived WAL ---------------------------------------------------------------------------------
+
+WAL_HISTORY_FOLDER = "history"
+
+
+def wal_prefix(source: str) -> str:
+    return f"{WAL}{source}/"
+
+
+def wal_identity(source: str) -> str:
+    return f"{WAL}{source}/archive.json"
+
+
+def wal_folder(source: str, folder: str) -> str:
+    return f"{WAL}{source}/{folder}"
+
+
+def wal_object(source: str, folder: str, file_name: str) -> str:
+    return f"{WAL}{source}/{folder}/{file_name}"
+
+
+def split_wal_key(key: str) -> tuple[str, str, str] | None:
+    """``wal/<source>/<folder>/<file>`` -> (source, folder, file); None for other keys."""
+    parts = key.split("/")
+    if len(parts) != 4 or parts[0] + "/" != WAL or not all(parts):
+        return None
+    return parts[1], parts[2], parts[3]

@@ -1,4 +1,6 @@
-"""Local filesystem driver: temp file + fsync + rename (+ directory fsync) for every write.
+"""Local filesystem driver: every write is fsutil.durable_write (temp file + fsync + rename + directory
+fsync; a hard link instead of the rename for a create-if-absent). Unfinished writes leave temporary
+files named ``.<name>.<pid>.<8 hex>.tmp`` (fsutil.TEMP_NAME), which list_temporary() finds.
 
 When run as root on a repository root owned by another user (typically ``postgres``, whose
 archive_command writes WAL here), new files and directories take that owner, so a root cron job
@@ -15,11 +17,10 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
-import re
-import secrets
 import stat as stat_mode
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 
 from hadr_backup.errors import (
@@ -30,13 +31,11 @@ from hadr_backup.errors import (
     RepositoryWriteFailed,
     StorageUnreadable,
 )
-from hadr_backup.fsutil import fsync_dir, os_fault_hint, os_faults_as
+from hadr_backup.fsutil import TEMP_NAME, durable_write, fsync_dir, os_fault_hint, os_faults_as
 from hadr_backup.repo.storage import Features, ObjectInfo, Versioned, started, validate_key, validate_prefix
 
 READ_SIZE = 1 << 20
 CAS_LOCK = ".cas.lock"  # per folder: serialises compare-and-swap writers of that folder's objects
-# the temporary file of an unfinished put: .<name>.<pid>.<8 hex>.tmp
-_TEMP = re.compile(r"\.(?P<name>.+)\.\d+\.[0-9a-f]{8}\.tmp")
 
 
 class LocalStorage:
@@ -77,40 +76,13 @@ class LocalStorage:
 
     def put(self, key: str, chunks: Iterable[bytes], *, if_absent: bool = False) -> int:
         final = self._path(key)
-        temp = final.parent / f".{final.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-        try:
-            with self._writing(final):
-                self._makedirs(final.parent)
-                out = open(temp, "xb", buffering=0)  # unbuffered: nothing left to flush once a write failed
-            with out:
-                size = self._write_all(out, chunks, final)
-            with self._writing(final):
-                self._adopt(temp)
-                if if_absent:
-                    try:
-                        os.link(temp, final)  # atomic create: fails when the name exists
-                    except FileExistsError:
-                        raise ObjectExists(f"{key} already exists in {self.root}") from None
-                    os.unlink(temp)
-                else:
-                    os.replace(temp, final)
-                fsync_dir(final.parent)
-        finally:
-            if temp.exists():
-                temp.unlink()
-        return size
-
-    def _write_all(self, out, chunks: Iterable[bytes], final: Path) -> int:
-        size = 0
-        for chunk in chunks:  # an OSError of the source is the source's own, not the repository's
-            view = memoryview(chunk)
-            with self._writing(final):
-                while view:  # an unbuffered write may be short
-                    view = view[out.write(view):]
-            size += len(chunk)
         with self._writing(final):
-            os.fsync(out.fileno())
-        return size
+            self._makedirs(final.parent)
+        try:  # an OSError of the source (iterating ``chunks``) is the source's own, not the repository's
+            return durable_write(final, chunks, mode=None, owner=self._owner, exclusive=if_absent,
+                                 guard=partial(self._writing, final))
+        except FileExistsError:
+            raise ObjectExists(f"{key} already exists in {self.root}") from None
 
     def _writing(self, final: Path):
         """OSErrors of the block (no space, no permission, I/O) as RepositoryWriteFailed naming ``final``."""
@@ -130,7 +102,7 @@ class LocalStorage:
             self._confirm_absent(path, f"read {key}")
             raise ObjectMissing(f"{key} is missing from {self.root}") from None
         except OSError as error:
-            raise _unreadable(f"read {key}", error) from None
+            raise _unreadable(f"read {key}", error) from error
         return _read_chunks(handle, key)
 
     def stat(self, key: str) -> ObjectInfo | None:
@@ -141,7 +113,7 @@ class LocalStorage:
             self._confirm_absent(path, f"look up {key}")
             return None
         except OSError as error:
-            raise _unreadable(f"look up {key}", error) from None
+            raise _unreadable(f"look up {key}", error) from error
         return ObjectInfo(key, st.st_size, st.st_mtime)
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
@@ -166,7 +138,7 @@ class LocalStorage:
             root = os.stat(self.root)
         except OSError as error:
             raise _unreadable(action, error, hint="the repository directory is gone: is its filesystem "
-                                                  "mounted?") from None
+                                                  "mounted?") from error
         if not stat_mode.S_ISDIR(root.st_mode):
             raise StorageUnreadable(f"cannot {action}: the repository root {self.root} is not a directory any more")
         current = self.root
@@ -176,10 +148,10 @@ class LocalStorage:
                 os.stat(current)
             except FileNotFoundError as error:
                 if os.path.lexists(current):
-                    raise _unreadable(action, error, hint=f"{current} is a link to nothing") from None
+                    raise _unreadable(action, error, hint=f"{current} is a link to nothing") from error
                 return
             except OSError as error:
-                raise _unreadable(action, error) from None
+                raise _unreadable(action, error) from error
 
     def delete(self, key: str) -> None:
         path = self._path(key)
@@ -201,7 +173,7 @@ class LocalStorage:
             self._confirm_absent(path, f"read {key}")
             raise ObjectMissing(f"{key} is missing from {self.root}") from None
         except OSError as error:
-            raise _unreadable(f"read {key}", error) from None
+            raise _unreadable(f"read {key}", error) from error
 
     def put_if(self, key: str, data: bytes, *, token: str | None) -> str:
         final = self._path(key)
@@ -251,7 +223,7 @@ class LocalStorage:
         yield from _temporaries(entries, base, prefix, action)
 
     def delete_temporary(self, info: ObjectInfo) -> None:
-        if not info.temp_id or not _TEMP.fullmatch(os.path.basename(info.temp_id)):
+        if not info.temp_id or not TEMP_NAME.fullmatch(os.path.basename(info.temp_id)):
             raise RepositoryError(f"{info.temp_id!r} is not a temporary object of {self.root}")
         path = self.root / info.temp_id
         try:
@@ -272,7 +244,7 @@ def _read_chunks(handle, key: str) -> Iterator[bytes]:
             try:
                 chunk = handle.read(READ_SIZE)
             except OSError as error:
-                raise _unreadable(f"read {key}", error) from None
+                raise _unreadable(f"read {key}", error) from error
             if not chunk:
                 return
             yield chunk
@@ -286,7 +258,7 @@ def _temporaries(entries: list[os.DirEntry], rel_dir: str, prefix: str, action: 
             if rel.startswith(prefix) or prefix.startswith(rel + "/"):
                 yield from _temporaries(_scan(Path(entry.path), action), rel, prefix, action)
             continue
-        match = _TEMP.fullmatch(entry.name)
+        match = TEMP_NAME.fullmatch(entry.name)
         key = match and (f"{rel_dir}/{match['name']}" if rel_dir else match["name"])
         if key and key.startswith(prefix):
             st = _entry_stat(entry, action)
@@ -304,7 +276,7 @@ def _walk(entries: list[os.DirEntry], rel_dir: str, prefix: str, action: str) ->
         try:
             inner = _scan(Path(entry.path), action)
         except FileNotFoundError as error:  # listed a moment ago: something is wrong underneath
-            raise _unreadable(action, error) from None
+            raise _unreadable(action, error) from error
         yield from _walk(inner, key, prefix, action)
 
 
@@ -334,7 +306,7 @@ def _scan(folder: Path, action: str) -> list[os.DirEntry]:
     except FileNotFoundError:
         raise
     except OSError as error:
-        raise _unreadable(action, error) from None
+        raise _unreadable(action, error) from error
 
 
 def _entry_stat(entry: os.DirEntry, action: str) -> os.stat_result | None:
@@ -343,10 +315,10 @@ def _entry_stat(entry: os.DirEntry, action: str) -> os.stat_result | None:
         return entry.stat()
     except FileNotFoundError as error:
         if os.path.lexists(entry.path):
-            raise _unreadable(action, error, hint=f"{entry.path} is a link to nothing") from None
+            raise _unreadable(action, error, hint=f"{entry.path} is a link to nothing") from error
         return None
     except OSError as error:
-        raise _unreadable(action, error) from None
+        raise _unreadable(action, error) from error
 
 
 def _unreadable(action: str, error: OSError, hint: str | None = None) -> StorageUnreadable:

@@ -297,7 +297,7 @@ class _ChunkOpener:
                 )
             return decompressor.decompress(payload)
         except zstandard.ZstdError as exc:
-            raise TamperedData(f"chunk {index} does not decompress: {exc}") from None
+            raise TamperedData(f"chunk {index} does not decompress: {exc}") from exc
 
 
 # -- shared ---------------------------------------------------------------------------------------

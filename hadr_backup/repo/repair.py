@@ -33,7 +33,7 @@ class RepairResult:
     kept: int = 0  # entries the catalog already had
     added: list[str] = field(default_factory=list)
     incomplete: dict[str, list[str]] = field(default_factory=dict)  # described, objects missing
-    undescribed: list[str] = field(default_factory=list)  # backup folders without backup.json
+    undescribed: list[str] = field(default_factory=list)  # folders neither described nor in the catalog
     leftovers_removed: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -71,10 +71,14 @@ def run_repair_catalog(policy: Policy, now: float | None = None) -> RepairResult
         found = _described_backups(repo, _backup_folders(repo), result)
 
         # 2. add what the catalog lacks, keeping everything it has
+        undescribed = list(result.undescribed)
+
         def add(catalog: Catalog) -> list[str]:
             result.kept = len(catalog.entries)
             result.notes = [] if catalog.loaded_from else ["there was no readable catalog: rebuilt it from the "
                                                            "backups' descriptions"]
+            known = {entry.object_prefix for entry in catalog.entries}
+            result.undescribed = [prefix for prefix in undescribed if prefix not in known]
             missing = [entry for entry in found if catalog.get(entry.id) is None]
             for entry in missing:
                 catalog.add(entry)

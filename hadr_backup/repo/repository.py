@@ -1,8 +1,8 @@
 """The repository: storage + catalog + pipeline + keys, opened as one resource.
 
     with open_repo(policy, write=True) as repo:      # takes the lock, loads the catalog
-        entry = repo.begin_backup("pg", "main", meta)
-        stored = repo.put_object(entry.object_prefix + "base.tar", stream)
+        entry = repo.begin_backup(kind, source_name, meta)
+        stored = repo.put_object(entry.object_prefix + "data", stream)
         repo.finish_backup(entry, [stored])
 
 The object layout is owned by ``layout.py``. Catalog changes are compare-and-swap against the version
@@ -228,9 +228,12 @@ class Repository:
         """Record a backup as running (with a heartbeat) before any of its data is stored."""
         return lifecycle.begin_backup(self, kind, source, meta)
 
-    def finish_backup(self, entry: BackupEntry, objects: list[StoredObject], meta: dict | None = None) -> None:
+    def finish_backup(self, entry: BackupEntry, objects: list[StoredObject], meta: dict | None = None, *,
+                      consistent_at: float | None = None, needs: list[str] | None = None) -> None:
         """Describe the backup in the repository, then mark it complete: call only once every
-        object it needs is durably stored."""
+        object it needs (its own, and ``needs`` outside it) is durably stored."""
+        entry.consistent_at = consistent_at if consistent_at is not None else entry.consistent_at
+        entry.needs = list(needs) if needs is not None else entry.needs
         lifecycle.finish_backup(self, entry, objects, meta)
 
     def fail_backup(self, entry: BackupEntry, reason: str) -> None:

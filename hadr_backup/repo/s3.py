@@ -169,7 +169,7 @@ class S3Storage:
             try:
                 page = next(pages, None)
             except Exception as error:  # on any page: the listing fails, it never just ends early
-                raise self._listing_failed(prefix, error) from None
+                raise self._listing_failed(prefix, error) from error
             if page is None:
                 return
             for item in page.get("Contents", ()):
@@ -221,7 +221,7 @@ class S3Storage:
                     yield ObjectInfo(upload["Key"][strip:], 0, upload["Initiated"].timestamp(),
                                      temp_id=upload["UploadId"])
         except Exception as error:
-            raise self._translate(prefix or "(uploads)", error) from None
+            raise self._translate(prefix or "(uploads)", error) from error
 
     def delete_temporary(self, info: ObjectInfo) -> None:
         try:
@@ -234,7 +234,7 @@ class S3Storage:
         try:
             return operation(**kwargs)
         except Exception as error:
-            raise self._translate(key, error) from None
+            raise self._translate(key, error) from error
 
     def _translate(self, key: str, error: Exception) -> Exception:
         from botocore.exceptions import BotoCoreError, ClientError
@@ -292,4 +292,4 @@ def _body_chunks(key: str, body) -> Iterator[bytes]:
             while chunk := body.read(READ_SIZE):
                 yield chunk
     except BotoCoreError as error:
-        raise TransientStorageError(f"reading {key} failed midway: {error}") from None
+        raise TransientStorageError(f"reading {key} failed midway: {error}") from error

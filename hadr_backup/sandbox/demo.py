@@ -19,6 +19,7 @@ from typing import Any
 
 from hadr_backup.errors import ServerError
 from hadr_backup.sandbox.layout import Sandbox, sandbox_policy
+from hadr_backup.timefmt import format_time, rfc3339
 
 ACCIDENT = 'UPDATE "user" SET winston_credit_balance = 0'
 Progress = Callable[[str], None]
@@ -50,11 +51,10 @@ class DemoResult:
         return 0 if good else 3
 
     def to_json(self) -> dict[str, Any]:
-        return {**asdict(self), "passed": self.exit_code == 0}
+        return {**asdict(self), "accident_at": rfc3339(self.accident_at), "target": rfc3339(self.target),
+                "passed": self.exit_code == 0}
 
     def render(self, out) -> None:
-        from hadr_backup.postgres.targets import format_time
-
         out.line("")
         out.kv([("accident", f"{self.accident}  (committed {format_time(self.accident_at)})"),
                 ("restored to", f"{format_time(self.target)} (the last good instant) from backup {self.backup_id}"),
@@ -67,15 +67,19 @@ class DemoResult:
                                f"{'ok' if self.ledger_problems == 0 else f'{self.ledger_problems} problem(s)'}"),
                 ("side cluster", f"kept in {self.kept}" if self.kept else "stopped and removed")])
         out.line("demo: " + ("PASSED" if self.exit_code == 0 else "FAILED"))
+        out.line(f"the sandbox is still running in {self.sandbox}: use it by hand after "
+                 f"`export HADR_POLICY={self.sandbox}/policy.yaml`; stop it with `hadr sandbox down --dir "
+                 f"{self.sandbox}` (add --purge to remove its folder)")
 
 
-def run_demo(load_policy: Callable[[], Any], sandbox_dir: Path | None, *, seconds: float = 6.0,
+def run_demo(policy_path: str | None, sandbox_dir: Path | None, *, seconds: float = 6.0,
              keep: bool = False, progress: Progress | None = None) -> DemoResult:
-    """Run the whole story; the sandbox is started when it is not running."""
+    """Run the whole story; the sandbox is started when it is not running. ``policy_path``: --policy or
+    HADR_POLICY, else the sandbox folder's own policy (see ``sandbox_policy``)."""
     from hadr_backup.postgres.basebackup import run_backup_pg
 
     say = progress or (lambda message: None)
-    policy, folder = sandbox_policy(load_policy, sandbox_dir)
+    policy, folder = sandbox_policy(policy_path, sandbox_dir, write=True)
     sandbox = Sandbox(folder, policy, say)
     # 1. the sandbox, running and seeded, with a repository
     ensure_up(sandbox, say)

@@ -2,6 +2,7 @@
 
 Ports and names come from the policy; everything else lives in the sandbox folder::
 
+    <dir>/policy.yaml           the sandbox's policy (absolute paths), written from a template by ``up``
     <dir>/sandbox.json          marker: when created and seeded (``down --purge`` removes only such a folder)
     <dir>/pg/data, pg/*.log     PostgreSQL (unless the policy puts data_dir elsewhere)
     <dir>/redis/<name>/         one redis-server per policy source, with its log
@@ -14,13 +15,16 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from hadr_backup.errors import UsageError
+from hadr_backup.policy.load import expand, load_policy, policy_from_text
+from hadr_backup.policy.model import Policy
+from hadr_backup.postgres.archive import archive_command_for
 from hadr_backup.sandbox import seed, servers
 from hadr_backup.sandbox.servers import PostgresCluster, RedisServer, S3Server
 from hadr_backup.sandbox.workload import Stack
@@ -32,17 +36,61 @@ REDIS_SETTINGS: dict[str, dict[str, Any]] = {
 }
 
 
-def sandbox_policy(load_policy: Callable[[], Any], sandbox_dir: Path | None) -> tuple[Any, Path]:
-    """The policy and the sandbox folder: ``sandbox_dir`` if given, else the policy's, else the default.
+DEFAULT_DIR = ".hadr-sandbox"
+POLICY_FILE = "policy.yaml"
+PORT_VARIABLES = ("HADR_SANDBOX_PG_PORT", "HADR_SANDBOX_CACHE_PORT", "HADR_SANDBOX_QUEUES_PORT",
+                  "HADR_SANDBOX_S3_PORT")
+SANDBOX_DIR_HELP = ("Sandbox folder. Default: the sandbox.dir of --policy / $HADR_POLICY when given, "
+                    "else $HADR_SANDBOX, else ./.hadr-sandbox.")
+_HEADER = ("# The sandbox's policy, written by `hadr sandbox up` (edit it freely; `down --purge` removes it).\n"
+           "# Point the other commands at it: export HADR_POLICY={path}\n")
 
-    The built-in policy reads its paths from ``$HADR_SANDBOX``, so that is set to the folder first.
+
+def sandbox_policy(policy_path: str | None, sandbox_dir: Path | None, *, write: bool = False) -> tuple[Policy, Path]:
+    """The policy and the (absolute) sandbox folder.
+
+    A policy given with ``--policy`` or ``HADR_POLICY`` is used as it is; the folder is then ``sandbox_dir``,
+    else the policy's ``sandbox.dir``, else the default. Otherwise the folder is ``sandbox_dir``, else
+    ``$HADR_SANDBOX``, else ``./.hadr-sandbox``, and the policy is the folder's ``policy.yaml``: written from
+    the template when absent and ``write`` (``sandbox up``, ``demo``), read from the template otherwise.
     """
-    if sandbox_dir is not None:
-        os.environ["HADR_SANDBOX"] = str(Path(sandbox_dir).absolute())
-    policy = load_policy()
-    folder = sandbox_dir or policy.sandbox_dir or Path(os.environ.get("HADR_SANDBOX") or ".hadr-sandbox")
-    os.environ["HADR_SANDBOX"] = str(Path(folder).absolute())
-    return policy, Path(folder).absolute()
+    if policy_path:
+        policy = load_policy(policy_path)
+        return policy, Path(sandbox_dir or policy.sandbox_dir or DEFAULT_DIR).absolute()
+    folder = Path(sandbox_dir or os.environ.get("HADR_SANDBOX") or DEFAULT_DIR).absolute()
+    path = folder / POLICY_FILE
+    if path.is_file():
+        return load_policy(str(path)), folder
+    text = render_policy(folder, path)
+    if not write:
+        return policy_from_text(text, str(path)), folder
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(path, "x") as handle:  # readable by the server's OS user, which runs archive_command
+        handle.write(text)
+    return load_policy(str(path)), folder
+
+
+def render_policy(folder: Path, path: Path) -> str:
+    """The template with the folder's absolute path and the ports (``HADR_SANDBOX_*_PORT``) filled in."""
+    import yaml
+
+    values = {"HADR_SANDBOX": str(folder), **{k: os.environ[k] for k in PORT_VARIABLES if os.environ.get(k)}}
+    template = resources.files("hadr_backup.policy").joinpath("sandbox.yaml").read_text()
+
+    def fill(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {key: fill(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [fill(value) for value in node]
+        return expand(node, "the sandbox policy template", values) if isinstance(node, str) else node
+
+    return _HEADER.format(path=shlex.quote(str(path))) + yaml.safe_dump(fill(yaml.safe_load(template)),
+                                                                        sort_keys=False)
+
+
+def export_line(policy: Policy) -> str:
+    """The shell line that points the other commands at this policy."""
+    return f"export HADR_POLICY={shlex.quote(str(Path(policy.path).absolute()))}"
 
 
 @dataclass
@@ -126,20 +174,12 @@ class Sandbox:
         return servers.s3_client(source.endpoint, source.access_key, source.secret_key, source.region)
 
     def archive_command(self) -> str:
-        """hadr wal-push as the server runs it (as its OS user), under the policy this sandbox uses."""
-        from hadr_backup.policy.load import BUILTIN
-
-        env = {k: v for k, v in os.environ.items() if k.startswith("HADR_SANDBOX_")}
-        env["HADR_SANDBOX"] = str(self.root)
-        argv = [sys.executable, "-m", "hadr_backup"]
-        if self.policy.path != BUILTIN:
-            env["HADR_POLICY"] = str(Path(self.policy.path).absolute())
-            argv += ["--policy", env["HADR_POLICY"]]
+        """hadr wal-push as the server runs it (as its OS user), under the policy file this sandbox uses."""
+        command = archive_command_for(self.policy.path, self.pg_source.name)
         package_root = Path(__file__).resolve().parents[2]
-        if package_root.name != "site-packages":  # running from a source tree: let the server find it
-            env["PYTHONPATH"] = str(package_root)
-        assignments = " ".join(f"{key}={shlex.quote(value)}" for key, value in sorted(env.items()))
-        return f"env {assignments} {shlex.join(argv)} wal-push %p"
+        if package_root.name == "site-packages":
+            return command
+        return f"PYTHONPATH={shlex.quote(str(package_root))}; export PYTHONPATH; {command}"  # a source tree
 
     def open_stack(self) -> Stack:
         import psycopg

@@ -49,6 +49,7 @@ class SandboxUp:
     restored_objects: int
     components: list[Component]
     warnings: list[str] = field(default_factory=list)
+    export: str = ""  # the shell line that points the other commands at the policy
 
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "dir": str(self.dir), "components": [c.to_json() for c in self.components]}
@@ -59,6 +60,8 @@ class SandboxUp:
         _render_components(out, self.components)
         for warning in self.warnings:
             out.line(f"warning: {warning}")
+        out.line("point the other hadr commands at the sandbox with:")
+        out.line(self.export)  # the last line, so that `hadr sandbox up | tail -n 1` is that line
 
 
 @dataclass

@@ -13,17 +13,17 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from hadr_backup import procs
 from hadr_backup.errors import ServerError, UsageError
 from hadr_backup.sandbox import seed
-from hadr_backup.sandbox.layout import Progress, Sandbox
+from hadr_backup.sandbox.layout import Progress, Sandbox, export_line
 from hadr_backup.sandbox.results import Component, SandboxDown, SandboxLoad, SandboxStatus, SandboxUp
 from hadr_backup.sandbox.seed import Problem
 from hadr_backup.sandbox.workload import Bundler, run_workload
+from hadr_backup.timefmt import rfc3339
 
 # -- up ---------------------------------------------------------------------------------------------
 
@@ -47,7 +47,7 @@ def run_sandbox_up(policy: Any, sandbox_dir: Path, progress: Progress | None = N
         raise
     components = component_statuses(sandbox)
     return SandboxUp(dir=sandbox.root, policy=policy.path, seeded=seeded, restored_objects=restored,
-                     components=components, warnings=archive_warnings())
+                     components=components, warnings=archive_warnings(), export=export_line(policy))
 
 
 def refuse_if_busy(sandbox: Sandbox) -> None:
@@ -60,8 +60,9 @@ def refuse_if_busy(sandbox: Sandbox) -> None:
     for component, port in sandbox.ports().items():
         if procs.port_open(port):
             raise ServerError(f"port {port} (for {component}) is already in use by another process",
-                              hint="stop that process, or give the sandbox other ports in the policy "
-                                   "(built-in policy: HADR_SANDBOX_PG_PORT, _CACHE_PORT, _QUEUES_PORT, _S3_PORT)")
+                              hint=f"stop that process, or give the sandbox other ports in {sandbox.policy.path} "
+                                   f"(a sandbox's first `up` takes them from HADR_SANDBOX_PG_PORT, _CACHE_PORT, "
+                                   f"_QUEUES_PORT and _S3_PORT)")
 
 
 def prepare_repository_dir(sandbox: Sandbox) -> None:
@@ -300,4 +301,4 @@ def stop_requests() -> Iterator[Callable[[], bool]]:
 
 
 def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
+    return rfc3339(time.time())

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from hadr_backup.errors import EXIT_OK, EXIT_VERIFY
+from hadr_backup.errors import EXIT_OK, EXIT_VERIFY, HadrError, IntegrityError
 
 OK, WARNING, ERROR = "ok", "warning", "error"
 
@@ -56,3 +56,15 @@ class Report:
                 out.line(f"{finding.level.upper():7} {finding.code}: {finding.subject}: {finding.message}")
         verdict = "PASSED" if self.passed else f"FAILED ({len(self.problems)} problem(s))"
         out.line(f"{self.title}: {verdict} — checked {checked}")
+
+
+def read_through(repo, key: str, sha256: str | None, subject: str, report: Report) -> None:
+    """Read ``key`` back through the pipeline (every chunk authenticated, and its SHA-256 when given);
+    what fails becomes a finding."""
+    try:
+        for _ in repo.read_object(key, sha256=sha256):
+            pass
+    except IntegrityError as error:
+        report.add(ERROR, "corrupt-object", subject, f"{key}: {error.message}")
+    except HadrError as error:
+        report.add(ERROR, "unreadable-object", subject, f"{key}: {error.message}")

@@ -12,13 +12,14 @@ import time
 from collections.abc import Callable
 from functools import partial
 
-from hadr_backup.errors import HadrError, IntegrityError, StorageUnreadable, TransientStorageError
+from hadr_backup import engines
+from hadr_backup.errors import StorageUnreadable, TransientStorageError
 from hadr_backup.policy.model import Policy
 from hadr_backup.repo import layout
 from hadr_backup.repo.backups import TEMP_GRACE
 from hadr_backup.repo.catalog import FAILED, RUNNING, BackupEntry
 from hadr_backup.repo.repository import Repository, open_repo
-from hadr_backup.verify.findings import ERROR, WARNING, Report
+from hadr_backup.verify.findings import ERROR, WARNING, Report, read_through
 
 
 def run_verify_repo(policy: Policy, *, deep: bool = False) -> Report:
@@ -29,12 +30,14 @@ def run_verify_repo(policy: Policy, *, deep: bool = False) -> Report:
         for entry in repo.catalog.entries:
             if entry.complete:
                 _check_backup(repo, entry, report, deep)
-            elif entry.state == "running":
+            elif entry.state == RUNNING:
                 report.add(WARNING, "backup-running", entry.id, "still running (or its process died)")
         _listing_check(report, layout.BACKUPS, partial(_check_unreferenced, repo, report))
         _listing_check(report, "(leftovers)", partial(_check_temporaries, repo, report, time.time()))
-        for source in policy.sources.postgres:
-            _listing_check(report, f"wal/{source.name}/", partial(_check_wal, repo, source.name, report, deep))
+        for kind, source in engines.configured(policy):
+            engine = engines.find(kind)
+            if engine is not None:
+                _listing_check(report, f"{kind} {source.name}", partial(engine.verify, repo, source.name, report, deep))
         return report
 
 
@@ -59,29 +62,27 @@ def _check_backup(repo: Repository, entry: BackupEntry, report: Report, deep: bo
         if problem is not None:
             report.add(ERROR, problem[0], entry.id, problem[1])
         elif deep:
-            _read_through(repo, stored.key, stored.sha256, entry.id, report)
+            read_through(repo, stored.key, stored.sha256, entry.id, report)
+    for key in entry.needs:  # outside its own objects: WAL it is made consistent with, a parent's objects
+        report.count("needed_objects")
+        if _present(repo, key, entry.id, report) is False:
+            report.add(ERROR, "needed-object-missing", entry.id, f"{key}, which it cannot be restored without, "
+                                                                 f"is missing")
 
 
 def _check_description(repo: Repository, entry: BackupEntry, report: Report) -> None:
-    key = layout.backup_description(entry.kind, entry.source, entry.id)
-    try:
-        described = repo.store.stat(key) is not None
-    except (StorageUnreadable, TransientStorageError) as error:
-        report.add(ERROR, "unreadable-object", entry.id, f"{key}: {error.message}")
-        return
-    if not described:
+    if _present(repo, layout.backup_description(entry.kind, entry.source, entry.id), entry.id, report) is False:
         report.add(WARNING, "description-missing", entry.id, "the backup has no backup.json (made by an older "
                    "hadr): a lost catalog could not be rebuilt with it")
 
 
-def _read_through(repo: Repository, key: str, sha256: str | None, subject: str, report: Report) -> None:
+def _present(repo: Repository, key: str, subject: str, report: Report) -> bool | None:
+    """Whether ``key`` exists; None (and a finding) when the storage could not tell."""
     try:
-        for _ in repo.read_object(key, sha256=sha256):
-            pass
-    except IntegrityError as error:
-        report.add(ERROR, "corrupt-object", subject, f"{key}: {error.message}")
-    except HadrError as error:
+        return repo.store.stat(key) is not None
+    except (StorageUnreadable, TransientStorageError) as error:
         report.add(ERROR, "unreadable-object", subject, f"{key}: {error.message}")
+        return None
 
 
 def _check_unreferenced(repo: Repository, report: Report) -> None:
@@ -103,7 +104,7 @@ def _check_temporaries(repo: Repository, report: Report, now: float) -> None:
     """Leftovers of writes that never finished (temp files, incomplete multipart uploads)."""
     running = [e.object_prefix for e in repo.catalog.entries if e.state == RUNNING]
     for info in repo.store.list_temporary(""):
-        report.count("temporary objects")
+        report.count("temporary_objects")
         if any(info.key.startswith(prefix) for prefix in running):
             continue  # a backup still running writes it
         age = now - info.mtime
@@ -112,16 +113,3 @@ def _check_temporaries(repo: Repository, report: Report, now: float) -> None:
                    f"an unfinished write ({info.temp_id}) {age:.0f} s old"
                    + ("; a write still in progress, or a writer that died" if level == WARNING else
                       "; its writer died: `hadr repair catalog` removes it"))
-
-
-def _check_wal(repo: Repository, source: str, report: Report, deep: bool) -> None:
-    from hadr_backup.verify.walchain import check_wal_chain
-
-    for finding in check_wal_chain(repo, source):
-        report.findings.append(finding)
-    if deep:
-        for info in repo.store.list(f"wal/{source}/"):
-            if info.key.endswith(".json"):
-                continue
-            report.count("wal objects")
-            _read_through(repo, info.key, None, info.key.rsplit("/", 1)[-1], report)

@@ -43,6 +43,8 @@ def test_demo_restores_the_damaged_rows_and_measures_rto_and_rpo() -> None:
         assert result["lost_rows"] == 0 and result["ledger_problems"] == 0
         assert 0 < result["rto"] < 120 and 0 <= result["rpo"] < 5
         assert result["restore"]["state"] == "paused"
+        policy = folder / "policy.yaml"  # written by the demo's `sandbox up`, named by its absolute path
+        assert f"--policy {policy} wal-fetch --source main %f %p" in result["restore"]["settings"]["restore_command"]
         assert not (folder / "demo-restore").exists()  # the side cluster is gone
         assert "4/6 point-in-time restore" in done.stderr
     finally:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from hadr_backup.errors import UsageError, WrongKey
+from hadr_backup.postgres import wal
 from hadr_backup.postgres.basebackup import BackupFailed
 from hadr_backup.repo.repository import open_repo
 from tests.integration.pg_support import PgEnv, new_key_file, restored_port
@@ -42,12 +43,17 @@ def test_backup_records_what_restore_needs(env: PgEnv, first_backup) -> None:
     assert meta["system_identifier"] == system_id
     assert meta["timeline"] == 1 and meta["pg_version_num"] >= 150000
     assert meta["wal_segment_size"] == 16 << 20
-    assert meta["start_lsn"] <= meta["stop_lsn"] or len(meta["start_lsn"]) < len(meta["stop_lsn"])
+    assert wal.parse_lsn(meta["start_lsn"]) < wal.parse_lsn(meta["stop_lsn"])
     assert meta["start_wal"] <= meta["stop_wal"]
     assert "postgres" in meta["databases"] and meta["data_checksums"] is True
     assert meta["label"].startswith("START WAL LOCATION")
     assert {o.key for o in entry.objects} == {meta["tar_objects"][0], meta["manifest_object"]}
     assert meta["stop_time"] >= meta["start_time"]
+    # source-neutral: the instant it is consistent at, and the WAL objects it cannot do without
+    assert entry.consistent_at == meta["stop_time"] and entry.parent is None
+    segments = sorted(wal.parse_wal_key(key)[1] for key in entry.needs)
+    assert segments[0] == meta["start_wal"] and segments[-1] == meta["stop_wal"]
+    assert all(key.startswith("wal/main/") for key in entry.needs)
     # the WAL from start to stop is in the repository, and verification agrees
     verified = env.hadr("verify", "repo", "--deep")
     assert verified.returncode == 0, verified.stdout + verified.stderr

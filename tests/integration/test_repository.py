@@ -174,3 +174,19 @@ def test_unreachable_s3_repository_is_a_clear_error(tmp_path):
     run = hadr(policy_file, "list")
     assert run.returncode == 1
     assert "cannot reach" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_info_shows_sources_hadr_cannot_back_up_yet_as_such(tmp_path):
+    data = {**local_policy_data(tmp_path / "repo"), "sources": {
+        "redis": [{"name": "queues", "url": "redis://127.0.0.1:9"}],
+        "buckets": [{"name": "items", "endpoint": "http://127.0.0.1:9", "buckets": ["raw-data-items"]}]}}
+    policy_file = write_policy(tmp_path / "policy.yaml", data)
+    assert hadr(policy_file, "init").returncode == 0
+    shown = json.loads(hadr(policy_file, "--json", "info").stdout)["sources"]
+    assert [(s["kind"], s["name"], s["supported"]) for s in shown] == [("redis", "queues", False),
+                                                                        ("s3", "items", False)]
+    human = hadr(policy_file, "info").stdout
+    assert "redis queues: not backed up: hadr has no Redis engine yet" in human
+    assert "0 complete" not in human
+    refused = hadr(policy_file, "list", "redis")
+    assert refused.returncode == 0 and "no backups yet — take one with `hadr backup pg`" in refused.stdout

@@ -1,8 +1,8 @@
 """`hadr sandbox up|load|status|down` through the real CLI, in subprocesses, on free ports.
 
-The built-in sandbox policy takes its ports from HADR_SANDBOX_PG_PORT, HADR_SANDBOX_CACHE_PORT,
-HADR_SANDBOX_QUEUES_PORT and HADR_SANDBOX_S3_PORT, so each test gets its own; one test writes a
-policy file instead.
+The first `up` writes the sandbox's policy.yaml with the ports of HADR_SANDBOX_PG_PORT,
+HADR_SANDBOX_CACHE_PORT, HADR_SANDBOX_QUEUES_PORT and HADR_SANDBOX_S3_PORT, so each test gets its own;
+one test passes a policy file of its own instead.
 """
 
 from __future__ import annotations
@@ -72,6 +72,13 @@ def sandbox_cli():
         shutil.rmtree(parent, ignore_errors=True)
 
 
+def psql_show(port: int, setting: str) -> str:
+    import psycopg
+
+    with psycopg.connect(f"host=127.0.0.1 port={port} user=postgres", connect_timeout=10) as conn:
+        return conn.execute(f"SHOW {setting}").fetchone()[0]
+
+
 def counts_of(status: dict[str, Any]) -> dict[str, Any]:
     merged: dict[str, Any] = {}
     for component in status["components"]:
@@ -80,11 +87,19 @@ def counts_of(status: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_sandbox_lifecycle(sandbox_cli: SandboxCLI) -> None:
-    # first up: everything runs, seeded
+    # first up: everything runs, seeded, under the policy file it wrote (absolute paths, its ports)
     up = sandbox_cli.json("up")
     assert up["seeded"] is True
     assert all(c["running"] and c["pid"] for c in up["components"])
     assert {c["port"] for c in up["components"]} == set(sandbox_cli.ports.values())
+    policy = sandbox_cli.folder / "policy.yaml"
+    assert up["policy"] == str(policy) and up["export"] == f"export HADR_POLICY={policy}"
+    written = policy.read_text()
+    assert "${" not in written and f"path: {sandbox_cli.folder}/repo" in written
+    assert all(f":{port}" in written or f"port={port}" in written for port in sandbox_cli.ports.values())
+    archive_command = psql_show(sandbox_cli.ports["HADR_SANDBOX_PG_PORT"], "archive_command")
+    assert f"--policy {policy} wal-push --source main %p" in archive_command
+    assert "HADR_SANDBOX" not in archive_command
 
     # load: writes of every kind, invariants true afterwards
     load = sandbox_cli.json("load", "--seconds", "5", "--rate", "40", "--seed", "7")
@@ -135,10 +150,13 @@ def test_sandbox_lifecycle(sandbox_cli: SandboxCLI) -> None:
     assert status["problems"] == []
     assert {k: counts_of(status)[k] for k in before} == before
 
-    # down --purge removes the folder; the next up seeds afresh
+    # down --purge removes the folder (its policy too); the next up seeds afresh, and its last line
+    # points the other commands at the policy it wrote again
     sandbox_cli.run("down", "--purge")
     assert not sandbox_cli.folder.exists()
-    assert sandbox_cli.json("up")["seeded"] is True
+    human = sandbox_cli.run("up").stdout
+    assert "seeded a fresh stack" in human and policy.is_file()
+    assert human.splitlines()[-1] == f"export HADR_POLICY={policy}"
     sandbox_cli.run("down", "--purge")
     assert not sandbox_cli.folder.exists()
 
@@ -182,28 +200,23 @@ sources:
     assert {c["name"] for c in up["components"]} == {"postgres-pg", "redis-cache", "redis-queues", "s3-items"}
     assert (sandbox_cli.folder / "pgdata" / "data" / "PG_VERSION").exists()
 
-    import psycopg
-
-    with psycopg.connect(f"host=127.0.0.1 port={ports['HADR_SANDBOX_PG_PORT']} user=postgres") as conn:
-        archive_command = conn.execute("SHOW archive_command").fetchone()[0]
-        assert conn.execute("SHOW archive_mode").fetchone()[0] == "on"
-    assert f"HADR_POLICY={policy}" in archive_command and f"--policy {policy}" in archive_command
-    assert f"HADR_SANDBOX={sandbox_cli.folder}" in archive_command
-    assert archive_command.endswith("wal-push %p")
+    assert up["export"] == f"export HADR_POLICY={policy}"
+    assert not (sandbox_cli.folder / "policy.yaml").exists()  # the given policy is the one used
+    assert psql_show(ports["HADR_SANDBOX_PG_PORT"], "archive_mode") == "on"
+    archive_command = psql_show(ports["HADR_SANDBOX_PG_PORT"], "archive_command")
+    assert archive_command.endswith(f"--policy {policy} wal-push --source pg %p")
     assert sandbox_cli.json("status")["problems"] == []
     sandbox_cli.run("down", "--purge")
     assert not sandbox_cli.folder.exists()
 
 
 def test_a_failed_up_stops_what_it_started(sandbox_cli: SandboxCLI, monkeypatch: pytest.MonkeyPatch) -> None:
-    from hadr_backup.policy.load import load_policy
     from hadr_backup.sandbox import run
     from hadr_backup.sandbox.layout import sandbox_policy
 
     for name, port in sandbox_cli.ports.items():
         monkeypatch.setenv(name, str(port))
-    monkeypatch.setenv("HADR_SANDBOX", str(sandbox_cli.folder))
-    policy, folder = sandbox_policy(lambda: load_policy(None), sandbox_cli.folder)
+    policy, folder = sandbox_policy(None, sandbox_cli.folder, write=True)
 
     def failing_seed(sandbox: run.Sandbox) -> bool:
         raise RuntimeError("seeding failed")

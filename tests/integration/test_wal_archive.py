@@ -25,18 +25,24 @@ from hadr_backup.postgres import wal
 from hadr_backup.postgres.archive import (
     EXIT_FETCH_FAILED,
     archive_command_for,
-    archive_status,
     load_identity,
     restore_command_for,
 )
+from hadr_backup.postgres.walstatus import archive_status
 from hadr_backup.procs import postgres_user_can, run_as_owner
 from hadr_backup.repo.keys import create_key_file
 from hadr_backup.repo.repository import init_repo, open_repo
 
 MiB = 1 << 20
 
-pytestmark = pytest.mark.skipif(not postgres_user_can([sys.executable, "-c", "import hadr_backup"]),
-                                reason=f"the postgres OS user cannot run {sys.executable}")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _postgres_can_run_hadr() -> None:
+    """archive_command runs hadr as the postgres OS user: when it cannot, every test here fails (a skip
+    would hide a broken install)."""
+    assert postgres_user_can([sys.executable, "-c", "import hadr_backup"]), \
+        f"the postgres OS user cannot run {sys.executable} -c 'import hadr_backup' (run scripts/setup.sh)"
 
 
 def to_postgres(path: Path) -> Path:

@@ -6,6 +6,7 @@ import base64
 import hashlib
 import json
 import os
+import re
 import stat
 
 import pytest
@@ -155,7 +156,7 @@ def test_new_data_keys_are_random_with_derived_ids():
     first, second = new_data_key(), new_data_key()
     assert first.secret != second.secret and len(first.secret) == 32
     assert first.id == DataKey.from_secret(first.secret).id and first.id != second.id
-    assert len(first.id) == 16 and int(first.id, 16) >= 0
+    assert re.fullmatch(r"[0-9a-f]{16}", first.id), first.id
 
 
 def test_wrap_and_unwrap():

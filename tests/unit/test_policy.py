@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from hadr_backup.errors import PolicyError
-from hadr_backup.policy.load import load_policy, parse_policy
+from hadr_backup.policy import load as policy_load
+from hadr_backup.policy.load import NoPolicy, find_policy, load_policy, parse_policy
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -16,22 +17,87 @@ def minimal(**extra):
     return {"repository": {"path": "/tmp/repo"}, **extra}
 
 
-def test_builtin_sandbox_policy_loads(monkeypatch, tmp_path):
-    monkeypatch.setenv("HADR_SANDBOX", str(tmp_path / "sb"))
+# -- which policy: --policy / HADR_POLICY, ./hadr.yaml, /etc/hadr/hadr.yaml, else exit 2 -----------------
+
+
+@pytest.fixture
+def lookup(tmp_path, monkeypatch):
+    """An empty current directory and a system policy path (instead of /etc/hadr/hadr.yaml) that does not exist."""
+    cwd, system = tmp_path / "cwd", tmp_path / "etc" / "hadr.yaml"
+    cwd.mkdir()
+    system.parent.mkdir()
+    monkeypatch.chdir(cwd)
+    monkeypatch.setattr(policy_load, "SYSTEM_POLICY", system)
+    return cwd, system
+
+
+def test_a_given_policy_wins_over_the_files_looked_for(lookup, tmp_path):
+    cwd, system = lookup
+    for path in (cwd / "hadr.yaml", system, tmp_path / "given.yaml"):
+        path.write_text(f"repository: {{path: /r/{path.stem}}}\n")
+    assert find_policy(str(tmp_path / "given.yaml")) == str(tmp_path / "given.yaml")
+    assert load_policy(str(tmp_path / "given.yaml")).repository.path == "/r/given"
+
+
+def test_hadr_yaml_in_the_current_directory_comes_first(lookup):
+    cwd, system = lookup
+    (cwd / "hadr.yaml").write_text("repository: {path: /r/local}\n")
+    system.write_text("repository: {path: /r/system}\n")
     policy = load_policy(None)
-    assert policy.path == "<built-in sandbox>"
-    assert policy.repository.path == str(tmp_path / "sb" / "repo")
-    assert policy.sandbox_dir == tmp_path / "sb"
-    assert [s.name for s in policy.sources.redis] == ["cache", "queues"]
-    assert policy.sources.postgres[0].port == 54329
-    assert policy.sources.postgres[0].databases == ("payment_service", "upload_service")
-    assert policy.sources.buckets[0].buckets == ("raw-data-items",)
+    assert policy.path == str(cwd / "hadr.yaml") and policy.repository.path == "/r/local"
+
+
+def test_the_system_policy_when_the_current_directory_has_none(lookup):
+    cwd, system = lookup
+    (cwd / "hadr.yml").write_text("repository: {path: /r/other-name}\n")  # only hadr.yaml counts
+    system.write_text("repository: {path: /r/system}\n")
+    policy = load_policy(None)
+    assert policy.path == str(system) and policy.repository.path == "/r/system"
+
+
+def test_no_policy_anywhere_fails_with_exit_2_and_says_how_to_make_one(lookup, capsys):
+    from hadr_backup.cli import main as cli_main
+
+    with pytest.raises(NoPolicy):
+        find_policy(None)
+    with pytest.raises(SystemExit) as exited:
+        cli_main.main(["list"])
+    assert exited.value.code == 2
+    cwd, system = lookup
+    err = capsys.readouterr().err
+    assert (f"hadr: error: no policy: pass --policy FILE, set HADR_POLICY, or create ./hadr.yaml or {system}\n"
+            "  hint: start from policies/example.yaml; for the sandbox, run `hadr sandbox up` and export the line "
+            "it prints\n") == err
+
+
+def test_the_sandbox_policy_is_written_with_absolute_paths_and_its_ports(tmp_path, monkeypatch):
+    from hadr_backup.sandbox.layout import export_line, sandbox_policy
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HADR_SANDBOX_PG_PORT", "55432")
+    folder = tmp_path / ".hadr-sandbox"
+    unwritten, where = sandbox_policy(None, None)  # status / down before any up: nothing is written
+    assert where == folder and not folder.exists() and unwritten.path == str(folder / "policy.yaml")
+    policy, where = sandbox_policy(None, None, write=True)
+    written = (folder / "policy.yaml").read_text()
+    assert "${" not in written and "/.hadr-sandbox/repo" in written
+    monkeypatch.delenv("HADR_SANDBOX_PG_PORT")  # the file keeps the port it was written with
+    again = load_policy(str(folder / "policy.yaml"))
+    for loaded in (policy, again):
+        assert loaded.path == str(folder / "policy.yaml") and loaded.sandbox_dir == folder
+        assert loaded.repository.path == str(folder / "repo")
+        assert loaded.encryption.key_file == str(folder / "hadr.key")
+        assert loaded.sources.postgres[0].port == 55432
+        assert loaded.sources.postgres[0].data_dir == str(folder / "pg" / "data")
+        assert [r.port for r in loaded.sources.redis] == [63790, 63810]
+        assert loaded.sources.postgres[0].databases == ("payment_service", "upload_service")
+        assert loaded.sources.buckets[0].buckets == ("raw-data-items",)
+    assert export_line(policy) == f"export HADR_POLICY={folder}/policy.yaml"
+    assert written.splitlines()[1] == f"# Point the other commands at it: export HADR_POLICY={folder}/policy.yaml"
 
 
 def test_shipped_policies_are_valid():
-    sandbox = load_policy(str(ROOT / "policies" / "sandbox.yaml"))
     example = load_policy(str(ROOT / "policies" / "example.yaml"))
-    assert sandbox.sources.postgres[0].name == "main"
     assert example.retention.hourly == 24 and example.retention.daily == 7
     assert example.retention.weekly == 4 and example.retention.monthly == 12
     assert {r.port for r in example.sources.redis} == {6379, 6381}

@@ -6,16 +6,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from hadr_backup.postgres.targets import (
-    BadTarget,
-    RecoveryTarget,
-    format_time,
-    make_target,
-    parse_target_time,
-    recovery_settings,
-)
-
-UTC = UTC
+from hadr_backup.errors import BadTarget
+from hadr_backup.postgres.targets import RecoveryTarget, make_target, recovery_settings
+from hadr_backup.timefmt import format_time, parse_target_time, rfc3339
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -83,3 +76,12 @@ def test_recovery_settings_have_one_target() -> None:
             for key in recovery_settings(target, 1, "pause")) == 1
     with pytest.raises(BadTarget):
         recovery_settings(RecoveryTarget("xid", 77), 1, "explode")
+
+
+def test_json_instants_are_rfc3339_utc_with_microseconds():
+    moment = datetime(2026, 12, 1, 10, 15, 0, 123456, tzinfo=UTC)
+    assert rfc3339(moment) == "2026-12-01T10:15:00.123456Z"
+    assert rfc3339(moment.timestamp()) == "2026-12-01T10:15:00.123456Z"
+    assert rfc3339(0.0) == "1970-01-01T00:00:00.000000Z" and rfc3339(None) is None
+    assert RecoveryTarget("time", moment).to_json()["value"] == "2026-12-01T10:15:00.123456Z"
+    assert parse_target_time(rfc3339(moment)) == moment  # what --json prints, --target-time reads

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import posixpath
 import random
 import tarfile
 from pathlib import Path
@@ -66,7 +67,8 @@ def test_ordinary_archive_extracts_exactly(tmp_path: Path) -> None:
     assert oct((root / "base/1/1259").stat().st_mode & 0o777) == oct(0o600)
 
 
-@pytest.mark.parametrize("members, why", [
+# hostile archives: (members, what the refusal says); bench/bench_tar.py runs them through tarfile too
+ESCAPING = [
     ([("../evil", "file", b"x")], "'..'"),
     ([("a/../../evil", "file", b"x")], "'..'"),
     ([("/etc/evil", "file", b"x")], "absolute"),
@@ -81,7 +83,10 @@ def test_ordinary_archive_extracts_exactly(tmp_path: Path) -> None:
     ([("in", "symlink", "sub"), ("sub", "symlink", "..")], "outside"),
     ([("b", "symlink", "."), ("a", "symlink", "b/..")], "outside"),
     ([("d", "dir", None), ("d/l", "symlink", "../d")], "outside"),
-])
+]
+
+
+@pytest.mark.parametrize("members, why", ESCAPING)
 def test_escaping_members_are_refused(tmp_path: Path, members: list, why: str) -> None:
     outside = tmp_path / "evil"
     with pytest.raises(UnsafeArchive, match=why):
@@ -89,7 +94,7 @@ def test_escaping_members_are_refused(tmp_path: Path, members: list, why: str) -
     assert not outside.exists()
 
 
-@pytest.mark.parametrize("members, left", [
+COLLIDING = [
     ([("a", "file", b"x"), ("a", "dir", None)], {"a": "file"}),
     ([("a", "file", b"x"), ("a/b", "file", b"y")], {"a": "file"}),
     ([("a", "file", b"x"), ("a/b/c", "dir", None)], {"a": "file"}),
@@ -98,9 +103,13 @@ def test_escaping_members_are_refused(tmp_path: Path, members: list, why: str) -
     ([("l", "symlink", "f"), ("f", "file", b"x"), ("l/x", "file", b"y")], {"l": "symlink", "f": "file"}),
     ([("l", "symlink", "x"), ("l", "file", b"y")], {"l": "symlink"}),
     ([("d", "dir", None), ("d", "symlink", "e")], {"d": "dir"}),
-], ids=["file-then-dir", "file-then-path-through-it", "file-then-deeper-dir", "dangling-link-then-path-through-it",
-        "dangling-link-then-link-through-it", "link-to-file-then-path-through-it", "link-then-file-of-that-name",
-        "dir-then-link-of-that-name"])
+]
+COLLIDING_IDS = ["file-then-dir", "file-then-path-through-it", "file-then-deeper-dir",
+                 "dangling-link-then-path-through-it", "dangling-link-then-link-through-it",
+                 "link-to-file-then-path-through-it", "link-then-file-of-that-name", "dir-then-link-of-that-name"]
+
+
+@pytest.mark.parametrize("members, left", COLLIDING, ids=COLLIDING_IDS)
 def test_members_colliding_with_earlier_ones_are_unsafe_archives(tmp_path: Path, members: list, left: dict) -> None:
     """Never a bare FileExistsError / NotADirectoryError: the restore reports an unsafe archive."""
     with pytest.raises(UnsafeArchive, match="clashes with an entry extracted before it|appears twice|where a link"):
@@ -109,6 +118,41 @@ def test_members_colliding_with_earlier_ones_are_unsafe_archives(tmp_path: Path,
     kinds = {p.name: "symlink" if p.is_symlink() else "dir" if p.is_dir() else "file" for p in root.iterdir()}
     assert kinds == left  # nothing was written through or over the earlier entry
     assert not (tmp_path / "missing").exists() and not (root / "missing").exists()
+
+
+def path_max_escape() -> bytes:
+    """Symbolic links whose resolved path outgrows PATH_MAX, so os.path.realpath() stops resolving early and
+    judges ``escape`` inside the target while the kernel resolves it two levels above it (CVE-2025-4517:
+    tarfile's data filter writes ``escape/pwned`` outside the target on Python < 3.11.13, 3.12.11, 3.13.4)."""
+    long_part, steps, path = "d" * 247, "abcdefghijklmnop", ""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as archive:
+        for step in steps:
+            folder = tarfile.TarInfo(posixpath.join(path, long_part))
+            folder.type, folder.mode = tarfile.DIRTYPE, 0o700
+            archive.addfile(folder)
+            link = tarfile.TarInfo(posixpath.join(path, step))
+            link.type, link.linkname = tarfile.SYMTYPE, long_part
+            archive.addfile(link)
+            path = posixpath.join(path, long_part)
+        deep = tarfile.TarInfo(posixpath.join(*steps, "l" * 254))
+        deep.type, deep.linkname = tarfile.SYMTYPE, "/".join([".."] * len(steps))
+        archive.addfile(deep)
+        escape = tarfile.TarInfo("escape")
+        escape.type, escape.linkname = tarfile.SYMTYPE, deep.name + "/../.."
+        archive.addfile(escape)
+        pwned = tarfile.TarInfo("escape/pwned")
+        pwned.size = 5
+        archive.addfile(pwned, io.BytesIO(b"owned"))
+    return buffer.getvalue()
+
+
+def test_a_link_chain_longer_than_path_max_is_refused(tmp_path: Path) -> None:
+    root = tmp_path / "a" / "root"
+    root.mkdir(parents=True)
+    with pytest.raises(UnsafeArchive, match="outside"):
+        SafeExtractor(root).extract(_pieces(path_max_escape()))
+    assert sorted(p.name for p in tmp_path.rglob("pwned")) == []
 
 
 def test_a_full_disk_is_not_taken_for_an_unsafe_archive(tmp_path: Path) -> None:

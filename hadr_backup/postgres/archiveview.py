@@ -1,21 +1,23 @@
-"""WAL continuity and restorable windows of a PostgreSQL source, from the catalog and the archive.
+"""The PostgreSQL archive as restore sees it: complete backups, archived WAL along timelines, and the
+restorable windows they make.
 
 A backup is restorable to a point when every segment from its start LSN to that point is archived
 along the timeline path that leads there (the newest timeline that had begun by each segment, as
-PostgreSQL's recovery reads them). Results are values: ``check_wal_chain`` returns findings, and
-``restorable_window`` the windows a recovery target can fall in, per timeline.
+PostgreSQL's recovery reads them). ``restorable_window`` returns the windows a recovery target can
+fall in, per timeline; ``walchain.check_wal_chain`` turns gaps into findings.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from hadr_backup.errors import HadrError
-from hadr_backup.postgres import wal
+from hadr_backup.postgres import KIND, wal
+from hadr_backup.postgres.backupmeta import PgBackupMeta
 from hadr_backup.repo.catalog import BackupEntry
-from hadr_backup.verify.findings import ERROR, OK, WARNING, Finding
+from hadr_backup.timefmt import format_time, rfc3339
+from hadr_backup.verify.findings import ERROR, Finding
 
 END_SCAN_SEGMENTS = 4  # how far back from the end of a chain to look for its last commit
 
@@ -33,24 +35,15 @@ class Window:
     backups: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
-        from hadr_backup.postgres.targets import format_time
-
-        return {"timeline": self.timeline, "start": format_time(self.start_time),
-                "end": format_time(self.end_time) if self.end_time is not None else "(no commit found near the end)",
-                "start_time": _iso(self.start_time), "end_time": _iso(self.end_time),
+        """``end`` is null when no commit was found near the end of the archive."""
+        return {"timeline": self.timeline, "start": rfc3339(self.start_time), "end": rfc3339(self.end_time),
                 "start_lsn": wal.format_lsn(self.start_lsn), "end_lsn": wal.format_lsn(self.end_lsn),
                 "backups": list(self.backups)}
 
     def describe(self) -> str:
-        from hadr_backup.postgres.targets import format_time
-
         end = format_time(self.end_time) if self.end_time is not None else "(no commit found near the end)"
         return (f"timeline {self.timeline}: {format_time(self.start_time)} .. {end} "
                 f"(LSN {wal.format_lsn(self.start_lsn)} .. {wal.format_lsn(self.end_lsn)})")
-
-
-def _iso(moment: float | None) -> str | None:
-    return None if moment is None else datetime.fromtimestamp(moment, UTC).isoformat()
 
 
 @dataclass(frozen=True)
@@ -66,9 +59,12 @@ class BackupPoint:
 
     @classmethod
     def of(cls, entry: BackupEntry) -> BackupPoint:
-        meta = entry.meta
-        return cls(entry.id, int(meta["timeline"]), wal.parse_lsn(meta["start_lsn"]), wal.parse_lsn(meta["stop_lsn"]),
-                   float(meta["stop_time"]), entry)
+        meta = PgBackupMeta.of(entry)
+        return cls(entry.id, meta.timeline, meta.start, meta.stop, float(meta.stop_time), entry)
+
+    @property
+    def meta(self) -> PgBackupMeta:
+        return PgBackupMeta.of(self.entry)
 
 
 @dataclass
@@ -85,7 +81,7 @@ class ArchiveView:
     @classmethod
     def load(cls, repo, source: str) -> ArchiveView:
         archived = wal.list_archived(repo, source)
-        entries = [e for e in repo.catalog.select(kind="pg", source=source, state="complete")
+        entries = [e for e in repo.catalog.select(kind=KIND, source=source, state="complete")
                    if "stop_lsn" in e.meta]
         backups = sorted((BackupPoint.of(e) for e in entries), key=lambda b: (b.stop_lsn, b.stop_time))
         view = cls(source, archived, {}, backups, _segment_size(repo, source, entries))
@@ -142,7 +138,7 @@ class ArchiveView:
 def _segment_size(repo, source: str, entries: list[BackupEntry]) -> int:
     for entry in reversed(entries):
         if entry.meta.get("wal_segment_size"):
-            return int(entry.meta["wal_segment_size"])
+            return PgBackupMeta.of(entry).wal_segment_size
     try:
         from hadr_backup.postgres.archive import load_identity
 
@@ -160,58 +156,6 @@ def missing_between(view: ArchiveView, spans: list[wal.TimelineSpan], start_lsn:
 
 def describe_gap(names: list[str]) -> str:
     return names[0] if len(names) == 1 else f"{names[0]} .. {names[-1]} ({len(names)} segments)"
-
-
-# -- findings --------------------------------------------------------------------------------------
-
-
-def check_wal_chain(repo, source: str) -> list[Finding]:
-    """Completeness of every backup and WAL continuity from each to the newest segment of each timeline."""
-    view = ArchiveView.load(repo, source)
-    findings = list(view.problems)
-    for backup in view.backups:
-        span = [wal.TimelineSpan(backup.timeline, 0, None)]
-        missing = missing_between(view, span, backup.start_lsn, max(backup.stop_lsn - 1, backup.start_lsn))
-        if missing:
-            findings.append(Finding(ERROR, "backup-wal-missing", backup.id,
-                                    f"WAL needed to make it consistent is missing: {describe_gap(missing)}"))
-        failures = backup.entry.meta.get("checksum_failures") or []
-        if failures:
-            findings.append(Finding(WARNING, "backup-page-checksums", backup.id,
-                                    f"{len(failures)} page checksum failure(s) in the source when it was taken: "
-                                    f"{failures[0]}"))
-    seen: set[tuple[str, ...]] = set()
-    for timeline in view.timelines:
-        findings += _timeline_findings(view, timeline, seen)
-    for name, versions in view.archived.conflicts.items():
-        findings.append(Finding(WARNING, "wal-conflict", name, f"{len(versions)} different contents stored"))
-    if not any(f.level == ERROR for f in findings):
-        findings.append(Finding(OK, "wal-chain", source, f"continuous from every backup on timelines "
-                                f"{', '.join(map(str, view.timelines)) or '-'}"))
-    return findings
-
-
-def _timeline_findings(view: ArchiveView, timeline: int, seen: set) -> list[Finding]:
-    try:
-        spans = view.spans(timeline)
-    except (HadrError, ValueError) as error:
-        return [Finding(ERROR, "timeline-history-missing", wal.history_name(timeline), str(error).splitlines()[0])]
-    newest = view.newest_on(spans)
-    found = []
-    for backup in view.backups_on(spans):
-        if newest is None:
-            break
-        end = wal.segment_start_lsn(newest, view.segment_size)
-        if end < backup.start_lsn:
-            continue
-        missing = missing_between(view, spans, backup.start_lsn, end)
-        if missing and tuple(missing) not in seen:
-            seen.add(tuple(missing))
-            stops = wal.format_lsn(wal.segment_start_lsn(missing[0], view.segment_size))
-            found.append(Finding(ERROR, "wal-gap", missing[0],
-                                 f"timeline {timeline}: WAL missing {describe_gap(missing)}; backup {backup.id} "
-                                 f"cannot be rolled forward past {stops}"))
-    return found
 
 
 # -- windows ---------------------------------------------------------------------------------------

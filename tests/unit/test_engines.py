@@ -1,0 +1,46 @@
+"""The engine registry: every kind a policy can name is known; only kinds with an engine are usable."""
+
+from __future__ import annotations
+
+import pytest
+
+from hadr_backup import engines
+from hadr_backup.errors import UsageError
+from hadr_backup.policy.load import parse_policy
+from hadr_backup.postgres import KIND as PG
+
+
+def policy_with_every_kind():
+    return parse_policy({"repository": {"path": "/tmp/unused"}, "sources": {
+        "postgres": [{"name": "main", "dsn": "host=x"}],
+        "redis": [{"name": "queues", "url": "redis://127.0.0.1:6381"}],
+        "buckets": [{"name": "items", "endpoint": "http://127.0.0.1:9000", "buckets": ["raw-data-items"]}]}},
+        "test")
+
+
+def test_every_configured_source_is_listed_with_its_kind():
+    assert engines.configured(policy_with_every_kind()) == [
+        ("pg", policy_with_every_kind().sources.postgres[0]),
+        ("redis", policy_with_every_kind().sources.redis[0]),
+        ("s3", policy_with_every_kind().sources.buckets[0])]
+
+
+def test_postgres_has_an_engine_and_the_others_say_they_have_none_yet():
+    engine = engines.engine(PG)
+    assert (engine.kind, engine.section) == (PG, "postgres")
+    assert engine.sources(policy_with_every_kind())[0].name == "main"
+    assert engines.find("redis") is None and engines.find("s3") is None
+    with pytest.raises(UsageError, match="cannot back up or restore Redis sources yet"):
+        engines.engine("redis")
+    with pytest.raises(UsageError, match="unknown kind"):
+        engines.find("mysql")
+
+
+def test_every_engine_satisfies_the_protocol():
+    for kind in engines.KINDS:
+        engine = engines.find(kind)
+        if engine is None:
+            continue
+        for method in ("sources", "backup", "restore", "windows", "status", "needs", "verify"):
+            assert callable(getattr(engine, method)), (kind, method)
+        assert engine.section == engines.KINDS[kind][0]
