@@ -328,13 +328,15 @@ def required_segments(streamed: Streamed) -> list[str]:
 
 def wait_for_wal(repo: Repository, source: PostgresSource, streamed: Streamed, poll: float = 0.2) -> None:
     """Return once every segment from the backup's start to its stop is archived in the repository;
-    switch WAL if the last one is still being written; fail after ``backup_timeout`` naming the gap."""
+    switch WAL if the last one is still being written; fail after ``backup_timeout`` naming the gap.
+    Each poll lists only the folders of the segments still missing, not the whole archive."""
     needed = required_segments(streamed)
     deadline = time.monotonic() + source.backup_timeout
     switched = False
+    missing = needed
     while True:
-        archived = wal.list_archived(repo, source.name)
-        missing = [name for name in needed if archived.find(name) is None]
+        archived = wal.list_archived_for(repo, source.name, missing)
+        missing = [name for name in missing if archived.find(name) is None]
         if not missing:
             return
         if not switched and missing[-1] == needed[-1]:

@@ -147,9 +147,7 @@ def _wanted(repo, source: str, directory: str, after: str, count: int) -> list[w
     for _ in range(count):
         name = wal.next_segment(name, size)
         names.append(name)
-    archived = wal.group_archived(source, (
-        info for folder in sorted({wal.wal_dir_key(source, n) for n in names})
-        for info in repo.store.list(folder + "/")))
+    archived = wal.list_archived_for(repo, source, names)
     wanted = []
     for name in names:
         found = archived.find(name)

@@ -1,6 +1,7 @@
 """PostgreSQL WAL names, LSNs, timelines and segment headers, and where WAL lives in the repository.
 
-Everything here is pure: no server, no I/O beyond listing the repository in ``list_archived``.
+Everything here is pure: no server, no I/O beyond listing the repository in ``list_archived`` and
+``list_archived_for``.
 
 WAL file names (PostgreSQL ``xlog_internal.h``)::
 
@@ -345,7 +346,7 @@ def parse_wal_key(key: str) -> tuple[str, str, str] | None:
     return source, name, sha256
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # one per archived file: kept small
 class ArchivedFile:
     name: str
     key: str
@@ -364,6 +365,7 @@ class ArchivedWal:
     partials: list[ArchivedFile] = field(default_factory=list)
     backup_histories: list[ArchivedFile] = field(default_factory=list)
     conflicts: dict[str, list[ArchivedFile]] = field(default_factory=dict)  # one name, several contents
+    _by_name: dict[str, ArchivedFile] | None = field(default=None, repr=False, compare=False)
 
     @property
     def timelines(self) -> list[int]:
@@ -372,44 +374,63 @@ class ArchivedWal:
     def all_segments(self) -> list[ArchivedFile]:
         return sorted((f for files in self.segments.values() for f in files), key=lambda f: f.name)
 
+    def segment_count(self) -> int:
+        return sum(len(files) for files in self.segments.values())
+
     def newest_segment(self) -> ArchivedFile | None:
         """The segment furthest along in WAL (highest segment number, then highest timeline)."""
-        return max(self.all_segments(), key=lambda f: (f.name[8:24], f.name[:8]), default=None)
+        every = (f for files in self.segments.values() for f in files)
+        return max(every, key=lambda f: (f.name[8:24], f.name[:8]), default=None)
 
     def find(self, name: str) -> ArchivedFile | None:
-        group = (self.histories if is_history(name) else self.partials if is_partial(name)
-                 else self.backup_histories if is_backup_history(name)
-                 else self.segments.get(timeline_of(name), []))
-        return next((f for f in group if f.name == name), None)
+        """The archived file ``name`` (by a name index, built on first use: fill the groups first)."""
+        if self._by_name is None:
+            groups = [*self.segments.values(), self.histories, self.partials, self.backup_histories]
+            self._by_name = {f.name: f for group in groups for f in group}
+        return self._by_name.get(name)
 
 
 def list_archived(repo_or_store, source: str) -> ArchivedWal:
-    """Everything archived for ``source``: segments by timeline, history, partial and backup files."""
+    """Everything archived for ``source``: segments by timeline, history, partial and backup files.
+    One listing of the whole archive, streamed: for the few files of one operation use
+    ``list_archived_for``, whose cost does not grow with the archive."""
     store = getattr(repo_or_store, "store", repo_or_store)
     return group_archived(source, store.list(wal_prefix(source)))
 
 
+def list_archived_for(repo_or_store, source: str, names: Iterable[str]) -> ArchivedWal:
+    """What is archived for ``source`` in the folders that hold ``names`` (a timeline + log id each, or
+    the history folder): ``find`` answers for every one of ``names``, and the listing covers a few
+    folders however large the rest of the archive is."""
+    store = getattr(repo_or_store, "store", repo_or_store)
+    folders = sorted({wal_dir_key(source, name) for name in names})
+    return group_archived(source, (info for folder in folders for info in store.list(folder + "/")))
+
+
 def group_archived(source: str, infos: Iterable) -> ArchivedWal:
-    """Sort listed objects (``ObjectInfo``-like: key, size, mtime) into an ``ArchivedWal``."""
+    """Sort listed objects (``ObjectInfo``-like: key, size, mtime) into an ``ArchivedWal``, keeping one
+    small record per file (a listing is consumed as it streams)."""
     archived = ArchivedWal(source)
-    by_name: dict[str, list[ArchivedFile]] = {}
+    first: dict[str, ArchivedFile] = {}
     for info in infos:
         parsed = parse_wal_key(info.key)
         if parsed is None or parsed[0] != source:
             continue
-        by_name.setdefault(parsed[1], []).append(
-            ArchivedFile(parsed[1], info.key, parsed[2], info.size, info.mtime))
-    for name in sorted(by_name):
-        versions = by_name[name]
-        if len(versions) > 1:
-            archived.conflicts[name] = versions
-        first = versions[0]
-        if is_history(name):
-            archived.histories.append(first)
-        elif is_partial(name):
-            archived.partials.append(first)
-        elif is_backup_history(name):
-            archived.backup_histories.append(first)
+        found = ArchivedFile(parsed[1], info.key, parsed[2], info.size, info.mtime)
+        if parsed[1] in first:
+            archived.conflicts.setdefault(parsed[1], [first[parsed[1]]]).append(found)
         else:
-            archived.segments.setdefault(timeline_of(name), []).append(first)
+            first[parsed[1]] = found
+    for name in sorted(first):
+        file = first[name]
+        if is_history(name):
+            archived.histories.append(file)
+        elif is_partial(name):
+            archived.partials.append(file)
+        elif is_backup_history(name):
+            archived.backup_histories.append(file)
+        else:
+            archived.segments.setdefault(timeline_of(name), []).append(file)
+    archived.conflicts = dict(sorted(archived.conflicts.items()))
+    archived._by_name = first  # find()'s index
     return archived

@@ -110,7 +110,7 @@ def archive_status(repo: Repository, source: PostgresSource | str, now: float, *
     archived = wal.list_archived(repo, source.name)
     identity = load_identity(repo, source.name)
     newest = archived.newest_segment()
-    status = ArchiveStatus(source.name, identity.to_json() if identity else None, len(archived.all_segments()),
+    status = ArchiveStatus(source.name, identity.to_json() if identity else None, archived.segment_count(),
                            archived.timelines, newest.name if newest else None, newest.mtime if newest else None,
                            len(archived.histories), len(archived.partials), sorted(archived.conflicts))
     if query_cluster and source.dsn:

@@ -32,7 +32,7 @@ from hadr_backup.errors import (
     StorageUnreadable,
 )
 from hadr_backup.fsutil import TEMP_NAME, durable_write, fsync_dir, os_fault_hint, os_faults_as
-from hadr_backup.repo.storage import Features, ObjectInfo, Versioned, validate_key, validate_prefix
+from hadr_backup.repo.storage import Features, ObjectInfo, Versioned, started, validate_key, validate_prefix
 
 READ_SIZE = 1 << 20
 CAS_LOCK = ".cas.lock"  # per folder: serialises compare-and-swap writers of that folder's objects
@@ -117,6 +117,9 @@ class LocalStorage:
         return ObjectInfo(key, st.st_size, st.st_mtime)
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """Walked a folder at a time, each folder's entries in key order, so that the walk yields keys
+        in exactly the order of a sort of the full keys; everything up to the first object is read
+        before this returns."""
         validate_prefix(prefix)
         base = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
         start = self.root / base if base else self.root
@@ -126,9 +129,7 @@ class LocalStorage:
         except FileNotFoundError:
             self._confirm_absent(start, action)
             return iter(())
-        found: list[ObjectInfo] = []
-        _collect(entries, base, prefix, found, action)
-        return iter(sorted(found, key=lambda info: info.key))
+        return started(_walk(entries, base, prefix, action))
 
     def _confirm_absent(self, path: Path, action: str) -> None:
         """``path`` was not found: make sure that is an answer, not a failure to look. The root must
@@ -265,22 +266,35 @@ def _temporaries(entries: list[os.DirEntry], rel_dir: str, prefix: str, action: 
                 yield ObjectInfo(key, st.st_size, st.st_mtime, temp_id=rel)
 
 
-def _collect(entries: list[os.DirEntry], rel_dir: str, prefix: str, found: list[ObjectInfo], action: str) -> None:
-    """Add the objects under a scanned folder to ``found``; a subfolder that cannot be read raises."""
+def _walk(entries: list[os.DirEntry], rel_dir: str, prefix: str, action: str) -> Iterator[ObjectInfo]:
+    """The objects under a scanned folder in key order, reading a subfolder only when the walk gets
+    there; a subfolder that cannot be read raises."""
+    for key, entry, st in _in_key_order(entries, rel_dir, prefix, action):
+        if not stat_mode.S_ISDIR(st.st_mode):
+            yield ObjectInfo(key, st.st_size, st.st_mtime)
+            continue
+        try:
+            inner = _scan(Path(entry.path), action)
+        except FileNotFoundError as error:  # listed a moment ago: something is wrong underneath
+            raise _unreadable(action, error) from error
+        yield from _walk(inner, key, prefix, action)
+
+
+def _in_key_order(entries: list[os.DirEntry], rel_dir: str, prefix: str,
+                  action: str) -> list[tuple[str, os.DirEntry, os.stat_result]]:
+    """(key, entry, stat) of a folder's objects and subfolders under ``prefix``, in the order of their
+    keys: every key in subfolder ``x`` continues ``x/``, so it sorts as ``x/`` does (``x-1`` before
+    ``x/a``, as in a sort of full keys). Hidden entries (temp files, locks) are no objects."""
+    found = []
     for entry in entries:
         key = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
         if entry.name.startswith(".") or not key.startswith(prefix):
             continue
         st = _entry_stat(entry, action)
-        if st is None:
-            continue  # deleted meanwhile
-        if not stat_mode.S_ISDIR(st.st_mode):
-            found.append(ObjectInfo(key, st.st_size, st.st_mtime))
-            continue
-        try:
-            _collect(_scan(Path(entry.path), action), key, prefix, found, action)
-        except FileNotFoundError as error:  # listed a moment ago: something is wrong underneath
-            raise _unreadable(action, error) from error
+        if st is not None:  # else deleted meanwhile
+            found.append((entry.name + "/" if stat_mode.S_ISDIR(st.st_mode) else entry.name, key, entry, st))
+    found.sort(key=lambda item: item[0])
+    return [(key, entry, st) for _, key, entry, st in found]
 
 
 def _scan(folder: Path, action: str) -> list[os.DirEntry]:

@@ -7,6 +7,7 @@ satisfy the same protocol. Every driver runs the same contract suite (tests/cont
 
 from __future__ import annotations
 
+import itertools
 import random
 import re
 import time
@@ -65,12 +66,17 @@ class Storage(Protocol):
         Raises StorageUnreadable (or TransientStorageError) when it could not tell."""
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
-        """Every object whose key starts with ``prefix``, in key order.
+        """Every object whose key starts with ``prefix``, in key order (the order of the keys' bytes,
+        which is S3's), as a lazy iterator: the driver reads as the caller consumes (S3 page by page,
+        a local folder at a time), so memory does not grow with the number of objects listed.
 
         An empty listing means the storage confirmed that there is none. When the driver cannot look
         (permission, I/O error, a vanished or unmounted root, a refused or failed request, on any
         page or subfolder) it raises StorageUnreadable, or TransientStorageError for a failure that
-        may pass on retry: never a shorter listing. Callers take "absent" from a listing only.
+        may pass on retry: never a shorter listing. A failure before the first object (opening the
+        listing) raises from this call itself; a later one raises from the iteration, after the
+        objects before it. Callers take "absent" from a listing only, and take a copy
+        (``list(...)``) before changing what they are listing.
         """
 
     def delete(self, key: str) -> None:
@@ -200,8 +206,10 @@ def retry_transient(operation: Callable[[], T], backoff: Backoff, *, sleep: Call
 class RetryingStorage:
     """Retries transient failures with exponential back-off and jitter (``Backoff``).
 
-    stat, list, delete and the opening of get are retried. put is retried only when its data can
-    be replayed (bytes or a list); a one-shot stream is handed over once, and the driver's own
+    stat, delete, and the opening of get and list (until their first chunk or object) are retried;
+    a failure later in a stream or a listing passes on to the caller, who has consumed part of it
+    (the driver's own per-request retries apply to every page). put is retried only when its data
+    can be replayed (bytes or a list); a one-shot stream is handed over once, and the driver's own
     per-part retries apply to it: callers whose source can be read again retry the whole upload
     themselves (wal-push does, within the policy's ``repository.retry``).
     """
@@ -225,14 +233,13 @@ class RetryingStorage:
         return self.inner.put(key, chunks, if_absent=if_absent)
 
     def get(self, key):
-        stream = self._retry(lambda: _started(self.inner.get(key)))
-        return stream
+        return self._retry(lambda: started(self.inner.get(key)))
 
     def stat(self, key):
         return self._retry(lambda: self.inner.stat(key))
 
     def list(self, prefix=""):
-        return iter(self._retry(lambda: list(self.inner.list(prefix))))
+        return self._retry(lambda: started(self.inner.list(prefix)))
 
     def delete(self, key):
         return self._retry(lambda: self.inner.delete(key))
@@ -252,24 +259,20 @@ class RetryingStorage:
         return self._retry(lambda: self.inner.delete_if(key, token))
 
     def list_temporary(self, prefix=""):
-        return iter(self._retry(lambda: list(self.inner.list_temporary(prefix))))
+        return self._retry(lambda: started(self.inner.list_temporary(prefix)))
 
     def delete_temporary(self, info):
         return self._retry(lambda: self.inner.delete_temporary(info))
 
 
-def _started(stream: Iterator[bytes]) -> Iterator[bytes]:
-    """Pull the first chunk now so that opening errors surface inside the retry loop."""
+def started(items: Iterator[T]) -> Iterator[T]:
+    """Pull the first item of a lazy stream or listing now, so that a failure to open it raises from
+    this call (inside a retry loop, or from ``Storage.list`` itself); the rest stays lazy."""
     try:
-        first = next(stream)
+        first = next(items)
     except StopIteration:
         return iter(())
-
-    def chained():
-        yield first
-        yield from stream
-
-    return chained()
+    return itertools.chain((first,), items)
 
 
 def read_all(store: Storage, key: str) -> bytes:

@@ -164,7 +164,7 @@ def switch_and_wait(sandbox: Sandbox, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while True:
         with open_repo(sandbox.policy, catalog=False) as repo:
-            if wal.list_archived(repo, source.name).find(name) is not None:
+            if wal.list_archived_for(repo, source.name, [name]).find(name) is not None:
                 return
         if time.monotonic() > deadline:
             raise ServerError(f"WAL segment {name} was not archived within {timeout:g} s",

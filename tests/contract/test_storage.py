@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import threading
+import time
 import uuid
 
 import pytest
@@ -87,6 +88,57 @@ def test_list_by_prefix_is_sorted_and_exact(store):
     assert [i.key for i in store.list("none/")] == []
     assert {i.key for i in store.list()} == {"wal/b/2", "wal/a/1", "wal/a/0", "walrus", "other/1"}
     assert [i.size for i in store.list("other/")] == [len(b"other/1")]
+
+
+def test_list_and_stat_tell_the_same_size_and_time(store):
+    before = time.time()
+    store.put("t/a", [b"12345"])
+    listed, stat = next(store.list("t/")), store.stat("t/a")
+    assert (listed.key, listed.size) == (stat.key, stat.size) == ("t/a", 5)
+    assert abs(listed.mtime - stat.mtime) < 1.0  # S3: an ISO 8601 time in the listing, an HTTP date on HEAD
+    assert before - 2 <= listed.mtime <= time.time() + 2  # UTC read as UTC: no zone offset slipped in
+
+
+# keys whose characters sort before and after '/' ('+', ',', '-', '.' before; '0', ':', '=', '@', 'X', '_'
+# after), at several depths: a walk that sorted a folder as its bare name would put "m/x/a" before "m/x-1"
+MIXED_KEYS = ["m/x-1", "m/x.1", "m/x/a", "m/x/a-b", "m/x/a.b", "m/x/a:b", "m/x/a+/c", "m/x/,", "m/x,/d",
+              "m/x+1/e", "m/x-/f", "m/x.y/z", "m/x0", "m/x:", "m/x=", "m/x@", "m/x_", "m/X", "m/w", "m/-x",
+              "m/x-1.d/g/h", "m/x-1.d/g-h", "m/x-1.d/g.h"]
+
+
+def test_list_is_in_the_order_of_sorted_keys(store):
+    for key in reversed(MIXED_KEYS):
+        store.put(key, [key.encode()])
+    for prefix in ("", "m/", "m/x", "m/x/", "m/x-", "m/x-1", "m/x/a"):
+        expected = sorted(k for k in MIXED_KEYS if k.startswith(prefix))
+        assert expected and [i.key for i in store.list(prefix)] == expected, prefix
+
+
+def small_pages(store, size: int) -> list[str]:
+    """Make an S3 store list ``size`` keys a request; the returned list grows by one per page asked for
+    (a local store has no pages: it stays empty)."""
+    client = getattr(getattr(store, "inner", store), "client", None)
+    pages: list[str] = []
+    if client is not None:
+        client.meta.events.register("before-parameter-build.s3.ListObjectsV2",
+                                    lambda params, **kwargs: params.__setitem__("MaxKeys", size))
+        client.meta.events.register("after-call.s3.ListObjectsV2", lambda **kwargs: pages.append("page"))
+    return pages
+
+
+def test_a_listing_of_many_pages_streams_complete_and_in_key_order(store):
+    keys = [f"wal/s/{folder:016X}/{n:024X}-{'ab'[n % 2] * 64}" for folder in (1, 2) for n in range(23)]
+    keys += ["wal/s/0000000000000001-x", "wal/s/archive.json"]
+    for key in reversed(keys):
+        store.put(key, [b"x"])
+    pages = small_pages(store, 4)
+    listing = store.list("wal/s/")
+    opened = len(pages)
+    assert [i.key for i in listing] == sorted(keys)
+    if store.features.local_path:
+        assert pages == []
+    else:  # the first page before list() returned, the rest while the listing was consumed: 12 in all
+        assert (opened, len(pages)) == (1, 12)
 
 
 def test_delete_is_idempotent(store):

@@ -179,8 +179,11 @@ def test_s3_error_on_a_later_page_fails_the_whole_listing(s3_server, s3_bucket, 
         pages = len(proxy.requests("GET", path=f"/{s3_bucket}"))
         assert pages == 3  # 5 keys, 2 a page: the listing really is paged
         proxy.fail(query="continuation-token", status=status, code=code)
+        listing, seen = store.list(f"{FOLDER}/"), []  # the first page is answered: the listing opens
         with pytest.raises(error, match=code):
-            store.list(f"{FOLDER}/")
+            for info in listing:
+                seen.append(info.key)
+        assert seen == names[:2]  # the first page's objects, then the error: never a shorter listing that ends
         first_pages = [s for s in proxy.requests("GET", faulted=False) if "continuation-token" not in s.query]
         assert len(first_pages) == 2  # each listing's first page was answered: the error came on a later one
 

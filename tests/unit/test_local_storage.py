@@ -75,6 +75,16 @@ def test_unreadable_subfolder_met_while_listing_raises(store, monkeypatch):
     assert keys(store, "backups/") == ["backups/pg/main/b1/base.tar"]  # other folders are not looked at
 
 
+def test_a_listing_reads_a_folder_when_it_gets_there_and_raises_there(store, monkeypatch):
+    later = "wal/main/0000000100000001"
+    store.put(f"{later}/000000010000000100000000-{'b' * 64}", [b"segment"])
+    fault(monkeypatch, "scandir", store.root / later, errno.EIO)
+    listing = store.list("wal/")  # opens: reads up to the first object, not the folder that fails
+    assert next(listing).key == f"{SEGMENT}-{'a' * 64}"
+    with pytest.raises(StorageUnreadable, match="EIO"):
+        next(listing)  # never a shorter listing that ends quietly
+
+
 def test_subfolder_vanishing_between_listing_and_reading_raises(store, monkeypatch):
     fault(monkeypatch, "scandir", store.root / FOLDER, errno.ENOENT)
     with pytest.raises(StorageUnreadable, match="ENOENT"):

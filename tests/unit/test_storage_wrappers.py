@@ -82,6 +82,46 @@ def test_one_shot_stream_is_not_replayed():
     assert inner.calls == 1 and "k" not in inner.data
 
 
+class PagedListing(Flaky):
+    """A listing of three objects that fails to open ``failures`` times, then fails after ``good`` objects
+    when ``good`` is set (a later page that the driver's own retries could not get)."""
+
+    def __init__(self, failures: int, good: int | None = None):
+        super().__init__(failures)
+        self.good = good
+        self.data = {"a": b"1", "b": b"2", "c": b"3"}
+
+    def list(self, prefix=""):
+        self._maybe_fail()  # the first page
+        for index, key in enumerate(sorted(self.data)):
+            if index == self.good:
+                raise TransientStorageError("503 on a later page")
+            yield ObjectInfo(key, 1, 0)
+
+
+def test_the_opening_of_a_listing_is_retried():
+    inner = PagedListing(failures=2)
+    listing = RetryingStorage(inner, attempts=3, sleep=lambda s: None).list()
+    assert inner.calls == 3  # retried before list() returned, while nothing had been handed out
+    assert [i.key for i in listing] == ["a", "b", "c"]
+
+
+def test_a_failure_later_in_a_listing_passes_on_after_what_came_before():
+    inner = PagedListing(failures=0, good=2)
+    seen = []
+    with pytest.raises(TransientStorageError, match="later page"):
+        for info in RetryingStorage(inner, attempts=3, sleep=lambda s: None).list():
+            seen.append(info.key)
+    assert seen == ["a", "b"] and inner.calls == 1  # not retried: the caller has consumed part of it
+
+
+def test_an_empty_listing_is_an_empty_iterator():
+    inner = PagedListing(failures=1)
+    inner.data = {}
+    assert list(RetryingStorage(inner, attempts=3, sleep=lambda s: None).list()) == []
+    assert inner.calls == 2
+
+
 # -- retry_transient: the backoff shared by the wrapper and wal-push --------------------------------
 
 
