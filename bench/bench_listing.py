@@ -128,9 +128,15 @@ def make_repository(work: Path, endpoint: str, backend, objects: int) -> tuple[P
 
     bucket = f"bench-listing-{objects}"
     s3_client(endpoint).create_bucket(Bucket=bucket)
-    data = {"repository": {"url": f"s3://{bucket}/hadr", "endpoint": endpoint, "access_key": "testing",
-                           "secret_key": "testing"},
-            "sources": {"postgres": [{"name": SOURCE, "dsn": f"host=127.0.0.1 port={free_port()} user=x"}]}}
+    data = {
+        "repository": {
+            "url": f"s3://{bucket}/hadr",
+            "endpoint": endpoint,
+            "access_key": "testing",
+            "secret_key": "testing",
+        },
+        "sources": {"postgres": [{"name": SOURCE, "dsn": f"host=127.0.0.1 port={free_port()} user=x"}]},
+    }
     policy_file = work / f"policy-{objects}.yaml"
     policy_file.write_text(yaml.safe_dump(data))
     policy = parse_policy(data, str(policy_file))
@@ -138,8 +144,16 @@ def make_repository(work: Path, endpoint: str, backend, objects: int) -> tuple[P
     sha = hashlib.sha256(PLAINTEXT).hexdigest()
     names = [wal.segment_name_from_number(1, number, SEGMENT_SIZE) for number in range(objects)]
     with open_repo(policy, write=True) as repo:
-        repo.put_json(wal.archive_info_key(SOURCE), {"system_identifier": 7, "segment_size": SEGMENT_SIZE,
-                                                     "page_magic": 0xD110, "pg_version": 15, "block_size": 8192})
+        repo.put_json(
+            wal.archive_info_key(SOURCE),
+            {
+                "system_identifier": 7,
+                "segment_size": SEGMENT_SIZE,
+                "page_magic": 0xD110,
+                "pg_version": 15,
+                "block_size": 8192,
+            },
+        )
         first = repo.put_object(wal.wal_object_key(SOURCE, names[0], sha), [PLAINTEXT])
         body = b"".join(s3_client(endpoint).get_object(Bucket=bucket, Key="hadr/" + first.key)["Body"])
         for name in names[1:]:
@@ -157,12 +171,21 @@ def add_backup(repo, objects: int) -> dict:
     entry = repo.begin_backup("pg", SOURCE, {})
     tar = repo.put_object(f"backups/pg/{SOURCE}/{entry.id}/base.tar", [b"not a real tar"])
     manifest = repo.put_object(f"backups/pg/{SOURCE}/{entry.id}/backup_manifest", [b"{}"])
-    meta = {"timeline": 1, "start_lsn": wal.format_lsn(start_lsn), "stop_lsn": wal.format_lsn(stop_lsn),
-            "start_wal": wal.segment_name(1, start_lsn, SEGMENT_SIZE),
-            "stop_wal": wal.segment_name(1, stop_lsn, SEGMENT_SIZE), "start_time": time.time() - 60,
-            "stop_time": time.time() - 30, "wal_segment_size": SEGMENT_SIZE, "tar_objects": [tar.key],
-            "manifest_object": manifest.key, "system_identifier": "7", "pg_version_num": 150000,
-            "pg_version": "15.0"}
+    meta = {
+        "timeline": 1,
+        "start_lsn": wal.format_lsn(start_lsn),
+        "stop_lsn": wal.format_lsn(stop_lsn),
+        "start_wal": wal.segment_name(1, start_lsn, SEGMENT_SIZE),
+        "stop_wal": wal.segment_name(1, stop_lsn, SEGMENT_SIZE),
+        "start_time": time.time() - 60,
+        "stop_time": time.time() - 30,
+        "wal_segment_size": SEGMENT_SIZE,
+        "tar_objects": [tar.key],
+        "manifest_object": manifest.key,
+        "system_identifier": "7",
+        "pg_version_num": 150000,
+        "pg_version": "15.0",
+    }
     repo.finish_backup(entry, [tar, manifest], meta)
     return {"start_lsn": start_lsn, "stop_lsn": stop_lsn, "segment_size": SEGMENT_SIZE}
 
@@ -170,8 +193,9 @@ def add_backup(repo, objects: int) -> dict:
 def checkout(revision: str, into: Path) -> Path:
     """``hadr_backup`` as of ``revision``, unpacked into ``into``."""
     into.mkdir()
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", revision, "hadr_backup"], check=True,
-                             capture_output=True).stdout
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", revision, "hadr_backup"], check=True, capture_output=True
+    ).stdout
     subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
     return into
 
@@ -179,14 +203,29 @@ def checkout(revision: str, into: Path) -> Path:
 def measure(tree: Path, operation: str, policy_file: Path, spec: dict) -> dict:
     """One run of ``operation`` with ``tree``'s hadr_backup, in a fresh interpreter."""
     env = {**os.environ, "PYTHONPATH": str(tree), "PYTHONDONTWRITEBYTECODE": "1"}
-    done = subprocess.run([sys.executable, "-c", CHILD, operation, str(policy_file),
-                           json.dumps({**spec, "tree": os.path.realpath(tree)})],
-                          capture_output=True, text=True, env=env, timeout=900, cwd=tree)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            CHILD,
+            operation,
+            str(policy_file),
+            json.dumps({**spec, "tree": os.path.realpath(tree)}),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+        cwd=tree,
+    )
     if done.returncode != 0:
         raise RuntimeError(f"{operation} with {tree} failed:\n{done.stderr}")
     result = json.loads(done.stdout.strip().splitlines()[-1])
-    print(f"  {operation} {tree.name}: {result['wall']:.2f} s wall, {result['cpu']:.2f} s CPU, "
-          f"{result['memory'] / 2**20:.1f} MiB, answer {result['answer']}", file=sys.stderr)
+    print(
+        f"  {operation} {tree.name}: {result['wall']:.2f} s wall, {result['cpu']:.2f} s CPU, "
+        f"{result['memory'] / 2**20:.1f} MiB, answer {result['answer']}",
+        file=sys.stderr,
+    )
     return result
 
 
@@ -203,11 +242,21 @@ def figures_for(label: str, after: dict, before: dict | None, unit: str, target:
     competitor = f"hadr {BEFORE} (before)" if before else ""
 
     def figure(what: str, key: str, factor: float, in_unit: str, goal: str = "") -> Figure:
-        return Figure(f"{label}: {what}", after[key] * factor, before[key] * factor if before else None, in_unit,
-                      False, competitor, goal)
+        return Figure(
+            f"{label}: {what}",
+            after[key] * factor,
+            before[key] * factor if before else None,
+            in_unit,
+            False,
+            competitor,
+            goal,
+        )
 
-    return [figure("wall", "wall", scale, unit, target), figure("CPU user+sys", "cpu", scale, unit),
-            figure("peak memory", "memory", 1 / 2**20, "MiB")]
+    return [
+        figure("wall", "wall", scale, unit, target),
+        figure("CPU user+sys", "cpu", scale, unit),
+        figure("peak memory", "memory", 1 / 2**20, "MiB"),
+    ]
 
 
 def run() -> list[Figure]:
@@ -221,8 +270,9 @@ def run() -> list[Figure]:
             print(f"{objects} WAL objects stored in {time.perf_counter() - started:.1f} s", file=sys.stderr)
             where = ", backup at the start" if BACKUP_AT == "start" else ""
             for operation, label, expected, unit, target in (
-                    ("info", f"hadr info, {objects:,} WAL objects{where}", objects, "s", ""),
-                    ("wait", f"end-of-backup WAL wait, {objects:,} WAL objects{where}", 3, "ms", "< 500")):
+                ("info", f"hadr info, {objects:,} WAL objects{where}", objects, "s", ""),
+                ("wait", f"end-of-backup WAL wait, {objects:,} WAL objects{where}", 3, "ms", "< 500"),
+            ):
                 after = median_of(ROOT, operation, policy_file, spec, expected)
                 before = median_of(old, operation, policy_file, spec, expected) if old else None
                 figures += figures_for(label, after, before, unit, target)

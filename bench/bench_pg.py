@@ -44,16 +44,18 @@ COMPETITOR = "pgBackRest {version} (zst, process-max=2)"
 BIN = "/usr/lib/postgresql/15/bin"
 
 
-def sh(argv: list[str] | str, *, as_postgres: bool = False, check: bool = True,
-       **kwargs) -> subprocess.CompletedProcess:
+def sh(
+    argv: list[str] | str, *, as_postgres: bool = False, check: bool = True, **kwargs
+) -> subprocess.CompletedProcess:
     if isinstance(argv, str):
         argv = ["bash", "-c", argv]
     if as_postgres:
         argv = ["runuser", "-u", "postgres", "--", *argv]
     done = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL, **kwargs)
     if check and done.returncode != 0:
-        raise RuntimeError(f"failed ({done.returncode}): {shlex.join(argv)}\n"
-                           f"{done.stdout[-2000:]}{done.stderr[-3000:]}")
+        raise RuntimeError(
+            f"failed ({done.returncode}): {shlex.join(argv)}\n{done.stdout[-2000:]}{done.stderr[-3000:]}"
+        )
     return done
 
 
@@ -82,8 +84,20 @@ class Bench:
         return ["pgbackrest", f"--config={self.pgbr_conf}", f"--stanza={STANZA}", *args]
 
     def psql(self, sql: str, port: int | None = None) -> str:
-        return sh([f"{BIN}/psql", "-h", "127.0.0.1", "-p", str(port or self.cluster.port), "-U", "postgres",
-                   "-Atc", sql, "postgres"]).stdout.strip()
+        return sh(
+            [
+                f"{BIN}/psql",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(port or self.cluster.port),
+                "-U",
+                "postgres",
+                "-Atc",
+                sql,
+                "postgres",
+            ]
+        ).stdout.strip()
 
     def set_up(self) -> None:
         shutil.rmtree(self.base, ignore_errors=True)
@@ -93,14 +107,31 @@ class Bench:
         self.cluster.init()
         self.cluster.write_settings({"max_wal_size": "4GB", "checkpoint_timeout": "30min"})
         self.cluster.start()
-        sh([f"{BIN}/pgbench", "-h", "127.0.0.1", "-p", str(self.cluster.port), "-U", "postgres", "-i", "-s",
-            str(SCALE), "-q", "postgres"])
+        sh(
+            [
+                f"{BIN}/pgbench",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.cluster.port),
+                "-U",
+                "postgres",
+                "-i",
+                "-s",
+                str(SCALE),
+                "-q",
+                "postgres",
+            ]
+        )
         # archiving is turned on after the load, so that the load's WAL is not what is measured
         self.cluster.stop()
-        push_both = (f"{shlex.join(self.pgbackrest('archive-push'))} %p && "
-                     f"{shlex.join(self.hadr('wal-push', '--source', 'main'))} %p")
-        self.cluster.write_settings({"max_wal_size": "4GB", "checkpoint_timeout": "30min", "archive_mode": "on",
-                                     "archive_command": push_both})
+        push_both = (
+            f"{shlex.join(self.pgbackrest('archive-push'))} %p && "
+            f"{shlex.join(self.hadr('wal-push', '--source', 'main'))} %p"
+        )
+        self.cluster.write_settings(
+            {"max_wal_size": "4GB", "checkpoint_timeout": "30min", "archive_mode": "on", "archive_command": push_both}
+        )
         self.cluster.start()
         sh(self.pgbackrest("stanza-create"), as_postgres=True)
         sh(self.hadr("init"))
@@ -112,11 +143,21 @@ class Bench:
             f"log-path={self.base / 'pgbr-log'}\n"
             f"spool-path={self.base / 'pgbr-spool'}\narchive-async=y\nlock-path={self.base / 'pgbr-log'}\n"
             f"[{STANZA}]\npg1-path={self.cluster.data_dir}\npg1-port={self.cluster.port}\n"
-            f"pg1-socket-path={self.cluster.base_dir}\n")
-        policy = {"repository": {"path": str(self.base / "hadr-repo")}, "compression": {"level": 3, "threads": 2},
-                  "sources": {"postgres": [{"name": "main", "dsn": f"host=127.0.0.1 port={self.cluster.port} "
-                                                                   f"user=postgres dbname=postgres",
-                                            "backup_timeout": 300}]}}
+            f"pg1-socket-path={self.cluster.base_dir}\n"
+        )
+        policy = {
+            "repository": {"path": str(self.base / "hadr-repo")},
+            "compression": {"level": 3, "threads": 2},
+            "sources": {
+                "postgres": [
+                    {
+                        "name": "main",
+                        "dsn": f"host=127.0.0.1 port={self.cluster.port} user=postgres dbname=postgres",
+                        "backup_timeout": 300,
+                    }
+                ]
+            },
+        }
         self.policy.write_text(yaml.safe_dump(policy))
         for path in (self.pgbr_conf, self.policy):
             shutil.chown(path, "postgres", "postgres")
@@ -139,11 +180,13 @@ class Bench:
         target = self.base / "restored"
         for _ in range(RUNS):
             self._empty(target)
-            theirs.append(timed(self.pgbackrest(f"--pg1-path={target}", "--type=immediate", "restore"),
-                                as_postgres=True))
+            theirs.append(
+                timed(self.pgbackrest(f"--pg1-path={target}", "--type=immediate", "restore"), as_postgres=True)
+            )
             self._empty(target)
-            ours.append(timed(self.hadr("restore", "pg", "--backup", self._newest_backup(), "--to", str(target),
-                                        "--force")))
+            ours.append(
+                timed(self.hadr("restore", "pg", "--backup", self._newest_backup(), "--to", str(target), "--force"))
+            )
         self._empty(target)
         return ours, theirs
 
@@ -156,10 +199,29 @@ class Bench:
             self._empty(target)
             os.sync()
             began = time.perf_counter()
-            sh(self.pgbackrest(f"--pg1-path={target}", "--type=time", f"--target={target_time}",
-                               "--target-action=promote", "restore"), as_postgres=True)
-            sh([f"{BIN}/pg_ctl", "-D", str(target), "-l", str(self.base / "pitr.log"), "-o",
-                f"-p {port} -c archive_mode=off", "start"], as_postgres=True)
+            sh(
+                self.pgbackrest(
+                    f"--pg1-path={target}",
+                    "--type=time",
+                    f"--target={target_time}",
+                    "--target-action=promote",
+                    "restore",
+                ),
+                as_postgres=True,
+            )
+            sh(
+                [
+                    f"{BIN}/pg_ctl",
+                    "-D",
+                    str(target),
+                    "-l",
+                    str(self.base / "pitr.log"),
+                    "-o",
+                    f"-p {port} -c archive_mode=off",
+                    "start",
+                ],
+                as_postgres=True,
+            )
             self._wait_promoted(port)
             theirs.append(time.perf_counter() - began)
             results.add(("pgBackRest", self.psql("select count(*), sum(delta) from pgbench_history", port)))
@@ -167,8 +229,21 @@ class Bench:
             self._empty(target)
             os.sync()
             began = time.perf_counter()
-            sh(self.hadr("restore", "pg", "--target-time", target_time, "--to", str(target), "--start", "--port",
-                         str(port), "--target-action", "promote"))
+            sh(
+                self.hadr(
+                    "restore",
+                    "pg",
+                    "--target-time",
+                    target_time,
+                    "--to",
+                    str(target),
+                    "--start",
+                    "--port",
+                    str(port),
+                    "--target-action",
+                    "promote",
+                )
+            )
             ours.append(time.perf_counter() - began)
             results.add(("hadr", self.psql("select count(*), sum(delta) from pgbench_history", port)))
             self._stop(target)
@@ -180,9 +255,24 @@ class Bench:
 
     def _workload(self) -> str:
         """pgbench for PGBENCH_SECONDS; the target is the server's clock in the middle of it."""
-        run = subprocess.Popen([f"{BIN}/pgbench", "-h", "127.0.0.1", "-p", str(self.cluster.port), "-U", "postgres",
-                                "-c", "2", "-T", str(PGBENCH_SECONDS), "postgres"], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+        run = subprocess.Popen(
+            [
+                f"{BIN}/pgbench",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.cluster.port),
+                "-U",
+                "postgres",
+                "-c",
+                "2",
+                "-T",
+                str(PGBENCH_SECONDS),
+                "postgres",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         time.sleep(PGBENCH_SECONDS / 2)
         target_time = self.psql("select to_char(clock_timestamp() at time zone 'utc', 'YYYY-MM-DD HH24:MI:SS.US')")
         run.wait()
@@ -197,8 +287,21 @@ class Bench:
     def _wait_promoted(self, port: int, timeout: float = 600) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            done = sh([f"{BIN}/psql", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "-Atc",
-                       "select pg_is_in_recovery()", "postgres"], check=False)
+            done = sh(
+                [
+                    f"{BIN}/psql",
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    str(port),
+                    "-U",
+                    "postgres",
+                    "-Atc",
+                    "select pg_is_in_recovery()",
+                    "postgres",
+                ],
+                check=False,
+            )
             if done.returncode == 0 and done.stdout.strip() == "f":
                 return
             time.sleep(0.05)
@@ -247,13 +350,34 @@ def run() -> list[Figure]:
     competitor = COMPETITOR.format(version=version)
     median = statistics.median
     return [
-        Figure(f"pg full backup, pgbench scale {SCALE}", median(backup_ours), median(backup_theirs), "s", False,
-               competitor, "ratio >= 1.0"),
+        Figure(
+            f"pg full backup, pgbench scale {SCALE}",
+            median(backup_ours),
+            median(backup_theirs),
+            "s",
+            False,
+            competitor,
+            "ratio >= 1.0",
+        ),
         Figure(f"pg full backup stored, pgbench scale {SCALE}", size_ours, size_theirs, "MB", False, competitor, ""),
-        Figure(f"pg restore, pgbench scale {SCALE}", median(restore_ours), median(restore_theirs), "s", False,
-               competitor, "ratio >= 1.0"),
-        Figure(f"pg PITR end to end ({PGBENCH_SECONDS} s pgbench, replay to its middle)", median(pitr_ours),
-               median(pitr_theirs), "s", False, competitor, ""),
+        Figure(
+            f"pg restore, pgbench scale {SCALE}",
+            median(restore_ours),
+            median(restore_theirs),
+            "s",
+            False,
+            competitor,
+            "ratio >= 1.0",
+        ),
+        Figure(
+            f"pg PITR end to end ({PGBENCH_SECONDS} s pgbench, replay to its middle)",
+            median(pitr_ours),
+            median(pitr_theirs),
+            "s",
+            False,
+            competitor,
+            "",
+        ),
     ]
 
 

@@ -166,16 +166,36 @@ def make_backup(base: Path) -> tuple[object, object]:
     prepare_dir_for_postgres(base / "repo")
     cluster = PostgresCluster(base / "pg", free_port())
     policy_path = base / "policy.yaml"
-    policy_path.write_text(yaml.safe_dump({
-        "repository": {"path": str(base / "repo")}, "compression": {"level": 3, "threads": 2},
-        "sources": {"postgres": [{"name": "main", "dsn": cluster.dsn(), "backup_timeout": 600}]}}))
+    policy_path.write_text(
+        yaml.safe_dump(
+            {
+                "repository": {"path": str(base / "repo")},
+                "compression": {"level": 3, "threads": 2},
+                "sources": {"postgres": [{"name": "main", "dsn": cluster.dsn(), "backup_timeout": 600}]},
+            }
+        )
+    )
     hadr = [sys.executable, "-m", "hadr_backup", "--policy", str(policy_path)]
     cluster.init()
     cluster.write_settings({"max_wal_size": "4GB", "checkpoint_timeout": "30min"})
     cluster.start()
     try:
-        sh([f"{BIN}/pgbench", "-h", "127.0.0.1", "-p", str(cluster.port), "-U", "postgres", "-i", "-s", str(SCALE),
-            "-q", "postgres"])
+        sh(
+            [
+                f"{BIN}/pgbench",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(cluster.port),
+                "-U",
+                "postgres",
+                "-i",
+                "-s",
+                str(SCALE),
+                "-q",
+                "postgres",
+            ]
+        )
         cluster.stop()
         command = " ".join([*hadr, "wal-push", "--source", "main", "%p"])
         cluster.write_settings({"archive_mode": "on", "archive_command": command})
@@ -255,7 +275,8 @@ def run() -> list[Figure]:
             for name in order:
                 target = base / f"restored-{name}"
                 times.setdefault(("restore", name), []).append(
-                    measure(name, repository_chunks(policy, entry), target, owner))
+                    measure(name, repository_chunks(policy, entry), target, owner)
+                )
                 times.setdefault(("extract", name), []).append(measure(name, file_chunks(plain), target, owner))
                 if run_number == 0:
                     digests.add(tree_digest(target))
@@ -273,8 +294,17 @@ def figures(times: dict[tuple[str, str], list[tuple[float, float]]]) -> list[Fig
             ours = statistics.median(t[index] for t in times[(phase, "hadr")])
             theirs = statistics.median(t[index] for t in times[(phase, "tarfile")])
             print(f"  median {phase} {unit}: hadr {ours:.2f}, tarfile {theirs:.2f}", file=sys.stderr, flush=True)
-            found.append(Figure(f"{phase} scale {SCALE}, {label} ({unit.split()[1]})", ours, theirs, unit.split()[0],
-                                False, COMPETITOR, ""))
+            found.append(
+                Figure(
+                    f"{phase} scale {SCALE}, {label} ({unit.split()[1]})",
+                    ours,
+                    theirs,
+                    unit.split()[0],
+                    False,
+                    COMPETITOR,
+                    "",
+                )
+            )
     return found
 
 
@@ -286,15 +316,20 @@ def safety() -> list[tuple[str, str, str, str]]:
     sys.path.insert(0, str(ROOT / "tests" / "unit"))
     from test_tarsafe import COLLIDING, ESCAPING, _tar, path_max_escape
 
-    cases = [(" ".join(f"{n}:{k}" + (f"->{v}" if k.endswith("link") else "") for n, k, v in members), _tar(members))
-             for members, _ in ESCAPING + COLLIDING]
+    cases = [
+        (" ".join(f"{n}:{k}" + (f"->{v}" if k.endswith("link") else "") for n, k, v in members), _tar(members))
+        for members, _ in ESCAPING + COLLIDING
+    ]
     cases.append(("symlink chain past PATH_MAX (CVE-2025-4517)", path_max_escape()))
     rows = []
     for label, data in cases:
-        outcomes = [_outcome(lambda root, d=data, e=extractor: e(root).extract([d]))
-                    for extractor in (SafeExtractor, TarfileExtractor)]
-        plain = _outcome(lambda root, d=data: tarfile.open(fileobj=io.BytesIO(d), mode="r|").extractall(
-            root, filter="data"))
+        outcomes = [
+            _outcome(lambda root, d=data, e=extractor: e(root).extract([d]))
+            for extractor in (SafeExtractor, TarfileExtractor)
+        ]
+        plain = _outcome(
+            lambda root, d=data: tarfile.open(fileobj=io.BytesIO(d), mode="r|").extractall(root, filter="data")
+        )
         rows.append((label, outcomes[0], plain, outcomes[1]))
     return rows
 

@@ -62,13 +62,31 @@ def postgres_file(path: Path, text: str) -> Path:
 
 
 def pgbackrest(work: Path, cluster: PostgresCluster, *, asynchronous: bool) -> str:
-    conf = postgres_file(work / "pgbackrest.conf", "\n".join([
-        "[global]", f"repo1-path={prepare_dir_for_postgres(work / 'pgbr-repo')}", "compress-type=zst",
-        "compress-level=3", "process-max=2", f"lock-path={prepare_dir_for_postgres(work / 'pgbr-lock')}",
-        f"spool-path={prepare_dir_for_postgres(work / 'pgbr-spool')}", f"archive-async={'y' if asynchronous else 'n'}",
-        "log-level-console=off", "log-level-stderr=off", "log-level-file=off", "start-fast=y",
-        "[bench]", f"pg1-path={cluster.data_dir}", f"pg1-port={cluster.port}", "pg1-host-user=postgres",
-        f"pg1-socket-path={cluster.base_dir}", ""]))
+    conf = postgres_file(
+        work / "pgbackrest.conf",
+        "\n".join(
+            [
+                "[global]",
+                f"repo1-path={prepare_dir_for_postgres(work / 'pgbr-repo')}",
+                "compress-type=zst",
+                "compress-level=3",
+                "process-max=2",
+                f"lock-path={prepare_dir_for_postgres(work / 'pgbr-lock')}",
+                f"spool-path={prepare_dir_for_postgres(work / 'pgbr-spool')}",
+                f"archive-async={'y' if asynchronous else 'n'}",
+                "log-level-console=off",
+                "log-level-stderr=off",
+                "log-level-file=off",
+                "start-fast=y",
+                "[bench]",
+                f"pg1-path={cluster.data_dir}",
+                f"pg1-port={cluster.port}",
+                "pg1-host-user=postgres",
+                f"pg1-socket-path={cluster.base_dir}",
+                "",
+            ]
+        ),
+    )
     as_postgres(["pgbackrest", f"--config={conf}", "--stanza=bench", "stanza-create"])
     return f"pgbackrest --config={conf} --stanza=bench archive-push %p"
 
@@ -79,10 +97,18 @@ def hadr(work: Path, cluster: PostgresCluster, *, asynchronous: bool, encrypted:
     from hadr_backup.repo.keys import create_key_file
     from hadr_backup.repo.repository import init_repo
 
-    source = {"name": "bench", "dsn": cluster.dsn(), "async_archive": asynchronous, "archive_workers": 2,
-              "spool_dir": str(prepare_dir_for_postgres(work / "hadr-spool"))}
-    data = {"repository": {"path": str(prepare_dir_for_postgres(work / "hadr-repo"))},
-            "compression": {"level": 3, "threads": 2}, "sources": {"postgres": [source]}}
+    source = {
+        "name": "bench",
+        "dsn": cluster.dsn(),
+        "async_archive": asynchronous,
+        "archive_workers": 2,
+        "spool_dir": str(prepare_dir_for_postgres(work / "hadr-spool")),
+    }
+    data = {
+        "repository": {"path": str(prepare_dir_for_postgres(work / "hadr-repo"))},
+        "compression": {"level": 3, "threads": 2},
+        "sources": {"postgres": [source]},
+    }
     if encrypted:
         create_key_file(work / "hadr.key")
         shutil.chown(work / "hadr.key", "postgres", "postgres")
@@ -109,9 +135,17 @@ def drain(variant: str) -> tuple[int, float]:
     work = BASE / variant
     shutil.rmtree(work, ignore_errors=True)
     prepare_dir_for_postgres(work)
-    cluster = PostgresCluster(work, free_port(), checksums=False, settings={
-        "archive_mode": "on", "archive_command": "/bin/false", "max_wal_size": "8GB",
-        "log_min_messages": "fatal"})
+    cluster = PostgresCluster(
+        work,
+        free_port(),
+        checksums=False,
+        settings={
+            "archive_mode": "on",
+            "archive_command": "/bin/false",
+            "max_wal_size": "8GB",
+            "log_min_messages": "fatal",
+        },
+    )
     cluster.init()
     cluster.start()
     try:
@@ -127,8 +161,7 @@ def drain(variant: str) -> tuple[int, float]:
             started = time.perf_counter()
             conn.execute(f"alter system set archive_command = {_literal(command)}")
             conn.execute("select pg_reload_conf()")
-            while (conn.execute("select coalesce(last_archived_wal, '') from pg_stat_archiver").fetchone()[0]
-                   < target):
+            while conn.execute("select coalesce(last_archived_wal, '') from pg_stat_archiver").fetchone()[0] < target:
                 time.sleep(0.02)
             elapsed = time.perf_counter() - started
         return ready, elapsed
@@ -165,13 +198,33 @@ def run() -> list[Figure]:
     rates = measure(list(VARIANTS))
     competitor = f"pgBackRest {version} archive-push (zst, process-max=2{{}})"
     return [
-        Figure(f"WAL drain, {SEGMENTS}-segment backlog, sync", rates["hadr-sync"], rates["pgbackrest-sync"],
-               "segments/s", True, competitor.format(""), ""),
-        Figure(f"WAL drain, {SEGMENTS}-segment backlog, async", rates["hadr-async"], rates["pgbackrest-async"],
-               "segments/s", True, competitor.format(", archive-async=y"), "ratio >= 1.0"),
-        Figure(f"WAL drain, {SEGMENTS}-segment backlog, async, hadr encrypted", rates["hadr-async-encrypted"],
-               rates["pgbackrest-async"], "segments/s", True, competitor.format(", archive-async=y, unencrypted"),
-               ""),
+        Figure(
+            f"WAL drain, {SEGMENTS}-segment backlog, sync",
+            rates["hadr-sync"],
+            rates["pgbackrest-sync"],
+            "segments/s",
+            True,
+            competitor.format(""),
+            "",
+        ),
+        Figure(
+            f"WAL drain, {SEGMENTS}-segment backlog, async",
+            rates["hadr-async"],
+            rates["pgbackrest-async"],
+            "segments/s",
+            True,
+            competitor.format(", archive-async=y"),
+            "ratio >= 1.0",
+        ),
+        Figure(
+            f"WAL drain, {SEGMENTS}-segment backlog, async, hadr encrypted",
+            rates["hadr-async-encrypted"],
+            rates["pgbackrest-async"],
+            "segments/s",
+            True,
+            competitor.format(", archive-async=y, unencrypted"),
+            "",
+        ),
     ]
 
 

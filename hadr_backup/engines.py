@@ -103,12 +103,13 @@ def find(kind: str) -> Engine | None:
 def engine(kind: str) -> Engine:
     found = find(kind)
     if found is None:
-        raise UsageError(f"hadr cannot back up or restore {KINDS[kind][1]} sources yet",
-                         hint=f"the policy may list sources.{KINDS[kind][0]}; they are shown by `hadr info`")
+        raise UsageError(
+            f"hadr cannot back up or restore {KINDS[kind][1]} sources yet",
+            hint=f"the policy may list sources.{KINDS[kind][0]}; they are shown by `hadr info`",
+        )
     return found
 
 
 def configured(policy: Policy) -> list[tuple[str, Any]]:
     """Every (kind, source) the policy lists, in kind order."""
-    return [(kind, source) for kind, (section, _title) in KINDS.items()
-            for source in getattr(policy.sources, section)]
+    return [(kind, source) for kind, (section, _title) in KINDS.items() for source in getattr(policy.sources, section)]

@@ -34,9 +34,16 @@ def temp_name(name: str) -> str:
     return f".{name}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
 
 
-def durable_write(path: str | os.PathLike, data: bytes | Iterable[bytes], *, mode: int | None = 0o600,
-                  owner: tuple[int, int] | None = None, exclusive: bool = False, sync: bool = True,
-                  guard: Callable[[], AbstractContextManager] = nullcontext) -> int:
+def durable_write(
+    path: str | os.PathLike,
+    data: bytes | Iterable[bytes],
+    *,
+    mode: int | None = 0o600,
+    owner: tuple[int, int] | None = None,
+    exclusive: bool = False,
+    sync: bool = True,
+    guard: Callable[[], AbstractContextManager] = nullcontext,
+) -> int:
     """Replace ``path`` whole (create it, with ``exclusive``) and return the bytes written: a reader, and
     the file after a crash, shows the old content or the new one, never part of either.
 
@@ -77,8 +84,14 @@ def durable_write(path: str | os.PathLike, data: bytes | Iterable[bytes], *, mod
     return size
 
 
-def _write_chunks(fd: int, chunks: Iterable[bytes], mode: int | None, owner: tuple[int, int] | None,
-                  sync: bool, guard: Callable[[], AbstractContextManager]) -> int:
+def _write_chunks(
+    fd: int,
+    chunks: Iterable[bytes],
+    mode: int | None,
+    owner: tuple[int, int] | None,
+    sync: bool,
+    guard: Callable[[], AbstractContextManager],
+) -> int:
     with guard():
         if mode is not None:
             os.fchmod(fd, mode)  # the mode given to os.open is filtered by the umask
@@ -89,7 +102,7 @@ def _write_chunks(fd: int, chunks: Iterable[bytes], mode: int | None, owner: tup
         view = memoryview(chunk)
         with guard():
             while view:  # a write may be short
-                view = view[os.write(fd, view):]
+                view = view[os.write(fd, view) :]
         size += len(chunk)
     if sync:
         with guard():
@@ -124,8 +137,9 @@ def describe_os_error(error: OSError) -> str:
     return f"{paths}: {os_reason(error)}" if paths else os_reason(error)
 
 
-def os_fault_hint(error: OSError, where: str | os.PathLike, *, space: str = ", then retry",
-                  access: str = "") -> str | None:
+def os_fault_hint(
+    error: OSError, where: str | os.PathLike, *, space: str = ", then retry", access: str = ""
+) -> str | None:
     """What to do about the faults a user can fix (a full or read-only filesystem, missing permissions)
     while writing under ``where``; ``space`` and ``access`` end the advice with the caller's own."""
     if error.errno in NO_SPACE:
@@ -139,8 +153,13 @@ def os_fault_hint(error: OSError, where: str | os.PathLike, *, space: str = ", t
 
 
 @contextmanager
-def os_faults_as(error_class: type[HadrError], message: str, hint: Callable[[OSError], str | None] | None = None,
-                 *, with_path: bool = False) -> Iterator[None]:
+def os_faults_as(
+    error_class: type[HadrError],
+    message: str,
+    hint: Callable[[OSError], str | None] | None = None,
+    *,
+    with_path: bool = False,
+) -> Iterator[None]:
     """Raise an OSError of the block as ``error_class("<message>: <reason>")`` (``<message>: <path>:
     <reason>`` with ``with_path``), chained to the OSError so that ``-v`` shows it."""
     try:

@@ -21,8 +21,13 @@ class InitResult:
     key_created: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"repository": self.location, "created": self.created, "id": self.meta.get("id"),
-                "encryption": self.meta.get("encryption") or None, "key_created": self.key_created}
+        return {
+            "repository": self.location,
+            "created": self.created,
+            "id": self.meta.get("id"),
+            "encryption": self.meta.get("encryption") or None,
+            "key_created": self.key_created,
+        }
 
     def render(self, out) -> None:
         if self.key_created:
@@ -49,8 +54,10 @@ def _create_key_if_missing(policy: Policy) -> str | None:
 
     key_file = policy.encryption.key_file
     if not key_file:
-        raise UsageError("--create-key needs encryption.key_file in the policy",
-                         hint="add `encryption: {key_file: /path/to/hadr.key}`")
+        raise UsageError(
+            "--create-key needs encryption.key_file in the policy",
+            hint="add `encryption: {key_file: /path/to/hadr.key}`",
+        )
     if Path(key_file).exists():
         return None
     Path(key_file).parent.mkdir(parents=True, exist_ok=True)
@@ -60,10 +67,19 @@ def _create_key_if_missing(policy: Policy) -> str | None:
 
 def entry_row(entry: BackupEntry) -> dict[str, Any]:
     engine = engines.find(entry.kind)
-    return {"id": entry.id, "kind": entry.kind, "source": entry.source, "state": entry.state,
-            "started_at": rfc3339(entry.started_at), "stopped_at": rfc3339(entry.stopped_at),
-            "raw_size": entry.raw_size, "stored_size": entry.stored_size, "objects": len(entry.objects),
-            "meta": engine.meta_json(entry) if engine is not None else entry.meta, "error": entry.error}
+    return {
+        "id": entry.id,
+        "kind": entry.kind,
+        "source": entry.source,
+        "state": entry.state,
+        "started_at": rfc3339(entry.started_at),
+        "stopped_at": rfc3339(entry.stopped_at),
+        "raw_size": entry.raw_size,
+        "stored_size": entry.stored_size,
+        "objects": len(entry.objects),
+        "meta": engine.meta_json(entry) if engine is not None else entry.meta,
+        "error": entry.error,
+    }
 
 
 @dataclass
@@ -86,10 +102,25 @@ class ListResult:
         rows = []
         for e in self.entries:
             detail = dict(self.details.get(e.id, []))
-            rows.append([e.id, e.kind, e.source, e.state, short(e.started_at), short(e.stopped_at),
-                         human_size(e.raw_size), human_size(e.stored_size)] + [detail.get(c, "-") for c in extra])
-        out.table("backups", ["id", "kind", "source", "state", "started (UTC)", "stopped (UTC)", "size", "stored",
-                              *extra], rows, key_columns=4)
+            rows.append(
+                [
+                    e.id,
+                    e.kind,
+                    e.source,
+                    e.state,
+                    short(e.started_at),
+                    short(e.stopped_at),
+                    human_size(e.raw_size),
+                    human_size(e.stored_size),
+                ]
+                + [detail.get(c, "-") for c in extra]
+            )
+        out.table(
+            "backups",
+            ["id", "kind", "source", "state", "started (UTC)", "stopped (UTC)", "size", "stored", *extra],
+            rows,
+            key_columns=4,
+        )
 
 
 def run_list(policy: Policy, kind: str | None = None) -> ListResult:
@@ -111,27 +142,36 @@ class SourceInfo:
     status: Any = None  # the engine's own state of the source (to_json, summary), e.g. archive lag
 
     def to_json(self) -> dict[str, Any]:
-        return {"kind": self.kind, "name": self.name, "supported": self.supported,
-                "complete_backups": self.complete, "failed_backups": self.failed,
-                "newest_backup": rfc3339(self.newest), "restorable_window": [w.to_json() for w in self.windows],
-                "archive": self.status.to_json() if self.status is not None else None}
+        return {
+            "kind": self.kind,
+            "name": self.name,
+            "supported": self.supported,
+            "complete_backups": self.complete,
+            "failed_backups": self.failed,
+            "newest_backup": rfc3339(self.newest),
+            "restorable_window": [w.to_json() for w in self.windows],
+            "archive": self.status.to_json() if self.status is not None else None,
+        }
 
     def render(self, out) -> None:
         if not self.supported:
-            out.line(f"{self.kind} {self.name}: not backed up: hadr has no {engines.KINDS[self.kind][1]} "
-                     f"engine yet")
+            out.line(f"{self.kind} {self.name}: not backed up: hadr has no {engines.KINDS[self.kind][1]} engine yet")
             return
         failed = f"{self.failed} failed" if self.failed else ""
         if self.complete:
-            out.line(f"{self.kind} {self.name}: {plural(self.complete, 'complete backup')}, newest finished "
-                     f"{short(self.newest)} UTC" + (f"; {failed}" if failed else ""))
+            out.line(
+                f"{self.kind} {self.name}: {plural(self.complete, 'complete backup')}, newest finished "
+                f"{short(self.newest)} UTC" + (f"; {failed}" if failed else "")
+            )
         else:
             out.line(f"{self.kind} {self.name}: no complete backup yet" + (f" ({failed})" if failed else ""))
         for window in self.windows:
             out.line(f"  restorable: {window.describe()}")
         if self.complete and not self.windows:
-            out.line("  restorable: nowhere, no backup has all the WAL it needs archived (`hadr verify repo` "
-                     "says what is missing)")
+            out.line(
+                "  restorable: nowhere, no backup has all the WAL it needs archived (`hadr verify repo` "
+                "says what is missing)"
+            )
         if self.status is not None:
             for line in self.status.summary().splitlines():
                 out.line(f"  {line}")
@@ -146,16 +186,30 @@ class InfoResult:
     warnings: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        return {"repository": self.location, "id": self.meta.get("id"),
-                "encryption": self.meta.get("encryption") or None, "stored_bytes": self.stored_bytes,
-                "sources": [s.to_json() for s in self.sources], "warnings": self.warnings}
+        return {
+            "repository": self.location,
+            "id": self.meta.get("id"),
+            "encryption": self.meta.get("encryption") or None,
+            "stored_bytes": self.stored_bytes,
+            "sources": [s.to_json() for s in self.sources],
+            "warnings": self.warnings,
+        }
 
     def render(self, out) -> None:
         enc = self.meta.get("encryption", {})
-        out.kv([("repository", self.location), ("id", self.meta.get("id")),
-                ("encryption", f"{enc.get('cipher')} (data key {enc.get('data_key_id')}, "
-                               f"master key {enc.get('master_key_id')})" if enc else "none"),
-                ("backups stored", human_size(self.stored_bytes))])
+        out.kv(
+            [
+                ("repository", self.location),
+                ("id", self.meta.get("id")),
+                (
+                    "encryption",
+                    f"{enc.get('cipher')} (data key {enc.get('data_key_id')}, master key {enc.get('master_key_id')})"
+                    if enc
+                    else "none",
+                ),
+                ("backups stored", human_size(self.stored_bytes)),
+            ]
+        )
         for warning in self.warnings:
             out.line(f"warning: {warning}")
         for source in self.sources:
@@ -174,8 +228,13 @@ def _source_info(repo, kind: str, source, now: float) -> SourceInfo:
     """Backups of one source, and what its engine says: restorable window, archive lag."""
     entries = repo.catalog.select(kind=kind, source=source.name)
     done = [e for e in entries if e.complete]
-    info = SourceInfo(kind, source.name, len(done), sum(e.state == FAILED for e in entries),
-                      max((e.stopped_at or 0 for e in done), default=None))
+    info = SourceInfo(
+        kind,
+        source.name,
+        len(done),
+        sum(e.state == FAILED for e in entries),
+        max((e.stopped_at or 0 for e in done), default=None),
+    )
     engine = engines.find(kind)
     if engine is None:
         info.supported = False

@@ -117,11 +117,19 @@ def as_owner(argv: Sequence[str]) -> list[str]:
     return list(argv)
 
 
-def run_as_owner(argv: Sequence[str], *, check: bool = True, timeout: float | None = 120,
-                 detach: bool = False) -> subprocess.CompletedProcess:
+def run_as_owner(
+    argv: Sequence[str], *, check: bool = True, timeout: float | None = 120, detach: bool = False
+) -> subprocess.CompletedProcess:
     """Run a PostgreSQL tool as the cluster owner; output captured as text."""
-    return subprocess.run(as_owner(argv), capture_output=True, text=True, check=check, timeout=timeout,
-                          stdin=subprocess.DEVNULL, start_new_session=detach)
+    return subprocess.run(
+        as_owner(argv),
+        capture_output=True,
+        text=True,
+        check=check,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+        start_new_session=detach,
+    )
 
 
 def prepare_dir_for_postgres(path: Path | str) -> Path:

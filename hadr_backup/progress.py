@@ -197,9 +197,14 @@ class BarProgress(Progress):
         from rich.progress import BarColumn, Progress, TextColumn
 
         console = Console(file=self._stream, force_terminal=True)
-        self._bar = Progress(TextColumn("{task.description}"), BarColumn(bar_width=24),
-                             TextColumn("{task.fields[text]}"), console=console, transient=True,
-                             auto_refresh=False)
+        self._bar = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(bar_width=24),
+            TextColumn("{task.fields[text]}"),
+            console=console,
+            transient=True,
+            auto_refresh=False,
+        )
         self._task = self._bar.add_task(self.meter.label, total=self.meter.total, text=self.meter.now_text())
         self._bar.start()
         self._bar.refresh()
@@ -209,8 +214,9 @@ class BarProgress(Progress):
             return
         self._drawn_at = now
         total = self.meter.total
-        self._bar.update(self._task, completed=min(self.meter.done, total) if total else self.meter.done,
-                         text=self.meter.now_text())
+        self._bar.update(
+            self._task, completed=min(self.meter.done, total) if total else self.meter.done, text=self.meter.now_text()
+        )
         self._bar.refresh()
 
     def _finish(self, line: str) -> None:

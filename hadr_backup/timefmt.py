@@ -21,7 +21,9 @@ from hadr_backup.errors import BadTarget
 _TIME = re.compile(
     r"\s*(?P<date>\d{4}-\d{2}-\d{2})[T ](?P<hour>\d{2}):(?P<minute>\d{2})"
     r"(?::(?P<second>\d{2})(?:[.,](?P<fraction>\d{1,9}))?)?"
-    r"\s*(?P<zone>Z|UTC|[+-]\d{2}(?::?\d{2})?)?\s*", re.IGNORECASE)
+    r"\s*(?P<zone>Z|UTC|[+-]\d{2}(?::?\d{2})?)?\s*",
+    re.IGNORECASE,
+)
 
 
 def _as_datetime(moment: datetime | float) -> datetime:
@@ -44,9 +46,11 @@ def format_time(moment: datetime | float | None) -> str:
     return _as_datetime(moment).strftime("%Y-%m-%d %H:%M:%S.%f+00")
 
 
-TARGET_TIME_FORMATS = ("accepted: YYYY-MM-DD HH:MM[:SS[.ffffff]] or ISO 8601 YYYY-MM-DDTHH:MM[:SS[.ffffff]], "
-                       "then optionally an offset Z, UTC, ±HH, ±HH:MM or ±HHMM (none means UTC), e.g. "
-                       "'2025-01-02 03:04:05', 2025-01-02T03:04:05.250Z, '2025-01-02 05:04:05+02:00'")
+TARGET_TIME_FORMATS = (
+    "accepted: YYYY-MM-DD HH:MM[:SS[.ffffff]] or ISO 8601 YYYY-MM-DDTHH:MM[:SS[.ffffff]], "
+    "then optionally an offset Z, UTC, ±HH, ±HH:MM or ±HHMM (none means UTC), e.g. "
+    "'2025-01-02 03:04:05', 2025-01-02T03:04:05.250Z, '2025-01-02 05:04:05+02:00'"
+)
 
 
 def parse_target_time(text: str) -> datetime:
@@ -58,11 +62,13 @@ def parse_target_time(text: str) -> datetime:
     if len(fraction) > 6 and fraction[6:].strip("0"):
         raise BadTarget(f"--target-time {text!r} is more precise than microseconds", hint=TARGET_TIME_FORMATS)
     try:
-        naive = datetime.strptime(f"{match['date']} {match['hour']}:{match['minute']}:{match['second'] or '00'}",
-                                  "%Y-%m-%d %H:%M:%S")
+        naive = datetime.strptime(
+            f"{match['date']} {match['hour']}:{match['minute']}:{match['second'] or '00'}", "%Y-%m-%d %H:%M:%S"
+        )
     except ValueError as error:
-        raise BadTarget(f"--target-time {text!r} is not a valid date and time: {error}",
-                        hint=TARGET_TIME_FORMATS) from error
+        raise BadTarget(
+            f"--target-time {text!r} is not a valid date and time: {error}", hint=TARGET_TIME_FORMATS
+        ) from error
     naive = naive.replace(microsecond=int(fraction[:6]))
     return naive.replace(tzinfo=_zone(match["zone"], text)).astimezone(UTC)
 

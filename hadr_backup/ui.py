@@ -59,8 +59,7 @@ class Human:
         for key, value in pairs:
             self.line(f"{key.ljust(width)}  {value}")
 
-    def table(self, title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], *,
-              key_columns: int = 1) -> None:
+    def table(self, title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], *, key_columns: int = 1) -> None:
         """A table whose cells are never cut. On a terminal too narrow for it, each row wraps into a
         block: its first ``key_columns`` cells on a line, then ``column value`` pairs on indented lines."""
         cells = [[str(c) for c in row] for row in rows]
@@ -86,8 +85,7 @@ class Human:
         for row in rows_text:
             self.line("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
 
-    def _blocks(self, title: str, columns: Sequence[str], cells: list[list[str]], key_columns: int,
-                width: int) -> None:
+    def _blocks(self, title: str, columns: Sequence[str], cells: list[list[str]], key_columns: int, width: int) -> None:
         if title:
             self.line(title)
         for row in cells:
@@ -147,8 +145,15 @@ class UI:
         if details:
             self._log("debug", details.rstrip("\n"))
 
-    def progress(self, phase: str, *, total: float | None = None, unit: str = "bytes", estimate: bool = False,
-                 label: str | None = None) -> Progress:
+    def progress(
+        self,
+        phase: str,
+        *,
+        total: float | None = None,
+        unit: str = "bytes",
+        estimate: bool = False,
+        label: str | None = None,
+    ) -> Progress:
         """A phase of long work: a bar on a terminal, a start and an end line elsewhere, nothing with -q.
         ``unit``: bytes, seconds or a plural noun; ``estimate``: the total is approximate; ``label``: the
         short name on a bar (default: the phase)."""

@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
-# Run the whole test suite on a fresh machine: install what is missing, then pytest.
+# Run the whole test suite on a fresh machine: install what is missing, lint, then pytest.
 # Extra arguments go to pytest (e.g. scripts/test.sh -k pitr -x).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export PYTHONDONTWRITEBYTECODE=1
+PY=${PYTHON:-python3}
+# style as the project writes it (ruff format, ruff check), before anything runs
+"$PY" -m ruff format --check hadr_backup tests bench
+"$PY" -m ruff check hadr_backup tests bench
 set +e
-"${PYTHON:-python3}" -m pytest -q "$@"
+"$PY" -m pytest -q "$@"
 code=$?
 set -e
 if [ $code -eq 5 ]; then echo "test: no tests ran" >&2; exit 1; fi

@@ -21,8 +21,7 @@ from hadr_backup.errors import ServerError
 from hadr_backup.procs import free_port, prepare_dir_for_postgres
 from hadr_backup.sandbox.servers import PostgresCluster, RedisServer, S3Server
 
-SERVER_FIXTURES = {"s3_server", "s3_bucket", "pg_cluster", "pg_cluster_factory", "redis_server",
-                   "redis_factory"}
+SERVER_FIXTURES = {"s3_server", "s3_bucket", "pg_cluster", "pg_cluster_factory", "redis_server", "redis_factory"}
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -24,8 +24,18 @@ from urllib.parse import urlsplit
 
 from hadr_backup.procs import free_port
 
-HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
-              "transfer-encoding", "upgrade", "content-length", "expect"}
+HOP_BY_HOP = {
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "content-length",
+    "expect",
+}
 
 
 @dataclass
@@ -42,8 +52,11 @@ class Rule:
 
     def applies(self, method: str, path: str, query: str) -> bool:
         """Whether this rule faults the request (and counts it when it does)."""
-        if (self.method and method != self.method) or (self.query and self.query not in query) or \
-                (self.path and self.path not in path):
+        if (
+            (self.method and method != self.method)
+            or (self.query and self.query not in query)
+            or (self.path and self.path not in path)
+        ):
             return False
         now = time.monotonic()
         self.first_at = self.first_at if self.first_at is not None else now
@@ -82,8 +95,17 @@ class FaultProxy:
     def endpoint_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def fail(self, *, status: int, code: str, method: str | None = None, query: str | None = None,
-             path: str | None = None, times: int | None = None, seconds: float | None = None) -> Rule:
+    def fail(
+        self,
+        *,
+        status: int,
+        code: str,
+        method: str | None = None,
+        query: str | None = None,
+        path: str | None = None,
+        times: int | None = None,
+        seconds: float | None = None,
+    ) -> Rule:
         rule = Rule(status, code, method, query, path, times, seconds)
         with self._lock:
             self.rules.append(rule)
@@ -93,12 +115,18 @@ class FaultProxy:
         with self._lock:
             self.rules.clear()
 
-    def requests(self, method: str | None = None, *, faulted: bool | None = None,
-                 path: str | None = None) -> list[Seen]:
+    def requests(
+        self, method: str | None = None, *, faulted: bool | None = None, path: str | None = None
+    ) -> list[Seen]:
         """The requests seen, by method, by whether they were faulted, by a substring of the path."""
         with self._lock:
-            return [s for s in self.seen if (method is None or s.method == method)
-                    and (faulted is None or s.faulted == faulted) and (path is None or path in s.path)]
+            return [
+                s
+                for s in self.seen
+                if (method is None or s.method == method)
+                and (faulted is None or s.faulted == faulted)
+                and (path is None or path in s.path)
+            ]
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -139,8 +167,9 @@ class FaultProxy:
         """Send the request on to the endpoint: (status, headers, body)."""
         connection = http.client.HTTPConnection(*self.upstream, timeout=60)
         try:
-            connection.request(method, target, body=body if body or method in ("PUT", "POST") else None,
-                               headers=headers)
+            connection.request(
+                method, target, body=body if body or method in ("PUT", "POST") else None, headers=headers
+            )
             response = connection.getresponse()
             return response.status, response.getheaders(), response.read()
         finally:
@@ -148,8 +177,10 @@ class FaultProxy:
 
 
 def error_body(code: str, path: str) -> bytes:
-    return (f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code><Message>injected by the '
-            f'test proxy</Message><Resource>{path}</Resource><RequestId>fault</RequestId></Error>').encode()
+    return (
+        f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code><Message>injected by the '
+        f"test proxy</Message><Resource>{path}</Resource><RequestId>fault</RequestId></Error>"
+    ).encode()
 
 
 def _handler_for(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:

@@ -65,8 +65,13 @@ def hadr_cli(policy_file: Path, *args: str, as_postgres: bool = False, timeout: 
     from hadr_backup.procs import as_owner
 
     argv = [sys.executable, "-m", "hadr_backup", "--policy", str(policy_file), *args]
-    done = subprocess.run(as_owner(argv) if as_postgres else argv, capture_output=True, text=True,
-                          timeout=timeout, stdin=subprocess.DEVNULL)
+    done = subprocess.run(
+        as_owner(argv) if as_postgres else argv,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
     if check and done.returncode != 0:
         raise AssertionError(f"hadr {' '.join(args)} exited {done.returncode}:\n{done.stdout}\n{done.stderr}")
     return done
@@ -107,8 +112,14 @@ def run_in_pty(argv: list[str], *, columns: int = 80, env: dict | None = None, t
 
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
-    process = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, close_fds=True,
-                               env={**os.environ, **(env or {}), "COLUMNS": str(columns), "TERM": "xterm"})
+    process = subprocess.Popen(
+        argv,
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        close_fds=True,
+        env={**os.environ, **(env or {}), "COLUMNS": str(columns), "TERM": "xterm"},
+    )
     os.close(slave)
     output, deadline = b"", time.monotonic() + timeout
     try:

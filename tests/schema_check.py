@@ -26,8 +26,7 @@ def schema_names() -> list[str]:
 
 @cache
 def registry() -> Registry:
-    return Registry().with_resources(
-        (f"{name}.json", Resource.from_contents(load(name))) for name in schema_names())
+    return Registry().with_resources((f"{name}.json", Resource.from_contents(load(name))) for name in schema_names())
 
 
 def load(name: str) -> dict[str, Any]:

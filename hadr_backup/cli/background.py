@@ -38,8 +38,7 @@ def wal_pusher(app, source: str, pg_wal: str) -> None:
 @click.pass_obj
 def wal_prefetcher(app, source: str, directory: str, after: str, count: int) -> None:
     """Fetch the COUNT segments after SEGMENT into DIR (wal-fetch's background prefetcher)."""
-    _logged(lambda: run_prefetcher(app.policy(), app.policy().sources.postgres_named(source), directory,
-                                   after, count))
+    _logged(lambda: run_prefetcher(app.policy(), app.policy().sources.postgres_named(source), directory, after, count))
 
 
 def _logged(run: Callable[[], object]) -> None:

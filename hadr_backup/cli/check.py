@@ -9,8 +9,14 @@ from hadr_backup.verify.check import run_check
 
 @click.command()
 @click.option("--source", "source_name", metavar="NAME", help="Check only this source (default: every source).")
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=60.0, show_default=True,
-              metavar="SECONDS", help="How long the WAL segment switched now may take to reach the repository.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=60.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="How long the WAL segment switched now may take to reach the repository.",
+)
 @click.pass_context
 def check(ctx: click.Context, source_name: str | None, timeout: float) -> None:
     """Prove the archive path end to end, as pgbackrest check and barman check do.

@@ -19,7 +19,8 @@ def demo(ctx: click.Context, sandbox_dir: Path | None, seconds: float, keep: boo
     from hadr_backup.sandbox.demo import run_demo
 
     app = ctx.obj
-    result = run_demo(app.sandbox_policy_path(sandbox_dir), sandbox_dir, seconds=seconds, keep=keep,
-                      progress=app.ui.info)
+    result = run_demo(
+        app.sandbox_policy_path(sandbox_dir), sandbox_dir, seconds=seconds, keep=keep, progress=app.ui.info
+    )
     app.ui.render(result)
     ctx.exit(result.exit_code)

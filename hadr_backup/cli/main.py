@@ -72,17 +72,35 @@ def _json_option(ctx: click.Context, _param: click.Parameter, value: bool) -> No
 def _verbosity_option(step: int) -> Callable[[click.Context, click.Parameter, int], None]:
     def callback(ctx: click.Context, _param: click.Parameter, count: int) -> None:
         ctx.find_object(App).ui.verbosity += step * count
+
     return callback
 
 
 def _shared_options() -> list[click.Option]:
     """The global options that every command also accepts after its name (``hadr list --json``)."""
-    return [click.Option(["--json", "_json"], is_flag=True, expose_value=False, callback=_json_option,
-                         help="Machine output (JSON) on stdout."),
-            click.Option(["-v", "--verbose", "_verbose"], count=True, expose_value=False,
-                         callback=_verbosity_option(+1), help="More output; tracebacks on errors."),
-            click.Option(["-q", "--quiet", "_quiet"], count=True, expose_value=False,
-                         callback=_verbosity_option(-1), help="Less output.")]
+    return [
+        click.Option(
+            ["--json", "_json"],
+            is_flag=True,
+            expose_value=False,
+            callback=_json_option,
+            help="Machine output (JSON) on stdout.",
+        ),
+        click.Option(
+            ["-v", "--verbose", "_verbose"],
+            count=True,
+            expose_value=False,
+            callback=_verbosity_option(+1),
+            help="More output; tracebacks on errors.",
+        ),
+        click.Option(
+            ["-q", "--quiet", "_quiet"],
+            count=True,
+            expose_value=False,
+            callback=_verbosity_option(-1),
+            help="Less output.",
+        ),
+    ]
 
 
 def with_shared_options(command: click.Command) -> click.Command:
@@ -134,8 +152,7 @@ class LazyGroup(click.Group):
 
     def _run(self, ui: UI, args: list[str], prog_name: str | None, extra: dict[str, Any]) -> int:
         try:
-            code = super().main(args=args, prog_name=prog_name or self.name, standalone_mode=False, obj=ui,
-                                **extra)
+            code = super().main(args=args, prog_name=prog_name or self.name, standalone_mode=False, obj=ui, **extra)
         except HadrError as error:
             return _fail(ui, str(error), error.exit_code)
         except click.exceptions.Abort:
@@ -154,21 +171,44 @@ class LazyGroup(click.Group):
 
 
 @click.group("hadr", cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--policy", "policy_path", envvar="HADR_POLICY", metavar="FILE",
-              help="Policy file (YAML). Default: $HADR_POLICY, else ./hadr.yaml, else /etc/hadr/hadr.yaml. "
-                   "`hadr sandbox up` writes one for the sandbox and prints the line that exports it.")
+@click.option(
+    "--policy",
+    "policy_path",
+    envvar="HADR_POLICY",
+    metavar="FILE",
+    help="Policy file (YAML). Default: $HADR_POLICY, else ./hadr.yaml, else /etc/hadr/hadr.yaml. "
+    "`hadr sandbox up` writes one for the sandbox and prints the line that exports it.",
+)
 @click.option("--json", "json_mode", is_flag=True, help="Machine output (JSON) on stdout.")
 @click.option("-v", "--verbose", count=True, help="More output; tracebacks on errors.")
 @click.option("-q", "--quiet", count=True, help="Less output.")
-@click.option("--log-file", "log_file", envvar="HADR_LOG_FILE", metavar="PATH",
-              help="Append what hadr says (timestamped) to PATH, e.g. for cron. Default: $HADR_LOG_FILE.")
-@click.option("--log-level", "log_level", envvar="HADR_LOG_LEVEL", type=click.Choice(filelog.LEVELS),
-              default=filelog.DEFAULT_LEVEL, show_default=True,
-              help="What goes into --log-file: error, warn, info (+ progress and results), debug (+ tracebacks).")
+@click.option(
+    "--log-file",
+    "log_file",
+    envvar="HADR_LOG_FILE",
+    metavar="PATH",
+    help="Append what hadr says (timestamped) to PATH, e.g. for cron. Default: $HADR_LOG_FILE.",
+)
+@click.option(
+    "--log-level",
+    "log_level",
+    envvar="HADR_LOG_LEVEL",
+    type=click.Choice(filelog.LEVELS),
+    default=filelog.DEFAULT_LEVEL,
+    show_default=True,
+    help="What goes into --log-file: error, warn, info (+ progress and results), debug (+ tracebacks).",
+)
 @click.version_option(__version__, prog_name="hadr")
 @click.pass_context
-def cli(ctx: click.Context, policy_path: str | None, json_mode: bool, verbose: int, quiet: int,
-        log_file: str | None, log_level: str) -> None:
+def cli(
+    ctx: click.Context,
+    policy_path: str | None,
+    json_mode: bool,
+    verbose: int,
+    quiet: int,
+    log_file: str | None,
+    log_level: str,
+) -> None:
     """hadr: backup and point-in-time recovery for PostgreSQL, Redis and S3."""
     from_env = ctx.get_parameter_source("policy_path") == click.core.ParameterSource.ENVIRONMENT
     ui = ctx.obj if isinstance(ctx.obj, UI) else UI()  # main() makes it, to log how the command ends

@@ -24,30 +24,74 @@ def restore() -> None:
 @click.option("--backup", "backup_id", metavar="ID", help="Restore this backup (alone: stop as soon as consistent).")
 @click.option("--exclusive", is_flag=True, help="Stop just before the target instead of just after it.")
 @click.option("--target-timeline", type=int, metavar="N", help="Timeline to follow (default: the newest archived).")
-@click.option("--target-action", type=click.Choice(["pause", "promote", "shutdown"]), default="pause",
-              show_default=True, help="What the server does when it reaches the target.")
+@click.option(
+    "--target-action",
+    type=click.Choice(["pause", "promote", "shutdown"]),
+    default="pause",
+    show_default=True,
+    help="What the server does when it reaches the target.",
+)
 @click.option("--port", type=int, help="Port of the restored server (default with --start: a free one).")
 @click.option("--socket-dir", metavar="DIR", help="unix_socket_directories of the restored server ('' for none).")
 @click.option("--start", is_flag=True, help="Start the server and wait until recovery ends.")
-@click.option("--force", is_flag=True, help="Restore into a non-empty --to: its contents are moved aside to "
-                                            "<DIR>.hadr-old-<UTC stamp>.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Restore into a non-empty --to: its contents are moved aside to <DIR>.hadr-old-<UTC stamp>.",
+)
 @click.option("--discard", is_flag=True, help="With --force: delete the old contents instead.")
 @click.option("--verify", is_flag=True, help="Check the extracted files against the backup manifest.")
 @click.option("--source", "source_name", metavar="NAME", help="Which sources.postgres entry (default: the only one).")
 @click.pass_obj
-def restore_pg(app, to: Path, target_time, target_lsn, target_xid, target_name, latest, backup_id, exclusive,
-               target_timeline, target_action, port, socket_dir, start, force, discard, verify, source_name) -> None:
+def restore_pg(
+    app,
+    to: Path,
+    target_time,
+    target_lsn,
+    target_xid,
+    target_name,
+    latest,
+    backup_id,
+    exclusive,
+    target_timeline,
+    target_action,
+    port,
+    socket_dir,
+    start,
+    force,
+    discard,
+    verify,
+    source_name,
+) -> None:
     """Restore a PostgreSQL base backup and replay archived WAL up to one target."""
     from hadr_backup.engines import EngineContext, engine
     from hadr_backup.postgres.restore import RestoreOptions
     from hadr_backup.postgres.targets import TIME, make_target
     from hadr_backup.timefmt import format_time
 
-    target = make_target(time=target_time, lsn=target_lsn, xid=target_xid, name=target_name, latest=latest,
-                         backup_id=backup_id, exclusive=exclusive)
+    target = make_target(
+        time=target_time,
+        lsn=target_lsn,
+        xid=target_xid,
+        name=target_name,
+        latest=latest,
+        backup_id=backup_id,
+        exclusive=exclusive,
+    )
     if target.kind == TIME:
         app.ui.info(f"target time resolves to {format_time(target.value)} (UTC)")
-    options = RestoreOptions(to=to, target=target, source=source_name, timeline=target_timeline, backup_id=backup_id,
-                             action=target_action, port=port, start=start, force=force, discard=discard,
-                             socket_dir=socket_dir, verify=verify)
+    options = RestoreOptions(
+        to=to,
+        target=target,
+        source=source_name,
+        timeline=target_timeline,
+        backup_id=backup_id,
+        action=target_action,
+        port=port,
+        start=start,
+        force=force,
+        discard=discard,
+        socket_dir=socket_dir,
+        verify=verify,
+    )
     app.ui.render(engine(PG).restore(EngineContext(app.policy(), app.ui), options))

@@ -13,8 +13,9 @@ from hadr_backup.sandbox.layout import SANDBOX_DIR_HELP, sandbox_policy
 
 
 def sandbox_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option("--dir", "sandbox_dir", type=click.Path(file_okay=False, path_type=Path),
-                        help=SANDBOX_DIR_HELP)(command)
+    return click.option(
+        "--dir", "sandbox_dir", type=click.Path(file_okay=False, path_type=Path), help=SANDBOX_DIR_HELP
+    )(command)
 
 
 def prepare(ctx: click.Context, sandbox_dir: Path | None, *, write: bool = False) -> tuple[Any, Path]:
@@ -58,16 +59,13 @@ def status(ctx: click.Context, sandbox_dir: Path | None) -> None:
 @sandbox.command()
 @sandbox_options
 @click.option("--seconds", type=click.FloatRange(min=0), required=True, help="How long to run.")
-@click.option("--rate", type=click.FloatRange(min=0.1), default=20.0, show_default=True,
-              help="Operations per second.")
+@click.option("--rate", type=click.FloatRange(min=0.1), default=20.0, show_default=True, help="Operations per second.")
 @click.option("--seed", "seed_value", type=int, default=None, help="Random seed, for a repeatable run.")
 @click.pass_context
-def load(ctx: click.Context, sandbox_dir: Path | None, seconds: float, rate: float,
-         seed_value: int | None) -> None:
+def load(ctx: click.Context, sandbox_dir: Path | None, seconds: float, rate: float, seed_value: int | None) -> None:
     """Write like a bundler (payments, uploads, bundles, queue jobs); Ctrl-C stops cleanly. Exit 3 if an
     invariant is broken afterwards."""
     policy, folder = prepare(ctx, sandbox_dir)
-    result = run.run_sandbox_load(policy, folder, seconds=seconds, rate=rate, seed_value=seed_value,
-                                  ui=ctx.obj.ui)
+    result = run.run_sandbox_load(policy, folder, seconds=seconds, rate=rate, seed_value=seed_value, ui=ctx.obj.ui)
     ctx.obj.ui.render(result)
     ctx.exit(result.exit_code)

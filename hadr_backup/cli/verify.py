@@ -13,8 +13,12 @@ def verify() -> None:
 
 
 @verify.command("repo")
-@click.option("--deep", is_flag=True, help="Also read every object (backups and WAL) back: decrypt each chunk and "
-                                           "compare the SHA-256 the catalog recorded. Reads the whole repository.")
+@click.option(
+    "--deep",
+    is_flag=True,
+    help="Also read every object (backups and WAL) back: decrypt each chunk and "
+    "compare the SHA-256 the catalog recorded. Reads the whole repository.",
+)
 @click.pass_context
 def verify_repo(ctx: click.Context, deep: bool) -> None:
     """Check the repository without reading the data: every object of every backup present at the size the

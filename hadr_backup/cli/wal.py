@@ -28,8 +28,9 @@ def wal_push(app, source: str | None, path: str) -> None:
 
 @click.command("wal-fetch")
 @click.option("--source", "source", metavar="NAME", help="PostgreSQL source in the policy.")
-@click.option("--prefetch", default=8, show_default=True, metavar="N",
-              help="Segments to fetch ahead in the background (0 = off).")
+@click.option(
+    "--prefetch", default=8, show_default=True, metavar="N", help="Segments to fetch ahead in the background (0 = off)."
+)
 @click.argument("name", metavar="NAME")
 @click.argument("dest", metavar="DEST")
 @click.pass_context

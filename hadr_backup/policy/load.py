@@ -50,9 +50,10 @@ def find_policy(path: str | None) -> str:
     for candidate in (Path.cwd() / LOCAL_POLICY, SYSTEM_POLICY):
         if candidate.is_file():
             return str(candidate.absolute())
-    raise NoPolicy(f"no policy: pass --policy FILE, set HADR_POLICY, or create ./{LOCAL_POLICY} or {SYSTEM_POLICY}",
-                   hint="start from policies/example.yaml; for the sandbox, run `hadr sandbox up` and export the "
-                        "line it prints")
+    raise NoPolicy(
+        f"no policy: pass --policy FILE, set HADR_POLICY, or create ./{LOCAL_POLICY} or {SYSTEM_POLICY}",
+        hint="start from policies/example.yaml; for the sandbox, run `hadr sandbox up` and export the line it prints",
+    )
 
 
 def load_policy(path: str | None) -> Policy:
@@ -61,8 +62,10 @@ def load_policy(path: str | None) -> Policy:
     try:
         text = Path(path).read_text()
     except OSError as error:
-        raise PolicyError(f"cannot read policy file {path}: {error.strerror}",
-                          hint="pass an existing file with --policy or HADR_POLICY") from error
+        raise PolicyError(
+            f"cannot read policy file {path}: {error.strerror}",
+            hint="pass an existing file with --policy or HADR_POLICY",
+        ) from error
     return policy_from_text(text, path)
 
 
@@ -99,8 +102,9 @@ class _Reader:
             raise self.fail(where, "a mapping", value)
         unknown = sorted(set(value) - allowed)
         if unknown:
-            raise PolicyError(f"{self.name}: {where}: unknown key {unknown[0]!r}",
-                              hint=f"allowed keys: {', '.join(sorted(allowed))}")
+            raise PolicyError(
+                f"{self.name}: {where}: unknown key {unknown[0]!r}", hint=f"allowed keys: {', '.join(sorted(allowed))}"
+            )
         return value
 
     def string(self, data: dict, key: str, where: str, *, required=False, default=None) -> str | None:
@@ -128,10 +132,13 @@ class _Reader:
 
     def number(self, data: dict, key: str, where: str, default: float, hi: float | None = None) -> float:
         value = data.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0 or \
-                (hi is not None and value > hi):
-            raise self.fail(f"{where}.{key}", "a positive number" + (f" up to {hi:g}" if hi is not None else ""),
-                            value)
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or value <= 0
+            or (hi is not None and value > hi)
+        ):
+            raise self.fail(f"{where}.{key}", "a positive number" + (f" up to {hi:g}" if hi is not None else ""), value)
         return float(value)
 
     def seconds(self, data: dict, key: str, where: str, default: float) -> float:
@@ -160,15 +167,20 @@ class _Reader:
         names = [getattr(b, "name", None) for b in built]
         duplicates = {n for n in names if n is not None and names.count(n) > 1}
         if duplicates:
-            raise PolicyError(f"{self.name}: {where}.{key}: name {sorted(duplicates)[0]!r} used twice",
-                              hint="every entry needs its own name")
+            raise PolicyError(
+                f"{self.name}: {where}.{key}: name {sorted(duplicates)[0]!r} used twice",
+                hint="every entry needs its own name",
+            )
         return built
 
     # -- sections ------------------------------------------------------------------------------
 
     def policy(self, data: Any) -> Policy:
-        top = self.mapping(data, "(top level)", {"repository", "encryption", "compression", "sources",
-                                                  "retention", "schedules", "checks", "sandbox"})
+        top = self.mapping(
+            data,
+            "(top level)",
+            {"repository", "encryption", "compression", "sources", "retention", "schedules", "checks", "sandbox"},
+        )
         if "repository" not in top:
             raise PolicyError(f"{self.name}: repository: required, expected a mapping with path or url")
         sandbox = self.mapping(top.get("sandbox"), "sandbox", {"dir"})
@@ -187,17 +199,33 @@ class _Reader:
 
     def repository(self, value: Any) -> RepositoryConfig:
         where = "repository"
-        data = self.mapping(value, where, {"path", "url", "endpoint", "region", "access_key",
-                                           "secret_key", "lock_dir", "lock_wait", "lock_ttl",
-                                           "retry"})
+        data = self.mapping(
+            value,
+            where,
+            {
+                "path",
+                "url",
+                "endpoint",
+                "region",
+                "access_key",
+                "secret_key",
+                "lock_dir",
+                "lock_wait",
+                "lock_ttl",
+                "retry",
+            },
+        )
         path, url = self.path(data, "path", where), self.string(data, "url", where)
         if bool(path) == bool(url):
-            raise PolicyError(f"{self.name}: {where}: expected exactly one of path (a directory) "
-                              f"or url (s3://bucket/prefix)")
+            raise PolicyError(
+                f"{self.name}: {where}: expected exactly one of path (a directory) or url (s3://bucket/prefix)"
+            )
         if url and not re.fullmatch(r"s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/.*)?", url):
             raise self.fail(f"{where}.url", "s3://bucket[/prefix]", url)
         return RepositoryConfig(
-            path=path, url=url, endpoint=self.string(data, "endpoint", where),
+            path=path,
+            url=url,
+            endpoint=self.string(data, "endpoint", where),
             region=self.string(data, "region", where, default="us-east-1"),
             access_key=self.string(data, "access_key", where),
             secret_key=self.string(data, "secret_key", where),
@@ -209,37 +237,58 @@ class _Reader:
 
     def retry(self, value: Any, where: str) -> RetryConfig:
         data = self.mapping(value, where, {"attempts", "max_seconds"})
-        return RetryConfig(attempts=self.integer(data, "attempts", where, 5, 1, 100),
-                           max_seconds=self.number(data, "max_seconds", where, 30.0, hi=3600))
+        return RetryConfig(
+            attempts=self.integer(data, "attempts", where, 5, 1, 100),
+            max_seconds=self.number(data, "max_seconds", where, 30.0, hi=3600),
+        )
 
     def encryption(self, value: Any) -> EncryptionConfig:
         data = self.mapping(value, "encryption", {"key_file", "key_env"})
-        config = EncryptionConfig(key_file=self.path(data, "key_file", "encryption"),
-                                  key_env=self.string(data, "key_env", "encryption"))
+        config = EncryptionConfig(
+            key_file=self.path(data, "key_file", "encryption"), key_env=self.string(data, "key_env", "encryption")
+        )
         if config.key_file and config.key_env:
             raise PolicyError(f"{self.name}: encryption: expected one of key_file or key_env, not both")
         return config
 
     def compression(self, value: Any) -> CompressionConfig:
         data = self.mapping(value, "compression", {"level", "threads"})
-        return CompressionConfig(level=self.integer(data, "level", "compression", 3, 1, 19),
-                                 threads=self.integer(data, "threads", "compression", 2, 1, 64))
+        return CompressionConfig(
+            level=self.integer(data, "level", "compression", 3, 1, 19),
+            threads=self.integer(data, "threads", "compression", 2, 1, 64),
+        )
 
     def sources(self, value: Any) -> Sources:
         data = self.mapping(value, "sources", {"postgres", "redis", "buckets"})
-        return Sources(postgres=self.items(data, "postgres", "sources", self.postgres),
-                       redis=self.items(data, "redis", "sources", self.redis),
-                       buckets=self.items(data, "buckets", "sources", self.buckets))
+        return Sources(
+            postgres=self.items(data, "postgres", "sources", self.postgres),
+            redis=self.items(data, "redis", "sources", self.redis),
+            buckets=self.items(data, "buckets", "sources", self.buckets),
+        )
 
     def postgres(self, value: Any, where: str) -> PostgresSource:
-        data = self.mapping(value, where, {"name", "dsn", "data_dir", "databases", "bin_dir",
-                                           "async_archive", "spool_dir", "archive_workers",
-                                           "backup_timeout", "rpo"})
+        data = self.mapping(
+            value,
+            where,
+            {
+                "name",
+                "dsn",
+                "data_dir",
+                "databases",
+                "bin_dir",
+                "async_archive",
+                "spool_dir",
+                "archive_workers",
+                "backup_timeout",
+                "rpo",
+            },
+        )
         dsn = self.string(data, "dsn", where, required=True)
         if "=" not in dsn:
             raise self.fail(f"{where}.dsn", "a libpq key=value string such as 'host=… port=… user=…'", dsn)
         return PostgresSource(
-            name=self.string(data, "name", where, required=True), dsn=dsn,
+            name=self.string(data, "name", where, required=True),
+            dsn=dsn,
             data_dir=self.path(data, "data_dir", where),
             databases=self.strings(data, "databases", where),
             bin_dir=self.path(data, "bin_dir", where, default="/usr/lib/postgresql/15/bin"),
@@ -258,18 +307,22 @@ class _Reader:
         role = self.string(data, "role", where, default="cache")
         if role not in ("cache", "queue"):
             raise self.fail(f"{where}.role", "cache or queue", role)
-        return RedisSource(name=self.string(data, "name", where, required=True), url=url, role=role,
-                           aof_dir=self.path(data, "aof_dir", where))
+        return RedisSource(
+            name=self.string(data, "name", where, required=True),
+            url=url,
+            role=role,
+            aof_dir=self.path(data, "aof_dir", where),
+        )
 
     def buckets(self, value: Any, where: str) -> BucketSource:
-        data = self.mapping(value, where, {"name", "endpoint", "buckets", "region", "access_key",
-                                           "secret_key"})
+        data = self.mapping(value, where, {"name", "endpoint", "buckets", "region", "access_key", "secret_key"})
         names = self.strings(data, "buckets", where)
         if not names:
             raise self.fail(f"{where}.buckets", "a non-empty list of bucket names", data.get("buckets"))
         return BucketSource(
             name=self.string(data, "name", where, required=True),
-            endpoint=self.string(data, "endpoint", where), buckets=names,
+            endpoint=self.string(data, "endpoint", where),
+            buckets=names,
             region=self.string(data, "region", where, default="us-east-1"),
             access_key=self.string(data, "access_key", where),
             secret_key=self.string(data, "secret_key", where),
@@ -277,24 +330,33 @@ class _Reader:
 
     def retention(self, value: Any) -> Retention:
         data = self.mapping(value, "retention", {"hourly", "daily", "weekly", "monthly", "min_full"})
-        return Retention(**{k: self.integer(data, k, "retention", d, 0, 100000) for k, d in
-                            (("hourly", 24), ("daily", 7), ("weekly", 4), ("monthly", 12))},
-                         min_full=self.integer(data, "min_full", "retention", 1, 1, 1000))
+        return Retention(
+            **{
+                k: self.integer(data, k, "retention", d, 0, 100000)
+                for k, d in (("hourly", 24), ("daily", 7), ("weekly", 4), ("monthly", 12))
+            },
+            min_full=self.integer(data, "min_full", "retention", 1, 1, 1000),
+        )
 
     def schedule(self, value: Any, where: str) -> Schedule:
         data = self.mapping(value, where, {"name", "job", "cron"})
         cron = self.string(data, "cron", where, required=True)
         if len(cron.split()) != 5:
             raise self.fail(f"{where}.cron", "five cron fields (minute hour day month weekday)", cron)
-        return Schedule(name=self.string(data, "name", where, required=True),
-                        job=self.string(data, "job", where, required=True), cron=cron)
+        return Schedule(
+            name=self.string(data, "name", where, required=True),
+            job=self.string(data, "job", where, required=True),
+            cron=cron,
+        )
 
     def check(self, value: Any, where: str) -> Check:
         data = self.mapping(value, where, {"name", "database", "sql", "source"})
-        return Check(name=self.string(data, "name", where, required=True),
-                     database=self.string(data, "database", where, required=True),
-                     sql=self.string(data, "sql", where, required=True),
-                     source=self.string(data, "source", where))
+        return Check(
+            name=self.string(data, "name", where, required=True),
+            database=self.string(data, "database", where, required=True),
+            sql=self.string(data, "sql", where, required=True),
+            source=self.string(data, "source", where),
+        )
 
 
 def expand(value: str, where: str, variables: Mapping[str, str] | None = None) -> str:
@@ -309,7 +371,8 @@ def expand(value: str, where: str, variables: Mapping[str, str] | None = None) -
             return found
         if default is not None:
             return default
-        raise PolicyError(f"{where}: environment variable {name} is not set",
-                          hint=f"export {name}=… or write ${{{name}:-default}}")
+        raise PolicyError(
+            f"{where}: environment variable {name} is not set", hint=f"export {name}=… or write ${{{name}:-default}}"
+        )
 
     return _VAR.sub(substitute, value)

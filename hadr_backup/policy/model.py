@@ -66,11 +66,11 @@ class RepositoryConfig:
 
     @property
     def bucket(self) -> str:
-        return (self.url or "")[len("s3://"):].split("/", 1)[0]
+        return (self.url or "")[len("s3://") :].split("/", 1)[0]
 
     @property
     def prefix(self) -> str:
-        rest = (self.url or "")[len("s3://"):].split("/", 1)
+        rest = (self.url or "")[len("s3://") :].split("/", 1)
         return rest[1].strip("/") if len(rest) > 1 else ""
 
     @property
@@ -175,8 +175,9 @@ def _pick(items, name, section):
     from hadr_backup.errors import UsageError
 
     if not items:
-        raise UsageError(f"the policy has no sources.{section} entry",
-                         hint=f"add one under sources.{section} in the policy file")
+        raise UsageError(
+            f"the policy has no sources.{section} entry", hint=f"add one under sources.{section} in the policy file"
+        )
     if name is None:
         if len(items) > 1:
             names = ", ".join(i.name for i in items)

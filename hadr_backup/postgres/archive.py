@@ -121,16 +121,22 @@ class ArchiveIdentity:
 
     @classmethod
     def of(cls, header: wal.SegmentHeader) -> ArchiveIdentity:
-        return cls(header.system_identifier, header.segment_size, header.page_magic, header.pg_version,
-                   header.block_size)
+        return cls(
+            header.system_identifier, header.segment_size, header.page_magic, header.pg_version, header.block_size
+        )
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_json(cls, data: dict) -> ArchiveIdentity:
-        return cls(int(data["system_identifier"]), int(data["segment_size"]), int(data["page_magic"]),
-                   data.get("pg_version"), int(data.get("block_size", wal.XLOG_BLCKSZ)))
+        return cls(
+            int(data["system_identifier"]),
+            int(data["segment_size"]),
+            int(data["page_magic"]),
+            data.get("pg_version"),
+            int(data.get("block_size", wal.XLOG_BLCKSZ)),
+        )
 
     def describe(self) -> str:
         version = f"PostgreSQL {self.pg_version}" if self.pg_version else f"WAL magic {self.page_magic:#06x}"
@@ -149,18 +155,22 @@ def bind_identity(repo: Repository, source: str, found: ArchiveIdentity, name: s
     recorded = load_identity(repo, source)
     if recorded is None:
         try:
-            repo.put_json(wal.archive_info_key(source), {**found.to_json(), "created_at": time.time()},
-                          if_absent=True)
+            repo.put_json(wal.archive_info_key(source), {**found.to_json(), "created_at": time.time()}, if_absent=True)
             return found
         except ObjectExists:  # another pusher recorded it first
             recorded = load_identity(repo, source)
-    if recorded is None or (recorded.system_identifier, recorded.segment_size, recorded.page_magic) != \
-            (found.system_identifier, found.segment_size, found.page_magic):
-        raise ForeignWal(f"refusing {name}: it comes from the cluster with {found.describe()}, but the archive "
-                         f"of source {source!r} belongs to the cluster with "
-                         f"{recorded.describe() if recorded else 'an unreadable identity'}",
-                         hint="each cluster needs its own source name (or repository); after initdb or "
-                              "pg_upgrade, archive under a new source name")
+    if recorded is None or (recorded.system_identifier, recorded.segment_size, recorded.page_magic) != (
+        found.system_identifier,
+        found.segment_size,
+        found.page_magic,
+    ):
+        raise ForeignWal(
+            f"refusing {name}: it comes from the cluster with {found.describe()}, but the archive "
+            f"of source {source!r} belongs to the cluster with "
+            f"{recorded.describe() if recorded else 'an unreadable identity'}",
+            hint="each cluster needs its own source name (or repository); after initdb or "
+            "pg_upgrade, archive under a new source name",
+        )
     return recorded
 
 
@@ -191,8 +201,11 @@ def read_wal_file(path: str | os.PathLike) -> WalFile:
     path = Path(path)
     name = path.name
     if not wal.is_wal_file(name):
-        raise UsageError(f"{path} is not a WAL file (expected a name such as 000000010000000000000001, "
-                         f"00000002.history or ….partial)", hint="archive_command must pass %p")
+        raise UsageError(
+            f"{path} is not a WAL file (expected a name such as 000000010000000000000001, "
+            f"00000002.history or ….partial)",
+            hint="archive_command must pass %p",
+        )
     unreadable = f"cannot read WAL file {path}"
     with os_faults_as(LocalFileError, unreadable), open(path, "rb") as handle:
         size = os.fstat(handle.fileno()).st_size
@@ -200,7 +213,7 @@ def read_wal_file(path: str | os.PathLike) -> WalFile:
     header = None
     if wal.is_segment(name) or wal.is_partial(name):
         with os_faults_as(LocalFileError, unreadable):
-            first = data[:wal.SEGMENT_HEADER_SIZE] if data is not None else _head(path)
+            first = data[: wal.SEGMENT_HEADER_SIZE] if data is not None else _head(path)
         try:
             header = wal.read_segment_header(first)
         except wal.WalNameError as error:
@@ -227,11 +240,15 @@ def _head(path: Path) -> bytes:
 def _check_segment(path: Path, name: str, size: int, header: wal.SegmentHeader) -> None:
     expected = wal.segment_start_lsn(name, header.segment_size)
     if header.page_address != expected:
-        raise IntegrityError(f"{path} does not hold segment {name[:24]}: its first page is at LSN "
-                             f"{wal.format_lsn(header.page_address)}, not {wal.format_lsn(expected)}")
+        raise IntegrityError(
+            f"{path} does not hold segment {name[:24]}: its first page is at LSN "
+            f"{wal.format_lsn(header.page_address)}, not {wal.format_lsn(expected)}"
+        )
     if wal.is_segment(name) and size != header.segment_size:
-        raise IntegrityError(f"{path} is {size} bytes but its header says segments are "
-                             f"{header.segment_size} bytes: the file is incomplete")
+        raise IntegrityError(
+            f"{path} is {size} bytes but its header says segments are "
+            f"{header.segment_size} bytes: the file is incomplete"
+        )
 
 
 def stored_versions(store, source: str, name: str) -> list[wal.ArchivedFile]:
@@ -258,8 +275,9 @@ class PushOutcome:
         return asdict(self)
 
 
-def push_wal_file(repo: Repository, source: str, wal_file: WalFile, *,
-                  identity: ArchiveIdentity | None = None) -> PushOutcome:
+def push_wal_file(
+    repo: Repository, source: str, wal_file: WalFile, *, identity: ArchiveIdentity | None = None
+) -> PushOutcome:
     """Store one WAL file; durable when this returns. ``identity``: already checked for this run."""
     if wal_file.header is not None:
         found = ArchiveIdentity.of(wal_file.header)
@@ -269,11 +287,13 @@ def push_wal_file(repo: Repository, source: str, wal_file: WalFile, *,
     for version in stored_versions(repo.store, source, wal_file.name):
         if version.sha256 == wal_file.sha256:
             return PushOutcome(wal_file.name, version.key, wal_file.sha256, wal_file.size, version.size, True)
-        raise WalConflict(f"{wal_file.name} is already archived for source {source!r} with different "
-                          f"content: archived SHA-256 {version.sha256}, this file's {wal_file.sha256}; "
-                          f"nothing was changed",
-                          hint="a cluster whose WAL diverged (a clone or a restored copy) is archiving into "
-                               "this source; give it its own source name or repository")
+        raise WalConflict(
+            f"{wal_file.name} is already archived for source {source!r} with different "
+            f"content: archived SHA-256 {version.sha256}, this file's {wal_file.sha256}; "
+            f"nothing was changed",
+            hint="a cluster whose WAL diverged (a clone or a restored copy) is archiving into "
+            "this source; give it its own source name or repository",
+        )
     try:
         stored = repo.put_object(key, wal_file.chunks(), if_absent=True)
     except ObjectExists:  # a concurrent push of the same content won the race
@@ -281,9 +301,15 @@ def push_wal_file(repo: Repository, source: str, wal_file: WalFile, *,
     return PushOutcome(wal_file.name, key, wal_file.sha256, wal_file.size, stored.stored_size, False)
 
 
-def push_retrying(push: Callable[[], PushOutcome], retry: RetryConfig, name: str, where: str, *,
-                  sleep: Callable[[float], None] = time.sleep,
-                  on_retry: Callable[[TransientStorageError, float], None] | None = None) -> PushOutcome:
+def push_retrying(
+    push: Callable[[], PushOutcome],
+    retry: RetryConfig,
+    name: str,
+    where: str,
+    *,
+    sleep: Callable[[float], None] = time.sleep,
+    on_retry: Callable[[TransientStorageError, float], None] | None = None,
+) -> PushOutcome:
     """Run ``push`` (one whole push of WAL file ``name``; safe to repeat) again after transient failures,
     within ``retry``; WalPushFailed names the cause when they outlast it."""
     started, retries = time.monotonic(), []
@@ -294,16 +320,21 @@ def push_retrying(push: Callable[[], PushOutcome], retry: RetryConfig, name: str
             on_retry(error, delay)
 
     try:
-        outcome = retry_transient(push, Backoff(retry.attempts, max_seconds=retry.max_seconds), sleep=sleep,
-                                  on_retry=note)
+        outcome = retry_transient(
+            push, Backoff(retry.attempts, max_seconds=retry.max_seconds), sleep=sleep, on_retry=note
+        )
     except TransientStorageError as error:
-        hint = (f"{error.hint}; " if error.hint else "") + \
-            "PostgreSQL keeps the file and runs archive_command again; to ride out longer outages raise " \
+        hint = (
+            (f"{error.hint}; " if error.hint else "")
+            + "PostgreSQL keeps the file and runs archive_command again; to ride out longer outages raise "
             "repository.retry (attempts, max_seconds) in the policy"
-        raise WalPushFailed(f"could not store {name} in {where}: {error.message} (gave up after "
-                            f"{plural(len(retries) + 1, 'attempt')} in {time.monotonic() - started:.1f} s; "
-                            f"repository.retry allows {retry.attempts} in {retry.max_seconds:g}s)",
-                            hint=hint) from error
+        )
+        raise WalPushFailed(
+            f"could not store {name} in {where}: {error.message} (gave up after "
+            f"{plural(len(retries) + 1, 'attempt')} in {time.monotonic() - started:.1f} s; "
+            f"repository.retry allows {retry.attempts} in {retry.max_seconds:g}s)",
+            hint=hint,
+        ) from error
     outcome.attempts = len(retries) + 1
     return outcome
 
@@ -327,12 +358,15 @@ class WalPushResult:
     def render(self, out) -> None:
         extra = f", and {plural(len(self.also_pushed), 'more ready file')}" if self.also_pushed else ""
         tries = f", {self.attempts} attempts" if self.attempts > 1 else ""
-        out.line(f"{self.name}: {self.status} ({self.raw_size} bytes -> {self.stored_size} stored, "
-                 f"{self.seconds:.2f}s{tries}){extra}")
+        out.line(
+            f"{self.name}: {self.status} ({self.raw_size} bytes -> {self.stored_size} stored, "
+            f"{self.seconds:.2f}s{tries}){extra}"
+        )
 
 
 def push_opening_repo(policy: Policy, source: str, wal_file: WalFile) -> PushOutcome:
     """Open the repository and push ``wal_file``, both again after a transient failure."""
+
     def push() -> PushOutcome:
         with open_repo(policy, write=True, lock=False, catalog=False) as repo:
             return push_wal_file(repo, source, wal_file)
@@ -377,9 +411,11 @@ def fetch_wal_file(repo: Repository, source: str, name: str, dest: Path) -> WalF
         confirm_archive_present(repo, source)
         return WalFetchResult(source, name, str(dest), "absent")
     if len({v.sha256 for v in versions}) > 1:
-        raise IntegrityError(f"the archive of source {source!r} holds {len(versions)} different versions of "
-                             f"{name} ({', '.join(v.sha256[:12] for v in versions)}): refusing to guess",
-                             hint="remove the version that does not belong to this cluster's history")
+        raise IntegrityError(
+            f"the archive of source {source!r} holds {len(versions)} different versions of "
+            f"{name} ({', '.join(v.sha256[:12] for v in versions)}): refusing to guess",
+            hint="remove the version that does not belong to this cluster's history",
+        )
     version = versions[0]
     size = write_verified(repo.read_object(version.key), dest, version.sha256, name)
     return WalFetchResult(source, name, str(dest), "fetched", size, version.sha256)
@@ -389,16 +425,27 @@ def confirm_archive_present(repo: Repository, source: str) -> None:
     """An empty listing answers "absent" only while the repository and the source's archive are there:
     an unmounted (empty) mount point or a removed archive lists as empty too."""
     if repo.store.stat(META_KEY) is None:
-        raise StorageUnreadable(f"{META_KEY} is gone from {repo.store.describe()}: the repository is not "
-                                f"there any more", hint="is the repository's filesystem mounted?")
+        raise StorageUnreadable(
+            f"{META_KEY} is gone from {repo.store.describe()}: the repository is not there any more",
+            hint="is the repository's filesystem mounted?",
+        )
     if repo.store.stat(wal.archive_info_key(source)) is None:
-        raise ArchiveMissing(f"nothing was ever archived for source {source!r} in {repo.store.describe()}, "
-                             f"or the archive is gone ({wal.archive_info_key(source)} is missing)",
-                             hint="check the source name in restore_command and the repository it points to")
+        raise ArchiveMissing(
+            f"nothing was ever archived for source {source!r} in {repo.store.describe()}, "
+            f"or the archive is gone ({wal.archive_info_key(source)} is missing)",
+            hint="check the source name in restore_command and the repository it points to",
+        )
 
 
-def write_verified(chunks: Iterable[bytes], dest: Path, sha256: str, name: str, *,
-                   owner: tuple[int, int] | None = None, sync: bool = True) -> int:
+def write_verified(
+    chunks: Iterable[bytes],
+    dest: Path,
+    sha256: str,
+    name: str,
+    *,
+    owner: tuple[int, int] | None = None,
+    sync: bool = True,
+) -> int:
     """Write ``chunks`` to ``dest`` (fsutil.durable_write; ``sync=False`` for scratch copies) only if their
     SHA-256 is ``sha256``: a damaged copy never takes the name."""
     return durable_write(dest, _checked(chunks, sha256, name), mode=None, owner=owner, sync=sync)
@@ -411,12 +458,15 @@ def _checked(chunks: Iterable[bytes], sha256: str, name: str) -> Iterator[bytes]
         digest.update(chunk)
         yield chunk
     if digest.hexdigest() != sha256:
-        raise IntegrityError(f"{name} from the archive has SHA-256 {digest.hexdigest()}, but it was stored "
-                             f"with {sha256}: the archived copy is damaged")
+        raise IntegrityError(
+            f"{name} from the archive has SHA-256 {digest.hexdigest()}, but it was stored "
+            f"with {sha256}: the archived copy is damaged"
+        )
 
 
-def fetch_with_retries(policy: Policy, source: str, name: str, dest: Path, attempts: int,
-                       retry_delay: float) -> WalFetchResult:
+def fetch_with_retries(
+    policy: Policy, source: str, name: str, dest: Path, attempts: int, retry_delay: float
+) -> WalFetchResult:
     """Fetch ``name`` into ``dest``, ``attempts`` times at most; any failure but a confirmed absence raises
     WalFetchFailed."""
     failure: BaseException | None = None
@@ -435,6 +485,7 @@ def fetch_with_retries(policy: Policy, source: str, name: str, dest: Path, attem
                 time.sleep(retry_delay * 2 ** (attempt - 1))
     hint = "recovery stops here instead of ending early; fix the cause and start the server again"
     cause_hint = getattr(failure, "hint", None)
-    raise WalFetchFailed(f"could not fetch {name} from the archive of source {source!r}: "
-                         f"{getattr(failure, 'message', None) or failure}",
-                         hint=f"{cause_hint}; {hint}" if cause_hint else hint)
+    raise WalFetchFailed(
+        f"could not fetch {name} from the archive of source {source!r}: {getattr(failure, 'message', None) or failure}",
+        hint=f"{cause_hint}; {hint}" if cause_hint else hint,
+    )

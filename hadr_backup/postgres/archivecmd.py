@@ -50,14 +50,14 @@ def _hadr_program(words: list[str], at: int) -> int:
     word = words[at]
     if os.path.basename(word) == "hadr":
         return 1
-    if os.path.basename(word).startswith("python") and words[at + 1:at + 3] == ["-m", "hadr_backup"]:
+    if os.path.basename(word).startswith("python") and words[at + 1 : at + 3] == ["-m", "hadr_backup"]:
         return 3
     return 0
 
 
 def _parse_invocation(words: list[str], start: int, program_words: int) -> PushCommand | None:
     args = []
-    for word in words[start + program_words:]:
+    for word in words[start + program_words :]:
         if word in _SEPARATORS:
             break
         args.append(word)
@@ -67,12 +67,15 @@ def _parse_invocation(words: list[str], start: int, program_words: int) -> PushC
     policy, global_words = _take_option(args[:at], "--policy")
     if any(word not in _FLAGS for word in global_words):  # another sub-command, or options hadr has not
         return None
-    source, rest = _take_option(args[at + 1:], "--source")
+    source, rest = _take_option(args[at + 1 :], "--source")
     positional = [word for word in rest if not word.startswith("-")]
-    return PushCommand(program=" ".join(words[start:start + program_words]),
-                       policy=policy or _policy_from_environment(words[:start]), source=source,
-                       passes_path=positional == [PATH_PLACEHOLDER],
-                       behind_acknowledger=any(word.endswith("walack.py") for word in words[:start]))
+    return PushCommand(
+        program=" ".join(words[start : start + program_words]),
+        policy=policy or _policy_from_environment(words[:start]),
+        source=source,
+        passes_path=positional == [PATH_PLACEHOLDER],
+        behind_acknowledger=any(word.endswith("walack.py") for word in words[:start]),
+    )
 
 
 def _take_option(args: list[str], name: str) -> tuple[str | None, list[str]]:

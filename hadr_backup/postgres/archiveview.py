@@ -36,19 +36,28 @@ class Window:
 
     def to_json(self) -> dict[str, Any]:
         """``end`` is null when no commit was found near the end of the archive."""
-        return {"timeline": self.timeline, "start": rfc3339(self.start_time), "end": rfc3339(self.end_time),
-                "start_lsn": wal.format_lsn(self.start_lsn), "end_lsn": wal.format_lsn(self.end_lsn),
-                "backups": list(self.backups)}
+        return {
+            "timeline": self.timeline,
+            "start": rfc3339(self.start_time),
+            "end": rfc3339(self.end_time),
+            "start_lsn": wal.format_lsn(self.start_lsn),
+            "end_lsn": wal.format_lsn(self.end_lsn),
+            "backups": list(self.backups),
+        }
 
     def describe(self) -> str:
         lsns = f"LSN {wal.format_lsn(self.start_lsn)} .. {wal.format_lsn(self.end_lsn)}"
         if self.end_time is not None:
-            return (f"timeline {self.timeline}: {format_time(self.start_time)} .. {format_time(self.end_time)} "
-                    f"(the last archived commit; {lsns})")
-        return (f"timeline {self.timeline}: from {format_time(self.start_time)} ({lsns}); the newest time it "
-                f"reaches is not known: no transaction ended in the last archived WAL (up to "
-                f"{END_SCAN_SEGMENTS} segments read), and a --target-time needs a commit after it; --latest and "
-                f"--target-lsn reach {wal.format_lsn(self.end_lsn)}")
+            return (
+                f"timeline {self.timeline}: {format_time(self.start_time)} .. {format_time(self.end_time)} "
+                f"(the last archived commit; {lsns})"
+            )
+        return (
+            f"timeline {self.timeline}: from {format_time(self.start_time)} ({lsns}); the newest time it "
+            f"reaches is not known: no transaction ended in the last archived WAL (up to "
+            f"{END_SCAN_SEGMENTS} segments read), and a --target-time needs a commit after it; --latest and "
+            f"--target-lsn reach {wal.format_lsn(self.end_lsn)}"
+        )
 
 
 @dataclass(frozen=True)
@@ -86,8 +95,7 @@ class ArchiveView:
     @classmethod
     def load(cls, repo, source: str) -> ArchiveView:
         archived = wal.list_archived(repo, source)
-        entries = [e for e in repo.catalog.select(kind=KIND, source=source, state="complete")
-                   if "stop_lsn" in e.meta]
+        entries = [e for e in repo.catalog.select(kind=KIND, source=source, state="complete") if "stop_lsn" in e.meta]
         backups = sorted((BackupPoint.of(e) for e in entries), key=lambda b: (b.stop_lsn, b.stop_time))
         view = cls(source, archived, {}, backups, _segment_size(repo, source, entries))
         for history in archived.histories:
@@ -106,15 +114,19 @@ class ArchiveView:
 
     def backups_on(self, spans: list[wal.TimelineSpan]) -> list[BackupPoint]:
         """Backups that recovery along ``spans`` can start from (oldest first)."""
-        return [b for b in self.backups if wal.descends_from(spans, b.timeline, b.start_lsn)
-                and wal.descends_from(spans, b.timeline, b.stop_lsn)]
+        return [
+            b
+            for b in self.backups
+            if wal.descends_from(spans, b.timeline, b.start_lsn) and wal.descends_from(spans, b.timeline, b.stop_lsn)
+        ]
 
     def present(self, name: str) -> bool:
         return self.archived.find(name) is not None
 
     def segment_for(self, spans: list[wal.TimelineSpan], number: int) -> str:
-        return wal.segments_for_range(number * self.segment_size, number * self.segment_size, spans,
-                                      self.segment_size)[0]
+        return wal.segments_for_range(number * self.segment_size, number * self.segment_size, spans, self.segment_size)[
+            0
+        ]
 
     def chain_from(self, spans: list[wal.TimelineSpan], start_lsn: int) -> list[str]:
         """Archived segments read from ``start_lsn`` onwards along ``spans``, up to the first missing one."""
@@ -129,8 +141,11 @@ class ArchiveView:
     def newest_on(self, spans: list[wal.TimelineSpan]) -> str | None:
         """The furthest archived segment along ``spans`` (on their last timeline, else an ancestor)."""
         for span in reversed(spans):
-            files = [f for f in self.archived.segments.get(span.timeline, [])
-                     if span.end_lsn is None or wal.segment_start_lsn(f.name, self.segment_size) <= span.end_lsn]
+            files = [
+                f
+                for f in self.archived.segments.get(span.timeline, [])
+                if span.end_lsn is None or wal.segment_start_lsn(f.name, self.segment_size) <= span.end_lsn
+            ]
             if files:
                 return max(files, key=lambda f: f.name[8:]).name
         return None
@@ -208,11 +223,13 @@ def timeline_windows(view: ArchiveView, timeline: int, reader) -> list[Window]:
             continue  # not consistent, or the chain ends before this timeline begins
         if windows and backup.stop_lsn <= windows[-1].end_lsn:
             last = windows[-1]
-            windows[-1] = Window(timeline, last.start_time, last.end_time, last.start_lsn, last.end_lsn,
-                                 last.backups + (backup.id,))
+            windows[-1] = Window(
+                timeline, last.start_time, last.end_time, last.start_lsn, last.end_lsn, last.backups + (backup.id,)
+            )
             continue
-        windows.append(Window(timeline, backup.stop_time, last_commit_time(reader, chain), backup.stop_lsn, end_lsn,
-                              (backup.id,)))
+        windows.append(
+            Window(timeline, backup.stop_time, last_commit_time(reader, chain), backup.stop_lsn, end_lsn, (backup.id,))
+        )
     return windows
 
 

@@ -68,16 +68,25 @@ def ack_command(policy: Policy, source: PostgresSource, full_command: str) -> st
     for up to 0.3 s (``sleep`` costs less than an interpreter); then the acknowledger takes over.
     """
     spool = shlex.quote(spool_path(source, "pg_wal"))  # relative by default: run in the data directory
-    lean = [sys.executable, "-I", "-S", os.path.abspath(walack.__file__), spool_path(source, "pg_wal"),
-            policy.repository.path or "-", shlex.join(helper_command(policy, PUSHER, source))]
+    lean = [
+        sys.executable,
+        "-I",
+        "-S",
+        os.path.abspath(walack.__file__),
+        spool_path(source, "pg_wal"),
+        policy.repository.path or "-",
+        shlex.join(helper_command(policy, PUSHER, source)),
+    ]
     stored = ['[ "$1" -ef "$p" ]']
     if policy.repository.path:
         folder = shlex.quote(os.path.join(policy.repository.path, layout.wal_prefix(source.name)).rstrip("/"))
         stored.append(f'[ -e {folder}/"${{n%????????}}"/"${{1##*/}}" ]')
-    shell = (f'p=%p; n=${{p##*/}}; i=0; while [ ${{#n}} = 24 ]; do set -- {spool}/link/"$n"-*; '
-             f'{" && ".join(stored)} && exit 0; [ $i -lt 30 ] && [ -e {spool}/pusher.running ] && '
-             f'[ ! -e {spool}/error/"$n" ] || break; i=$((i+1)); sleep 0.01; done; ')
-    return f"{shell}exec {' '.join(shlex.quote(a) for a in lean)} \"$p\" {full_command}"
+    shell = (
+        f'p=%p; n=${{p##*/}}; i=0; while [ ${{#n}} = 24 ]; do set -- {spool}/link/"$n"-*; '
+        f"{' && '.join(stored)} && exit 0; [ $i -lt 30 ] && [ -e {spool}/pusher.running ] && "
+        f'[ ! -e {spool}/error/"$n" ] || break; i=$((i+1)); sleep 0.01; done; '
+    )
+    return f'{shell}exec {" ".join(shlex.quote(a) for a in lean)} "$p" {full_command}'
 
 
 # -- state files and locks -----------------------------------------------------------------------

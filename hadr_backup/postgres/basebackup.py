@@ -74,14 +74,24 @@ class BackupResult:
 
     def render(self, out) -> None:
         rate = self.raw_size / self.seconds / 2**20 if self.seconds else 0.0
-        out.kv([("backup", self.backup_id), ("source", self.source), ("state", self.state),
-                ("timeline", self.timeline), ("LSN", f"{self.start_lsn} .. {self.stop_lsn}"),
+        out.kv(
+            [
+                ("backup", self.backup_id),
+                ("source", self.source),
+                ("state", self.state),
+                ("timeline", self.timeline),
+                ("LSN", f"{self.start_lsn} .. {self.stop_lsn}"),
                 ("WAL", f"{self.start_wal} .. {self.stop_wal} (archived)"),
                 ("time", f"{format_time(self.start_time)} .. {format_time(self.stop_time)}"),
-                ("size", f"{self.raw_size / 2**20:.1f} MiB in {plural(self.files, 'file')}, "
-                         f"stored {self.stored_size / 2**20:.1f} MiB"),
+                (
+                    "size",
+                    f"{self.raw_size / 2**20:.1f} MiB in {plural(self.files, 'file')}, "
+                    f"stored {self.stored_size / 2**20:.1f} MiB",
+                ),
                 ("took", f"{self.seconds:.1f} s ({rate:.0f} MiB/s)"),
-                ("databases", ", ".join(map(display_text, self.databases)))])
+                ("databases", ", ".join(map(display_text, self.databases))),
+            ]
+        )
         for failure in self.checksum_failures:
             out.line(f"warning: page checksum failure: {failure}")
         for warning in self.warnings:
@@ -98,20 +108,31 @@ def run_backup_pg(policy: Policy, source_name: str | None = None, ui=None) -> Ba
     with open_repo(policy, write=True) as repo:
         check_archive_identity(repo, source, facts)
         # 2. record the backup as running before any data is stored
-        entry = repo.begin_backup(KIND, source.name, {"system_identifier": facts.system_identifier,
-                                                      "pg_version_num": facts.version_num})
+        entry = repo.begin_backup(
+            KIND, source.name, {"system_identifier": facts.system_identifier, "pg_version_num": facts.version_num}
+        )
         try:
             # 3. stream the tar through the pipeline into the repository (the databases' size: the ETA)
-            with shown_by(ui, f"backup {entry.id}: pg_basebackup of {source.name} (PostgreSQL {facts.version})",
-                          total=databases_size(source), estimate=True, label="backup") as progress:
+            with shown_by(
+                ui,
+                f"backup {entry.id}: pg_basebackup of {source.name} (PostgreSQL {facts.version})",
+                total=databases_size(source),
+                estimate=True,
+                label="backup",
+            ) as progress:
                 streamed = stream_base_backup(repo, entry.id, source, facts.wal_segment_size, progress)
             # 4. wait until the WAL that makes it consistent is archived
             _say(ui, f"backup {entry.id}: waiting for WAL {streamed.start_wal} .. {streamed.stop_wal}")
             wait_for_wal(repo, source, streamed)
             # 5. only now is it restorable
             meta = backup_meta(facts, streamed)
-            repo.finish_backup(entry, streamed.objects, meta, consistent_at=streamed.stop_time,
-                               needs=consistency_wal(repo, source.name, streamed))
+            repo.finish_backup(
+                entry,
+                streamed.objects,
+                meta,
+                consistent_at=streamed.stop_time,
+                needs=consistency_wal(repo, source.name, streamed),
+            )
         except BaseException as error:
             _abandon(repo, entry, error)
             raise
@@ -166,12 +187,26 @@ class Streamed:
 
 
 def pg_basebackup_argv(source: PostgresSource, label: str) -> list[str]:
-    return [os.path.join(source.bin_dir, "pg_basebackup"), "-d", source.dsn, "-D", "-", "-F", "tar",
-            "-X", "none", "--checkpoint=fast", "--manifest-checksums=CRC32C", "--label", label]
+    return [
+        os.path.join(source.bin_dir, "pg_basebackup"),
+        "-d",
+        source.dsn,
+        "-D",
+        "-",
+        "-F",
+        "tar",
+        "-X",
+        "none",
+        "--checkpoint=fast",
+        "--manifest-checksums=CRC32C",
+        "--label",
+        label,
+    ]
 
 
-def stream_base_backup(repo: Repository, backup_id: str, source: PostgresSource, segment_size: int,
-                       progress: Progress | None = None) -> Streamed:
+def stream_base_backup(
+    repo: Repository, backup_id: str, source: PostgresSource, segment_size: int, progress: Progress | None = None
+) -> Streamed:
     """Run pg_basebackup and store its tar stream; return what it said about the backup."""
     start_time = server_clock(source)
     run = _BaseBackupRun(source, backup_id)
@@ -184,15 +219,24 @@ def stream_base_backup(repo: Repository, backup_id: str, source: PostgresSource,
         run.finish()
     run.raise_for_failure()
     manifest = json.loads(run.scanner.captured["backup_manifest"])
-    manifest_object = repo.put_object(backup_prefix(source.name, backup_id) + "backup_manifest",
-                                      [run.scanner.captured["backup_manifest"]])
+    manifest_object = repo.put_object(
+        backup_prefix(source.name, backup_id) + "backup_manifest", [run.scanner.captured["backup_manifest"]]
+    )
     wal_range = manifest["WAL-Ranges"][-1]
-    return Streamed(objects=[stored, manifest_object], label=run.scanner.captured["backup_label"].decode(),
-                    manifest=manifest, timeline=int(wal_range["Timeline"]),
-                    start_lsn=wal.parse_lsn(wal_range["Start-LSN"]), stop_lsn=wal.parse_lsn(wal_range["End-LSN"]),
-                    start_time=start_time, stop_time=server_clock(source), segment_size=segment_size,
-                    files=len(manifest.get("Files", [])), raw_size=stored.raw_size,
-                    checksum_failures=run.checksum_failures)
+    return Streamed(
+        objects=[stored, manifest_object],
+        label=run.scanner.captured["backup_label"].decode(),
+        manifest=manifest,
+        timeline=int(wal_range["Timeline"]),
+        start_lsn=wal.parse_lsn(wal_range["Start-LSN"]),
+        stop_lsn=wal.parse_lsn(wal_range["End-LSN"]),
+        start_time=start_time,
+        stop_time=server_clock(source),
+        segment_size=segment_size,
+        files=len(manifest.get("Files", [])),
+        raw_size=stored.raw_size,
+        checksum_failures=run.checksum_failures,
+    )
 
 
 class _Throughput:
@@ -235,8 +279,14 @@ class _BaseBackupRun:
         self.timed_out = False
         self.stopping_since: float | None = None
         env = {**os.environ, "PGAPPNAME": "hadr-backup", "PGCONNECT_TIMEOUT": "10"}
-        self.process = subprocess.Popen(pg_basebackup_argv(source, f"hadr {backup_id}"), stdout=subprocess.PIPE,
-                                        stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env, bufsize=0)
+        self.process = subprocess.Popen(
+            pg_basebackup_argv(source, f"hadr {backup_id}"),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            bufsize=0,
+        )
         _grow_pipe(self.process.stdout.fileno())
         self._stderr = threading.Thread(target=self._read_stderr, daemon=True)
         self._stderr.start()
@@ -277,8 +327,11 @@ class _BaseBackupRun:
 
     @property
     def checksum_failures(self) -> list[str]:
-        return [line.split("WARNING:", 1)[1].strip() for line in self.stderr_lines
-                if "WARNING:" in line and "checksum verification failed" in line]
+        return [
+            line.split("WARNING:", 1)[1].strip()
+            for line in self.stderr_lines
+            if "WARNING:" in line and "checksum verification failed" in line
+        ]
 
     def raise_for_failure(self) -> None:
         tail = "\n".join(self.stderr_lines[-15:]) or "(no output)"
@@ -286,17 +339,24 @@ class _BaseBackupRun:
             state = archiver_state(self.source)
             label = self.scanner.captured.get("backup_label", b"").decode(errors="replace")
             segment = (state or {}).get("last_failed_wal") or _label_field(label, "START WAL LOCATION") or "?"
-            raise BackupFailed(f"WAL segment {segment} was not archived within {self.source.backup_timeout:g} s "
-                               f"(PostgreSQL's pg_backup_stop was still waiting for the backup's WAL); without "
-                               f"it the backup cannot be restored", hint=archiver_hint(self.source))
+            raise BackupFailed(
+                f"WAL segment {segment} was not archived within {self.source.backup_timeout:g} s "
+                f"(PostgreSQL's pg_backup_stop was still waiting for the backup's WAL); without "
+                f"it the backup cannot be restored",
+                hint=archiver_hint(self.source),
+            )
         complete = self.scanner.ended and {"backup_label", "backup_manifest"} <= set(self.scanner.captured)
-        only_checksums = any("checksum error occurred" in line or "checksum verification failure" in line
-                             for line in self.stderr_lines)
+        only_checksums = any(
+            "checksum error occurred" in line or "checksum verification failure" in line for line in self.stderr_lines
+        )
         if self.process.returncode != 0 and not (complete and only_checksums):
             raise BackupFailed(f"pg_basebackup failed (exit {self.process.returncode}):\n{tail}")
         if not complete:
-            raise BackupFailed("pg_basebackup ended without a complete tar stream (backup_label, "
-                               "backup_manifest and the end-of-archive marker)", hint=tail)
+            raise BackupFailed(
+                "pg_basebackup ended without a complete tar stream (backup_label, "
+                "backup_manifest and the end-of-archive marker)",
+                hint=tail,
+            )
 
 
 def _grow_pipe(fd: int) -> None:
@@ -322,8 +382,9 @@ def _label_field(label: str, field_name: str) -> str | None:
 
 def required_segments(streamed: Streamed) -> list[str]:
     span = [wal.TimelineSpan(streamed.timeline, 0, None)]
-    return wal.segments_for_range(streamed.start_lsn, max(streamed.stop_lsn - 1, streamed.start_lsn), span,
-                                  streamed.segment_size)
+    return wal.segments_for_range(
+        streamed.start_lsn, max(streamed.stop_lsn - 1, streamed.start_lsn), span, streamed.segment_size
+    )
 
 
 def wait_for_wal(repo: Repository, source: PostgresSource, streamed: Streamed, poll: float = 0.2) -> None:
@@ -342,18 +403,23 @@ def wait_for_wal(repo: Repository, source: PostgresSource, streamed: Streamed, p
         if not switched and missing[-1] == needed[-1]:
             switched = _switch_if_current(source, needed[-1], streamed.segment_size)
         if time.monotonic() >= deadline:
-            raise BackupFailed(f"WAL segment {missing[0]} was not archived into the repository within "
-                               f"{source.backup_timeout:g} s ({len(missing)} of {len(needed)} needed segments "
-                               f"missing); without it the backup cannot be restored",
-                               hint=archiver_hint(source))
+            raise BackupFailed(
+                f"WAL segment {missing[0]} was not archived into the repository within "
+                f"{source.backup_timeout:g} s ({len(missing)} of {len(needed)} needed segments "
+                f"missing); without it the backup cannot be restored",
+                hint=archiver_hint(source),
+            )
         time.sleep(poll)
         poll = min(poll * 1.5, 2.0)
 
 
 def consistency_wal(repo: Repository, source_name: str, streamed: Streamed) -> list[str]:
     """The archived WAL objects the backup cannot be made consistent without."""
-    return [versions[0].key for name in required_segments(streamed)
-            if (versions := stored_versions(repo.store, source_name, name))]
+    return [
+        versions[0].key
+        for name in required_segments(streamed)
+        if (versions := stored_versions(repo.store, source_name, name))
+    ]
 
 
 def _switch_if_current(source: PostgresSource, last_needed: str, segment_size: int) -> bool:
@@ -371,13 +437,24 @@ def _switch_if_current(source: PostgresSource, last_needed: str, segment_size: i
 
 def backup_meta(facts: ServerFacts, streamed: Streamed) -> dict[str, Any]:
     return PgBackupMeta(
-        tar_objects=(streamed.objects[0].key,), manifest_object=streamed.objects[1].key, label=streamed.label,
-        timeline=streamed.timeline, start_lsn=wal.format_lsn(streamed.start_lsn),
-        stop_lsn=wal.format_lsn(streamed.stop_lsn), start_wal=streamed.start_wal, stop_wal=streamed.stop_wal,
-        start_time=streamed.start_time, stop_time=streamed.stop_time, system_identifier=facts.system_identifier,
-        pg_version_num=facts.version_num, pg_version=facts.version, wal_segment_size=streamed.segment_size,
-        data_checksums=facts.data_checksums, checksum_failures=tuple(streamed.checksum_failures),
-        databases=tuple(facts.databases), files=streamed.files,
+        tar_objects=(streamed.objects[0].key,),
+        manifest_object=streamed.objects[1].key,
+        label=streamed.label,
+        timeline=streamed.timeline,
+        start_lsn=wal.format_lsn(streamed.start_lsn),
+        stop_lsn=wal.format_lsn(streamed.stop_lsn),
+        start_wal=streamed.start_wal,
+        stop_wal=streamed.stop_wal,
+        start_time=streamed.start_time,
+        stop_time=streamed.stop_time,
+        system_identifier=facts.system_identifier,
+        pg_version_num=facts.version_num,
+        pg_version=facts.version,
+        wal_segment_size=streamed.segment_size,
+        data_checksums=facts.data_checksums,
+        checksum_failures=tuple(streamed.checksum_failures),
+        databases=tuple(facts.databases),
+        files=streamed.files,
     ).to_meta()
 
 
@@ -385,10 +462,23 @@ def _result(entry, streamed: Streamed, facts: ServerFacts, seconds: float, warni
     notes = list(warnings)
     if not facts.data_checksums:
         notes.append("data checksums are off in this cluster: page corruption cannot be detected (initdb -k)")
-    return BackupResult(backup_id=entry.id, source=entry.source, state=entry.state, timeline=streamed.timeline,
-                        start_lsn=wal.format_lsn(streamed.start_lsn), stop_lsn=wal.format_lsn(streamed.stop_lsn),
-                        start_wal=streamed.start_wal, stop_wal=streamed.stop_wal, start_time=streamed.start_time,
-                        stop_time=streamed.stop_time, raw_size=entry.raw_size, stored_size=entry.stored_size,
-                        files=streamed.files, seconds=seconds, databases=facts.databases,
-                        checksum_failures=streamed.checksum_failures, warnings=notes,
-                        system_identifier=facts.system_identifier)
+    return BackupResult(
+        backup_id=entry.id,
+        source=entry.source,
+        state=entry.state,
+        timeline=streamed.timeline,
+        start_lsn=wal.format_lsn(streamed.start_lsn),
+        stop_lsn=wal.format_lsn(streamed.stop_lsn),
+        start_wal=streamed.start_wal,
+        stop_wal=streamed.stop_wal,
+        start_time=streamed.start_time,
+        stop_time=streamed.stop_time,
+        raw_size=entry.raw_size,
+        stored_size=entry.stored_size,
+        files=streamed.files,
+        seconds=seconds,
+        databases=facts.databases,
+        checksum_failures=streamed.checksum_failures,
+        warnings=notes,
+        system_identifier=facts.system_identifier,
+    )

@@ -30,8 +30,15 @@ from hadr_backup.verify.findings import ERROR, OK, SKIPPED, WARNING, Finding, Re
 SETTINGS = ("wal_level", "archive_mode", "archive_command", "archive_library", "archive_timeout")
 SKEW_WARN, SKEW_FAIL = 1.0, 5.0  # seconds between this host's clock and the server's
 ARCHIVE_CHECKS = ("archive-identity", "archive-end-to-end")
-SERVER_CHECKS = ("role", "wal-level", "archive-mode", "archive-command", "archive-timeout", "clock-skew",
-                 *ARCHIVE_CHECKS)
+SERVER_CHECKS = (
+    "role",
+    "wal-level",
+    "archive-mode",
+    "archive-command",
+    "archive-timeout",
+    "clock-skew",
+    *ARCHIVE_CHECKS,
+)
 
 _VIEW_SQL = """
 select current_setting('server_version'), (select system_identifier::text from pg_control_system()),
@@ -68,8 +75,12 @@ class ServerView:
 
 def read_view(conn) -> ServerView:
     row = conn.execute(_VIEW_SQL).fetchone()
-    settings = {name: Setting(value, pending) for name, value, pending in conn.execute(
-        "select name, setting, pending_restart from pg_settings where name = any(%s)", [list(SETTINGS)])}
+    settings = {
+        name: Setting(value, pending)
+        for name, value, pending in conn.execute(
+            "select name, setting, pending_restart from pg_settings where name = any(%s)", [list(SETTINGS)]
+        )
+    }
     return ServerView(row[0], row[1], int(row[2]), row[3], row[4], row[5], row[6], row[7], settings)
 
 
@@ -88,9 +99,14 @@ def check_source(ctx: EngineContext, source: PostgresSource, timeout: float) -> 
     try:
         with conn:
             view = read_view(conn)
-            report.add(OK, "server-reachable", source.name, f"PostgreSQL {view.version} at {source.host}:"
-                       f"{source.port}, system identifier {view.system_identifier}"
-                       + (", a standby" if view.in_recovery else ""))
+            report.add(
+                OK,
+                "server-reachable",
+                source.name,
+                f"PostgreSQL {view.version} at {source.host}:"
+                f"{source.port}, system identifier {view.system_identifier}"
+                + (", a standby" if view.in_recovery else ""),
+            )
             # 2. what the role may do, and the settings archiving depends on
             report.findings += [role_finding(source.name, view), *settings_findings(ctx.policy, source, view)]
             # 3. the host's clock against the server's
@@ -98,8 +114,13 @@ def check_source(ctx: EngineContext, source: PostgresSource, timeout: float) -> 
             # 4. the repository: whose archive it holds, and whether a segment switched now arrives there
             report.findings += archive_findings(ctx, source, conn, view, timeout)
     except psycopg.Error as error:
-        report.add(ERROR, "server-query", source.name, f"the server failed a query of the check: "
-                   f"{str(error).strip()}", "see the PostgreSQL log")
+        report.add(
+            ERROR,
+            "server-query",
+            source.name,
+            f"the server failed a query of the check: {str(error).strip()}",
+            "see the PostgreSQL log",
+        )
     return report
 
 
@@ -114,12 +135,22 @@ def role_finding(subject: str, view: ServerView) -> Finding:
     if view.superuser:
         return Finding(OK, "role", subject, f"{view.role} is a superuser")
     if not view.may_switch:
-        return Finding(ERROR, "role", subject, f"{view.role} is not a superuser and may not run pg_switch_wal(), "
-                       f"which this check and a backup's last segment need",
-                       f"GRANT EXECUTE ON FUNCTION pg_switch_wal() TO {_ident(view.role)}; or check as a superuser")
+        return Finding(
+            ERROR,
+            "role",
+            subject,
+            f"{view.role} is not a superuser and may not run pg_switch_wal(), "
+            f"which this check and a backup's last segment need",
+            f"GRANT EXECUTE ON FUNCTION pg_switch_wal() TO {_ident(view.role)}; or check as a superuser",
+        )
     if not view.replication:
-        return Finding(WARNING, "role", subject, f"{view.role} may run pg_switch_wal() but has no REPLICATION, "
-                       f"which pg_basebackup (hadr backup pg) needs", f"ALTER ROLE {_ident(view.role)} REPLICATION")
+        return Finding(
+            WARNING,
+            "role",
+            subject,
+            f"{view.role} may run pg_switch_wal() but has no REPLICATION, which pg_basebackup (hadr backup pg) needs",
+            f"ALTER ROLE {_ident(view.role)} REPLICATION",
+        )
     return Finding(OK, "role", subject, f"{view.role} may run pg_switch_wal() and has REPLICATION")
 
 
@@ -130,17 +161,39 @@ def _ident(name: str) -> str:
 def settings_findings(policy: Policy, source: PostgresSource, view: ServerView) -> list[Finding]:
     subject, settings = source.name, view.settings
     level, mode, timeout = settings["wal_level"], settings["archive_mode"], settings["archive_timeout"]
-    found = [Finding(OK, "wal-level", subject, level.value + level.note) if level.value in ("replica", "logical")
-             else Finding(ERROR, "wal-level", subject, f"{level.value}{level.note}: its WAL cannot restore a base "
-                          f"backup", _restart_hint("wal_level = replica", level))]
+    found = [
+        Finding(OK, "wal-level", subject, level.value + level.note)
+        if level.value in ("replica", "logical")
+        else Finding(
+            ERROR,
+            "wal-level",
+            subject,
+            f"{level.value}{level.note}: its WAL cannot restore a base backup",
+            _restart_hint("wal_level = replica", level),
+        )
+    ]
     if mode.value == "always" or (mode.value == "on" and not view.in_recovery):
         found.append(Finding(OK, "archive-mode", subject, mode.value + mode.note))
     elif mode.value == "on":
-        found.append(Finding(ERROR, "archive-mode", subject, "on: a standby archives only with archive_mode = "
-                             "always", _restart_hint("archive_mode = always", mode)))
+        found.append(
+            Finding(
+                ERROR,
+                "archive-mode",
+                subject,
+                "on: a standby archives only with archive_mode = always",
+                _restart_hint("archive_mode = always", mode),
+            )
+        )
     else:
-        found.append(Finding(ERROR, "archive-mode", subject, f"{mode.value}{mode.note}: PostgreSQL archives "
-                             f"nothing", _restart_hint("archive_mode = on", mode)))
+        found.append(
+            Finding(
+                ERROR,
+                "archive-mode",
+                subject,
+                f"{mode.value}{mode.note}: PostgreSQL archives nothing",
+                _restart_hint("archive_mode = on", mode),
+            )
+        )
     found.append(command_finding(policy, source, settings))
     found.append(timeout_finding(subject, int(timeout.value), source.rpo))
     return found
@@ -159,11 +212,22 @@ def _reload_hint(name: str, value: str) -> str:
 def timeout_finding(subject: str, seconds: int, rpo: float) -> Finding:
     hint = _reload_hint("archive_timeout", f"{min(60, int(rpo))}s")
     if seconds == 0:
-        return Finding(ERROR, "archive-timeout", subject, f"0 (off): a quiet server keeps its last commits in an "
-                       f"unarchived segment for as long as it stays quiet, beyond the RPO of {rpo:g} s", hint)
+        return Finding(
+            ERROR,
+            "archive-timeout",
+            subject,
+            f"0 (off): a quiet server keeps its last commits in an "
+            f"unarchived segment for as long as it stays quiet, beyond the RPO of {rpo:g} s",
+            hint,
+        )
     if seconds > rpo:
-        return Finding(ERROR, "archive-timeout", subject, f"{seconds} s, above the RPO of {rpo:g} s "
-                       f"(sources.postgres[].rpo): a quiet server may lose more than that", hint)
+        return Finding(
+            ERROR,
+            "archive-timeout",
+            subject,
+            f"{seconds} s, above the RPO of {rpo:g} s (sources.postgres[].rpo): a quiet server may lose more than that",
+            hint,
+        )
     return Finding(OK, "archive-timeout", subject, f"{seconds} s, within the RPO of {rpo:g} s")
 
 
@@ -173,11 +237,21 @@ def command_finding(policy: Policy, source: PostgresSource, settings: dict[str, 
     expected = archive_command_for(policy.path, source.name)
     hint = _reload_hint("archive_command", expected)
     if library is not None and library.value:
-        return Finding(ERROR, "archive-command", source.name, f"archive_library = {library.value!r} is set: "
-                       f"PostgreSQL calls it instead of archive_command", _reload_hint("archive_library", ""))
+        return Finding(
+            ERROR,
+            "archive-command",
+            source.name,
+            f"archive_library = {library.value!r} is set: PostgreSQL calls it instead of archive_command",
+            _reload_hint("archive_library", ""),
+        )
     if command == expected:
-        return Finding(OK, "archive-command", source.name, "hadr wal-push with this policy and source, exactly "
-                       "as hadr writes it" + (" (async)" if source.async_archive else ""))
+        return Finding(
+            OK,
+            "archive-command",
+            source.name,
+            "hadr wal-push with this policy and source, exactly "
+            "as hadr writes it" + (" (async)" if source.async_archive else ""),
+        )
     problem = command_problem(policy, source, command)
     if problem is None:
         return Finding(OK, "archive-command", source.name, f"hadr wal-push with this policy and source: {command}")
@@ -196,8 +270,10 @@ def command_problem(policy: Policy, source: PostgresSource, command: str) -> tup
         return ERROR, f"{command!r} is not hadr wal-push: segments do not reach this repository"
     policy_path = os.path.abspath(policy.path)
     if pushed.policy is None:
-        return ERROR, (f"{command!r} names no --policy: which policy wal-push uses depends on the server's "
-                       f"environment and data directory, not necessarily {policy_path}")
+        return ERROR, (
+            f"{command!r} names no --policy: which policy wal-push uses depends on the server's "
+            f"environment and data directory, not necessarily {policy_path}"
+        )
     if not os.path.isabs(pushed.policy):
         return ERROR, f"the policy path {pushed.policy!r} is relative: archive_command runs in the data directory"
     if os.path.realpath(pushed.policy) != os.path.realpath(policy_path):
@@ -220,8 +296,10 @@ def clock_finding(conn, subject: str, clock) -> Finding:
     """The server's clock against this host's (``clock``), corrected by half the round trip: restore
     targets are server times, and the repository lease compares clocks of hosts."""
     skew, round_trip = measure_skew(conn, clock)
-    found = (f"the server's clock is {abs(skew):.3f} s {'ahead of' if skew >= 0 else 'behind'} this host's "
-             f"(round trip {round_trip * 1000:.1f} ms)")
+    found = (
+        f"the server's clock is {abs(skew):.3f} s {'ahead of' if skew >= 0 else 'behind'} this host's "
+        f"(round trip {round_trip * 1000:.1f} ms)"
+    )
     hint = "synchronise both clocks (NTP, chrony): time targets and the repository lock depend on them"
     if abs(skew) > SKEW_FAIL:
         return Finding(ERROR, "clock-skew", subject, f"{found}, more than {SKEW_FAIL:g} s", hint)
@@ -245,8 +323,9 @@ def measure_skew(conn, clock, samples: int = 3) -> tuple[float, float]:
 # -- the archive in the repository -----------------------------------------------------------------
 
 
-def archive_findings(ctx: EngineContext, source: PostgresSource, conn, view: ServerView,
-                     timeout: float) -> list[Finding]:
+def archive_findings(
+    ctx: EngineContext, source: PostgresSource, conn, view: ServerView, timeout: float
+) -> list[Finding]:
     with ExitStack() as stack:
         try:
             repo = stack.enter_context(open_repo(ctx.policy, catalog=False))
@@ -263,17 +342,31 @@ def identity_finding(repo: Repository, subject: str, view: ServerView) -> Findin
     try:
         identity = load_identity(repo, subject)
     except HadrError as error:
-        return Finding(ERROR, "archive-identity", subject, f"the archive's identity cannot be read: "
-                       f"{error.message}", error.hint or "")
+        return Finding(
+            ERROR,
+            "archive-identity",
+            subject,
+            f"the archive's identity cannot be read: {error.message}",
+            error.hint or "",
+        )
     if identity is None:
-        return Finding(OK, "archive-identity", subject, f"nothing archived yet: the first segment binds the "
-                       f"archive to system identifier {view.system_identifier}")
+        return Finding(
+            OK,
+            "archive-identity",
+            subject,
+            f"nothing archived yet: the first segment binds the archive to system identifier {view.system_identifier}",
+        )
     if (str(identity.system_identifier), identity.segment_size) != (view.system_identifier, view.segment_size):
-        return Finding(ERROR, "archive-identity", subject, f"the archive of source {subject!r} belongs to the "
-                       f"cluster with {identity.describe()}; this server is system identifier "
-                       f"{view.system_identifier} ({view.segment_size >> 20} MiB segments): wal-push refuses its WAL",
-                       "give this cluster its own source name in the policy (after initdb or pg_upgrade, a new "
-                       "name), or point this source at the cluster the archive belongs to")
+        return Finding(
+            ERROR,
+            "archive-identity",
+            subject,
+            f"the archive of source {subject!r} belongs to the "
+            f"cluster with {identity.describe()}; this server is system identifier "
+            f"{view.system_identifier} ({view.segment_size >> 20} MiB segments): wal-push refuses its WAL",
+            "give this cluster its own source name in the policy (after initdb or pg_upgrade, a new "
+            "name), or point this source at the cluster the archive belongs to",
+        )
     return Finding(OK, "archive-identity", subject, f"belongs to this cluster: {identity.describe()}")
 
 
@@ -297,25 +390,46 @@ def end_to_end(ctx: EngineContext, repo: Repository, source: PostgresSource, con
     try:
         outcome = wait_stored(repo, source.name, name, started + timeout, lambda: _archived(conn, name))
     except HadrError as error:
-        return Finding(ERROR, "archive-end-to-end", source.name, f"could not look for {name} in the repository: "
-                       f"{error.message}", error.hint or "")
+        return Finding(
+            ERROR,
+            "archive-end-to-end",
+            source.name,
+            f"could not look for {name} in the repository: {error.message}",
+            error.hint or "",
+        )
     if outcome == STORED:
-        return Finding(OK, "archive-end-to-end", source.name, f"segment {name}, closed now by pg_switch_wal(), "
-                       f"reached the repository in {time.monotonic() - started:.1f} s")
+        return Finding(
+            OK,
+            "archive-end-to-end",
+            source.name,
+            f"segment {name}, closed now by pg_switch_wal(), "
+            f"reached the repository in {time.monotonic() - started:.1f} s",
+        )
     if outcome == ELSEWHERE:
-        return Finding(ERROR, "archive-end-to-end", source.name, f"segment {name}, closed now by pg_switch_wal(), "
-                       f"was archived (pg_stat_archiver counts it) but is not in the repository: archive_command "
-                       f"stores WAL somewhere else, or nowhere", "make archive_command hadr wal-push (see "
-                       "archive-command)")
-    return Finding(ERROR, "archive-end-to-end", source.name, f"segment {name}, closed now by pg_switch_wal(), "
-                   f"did not reach the repository within {timeout:g} s", archiver_says(source))
+        return Finding(
+            ERROR,
+            "archive-end-to-end",
+            source.name,
+            f"segment {name}, closed now by pg_switch_wal(), "
+            f"was archived (pg_stat_archiver counts it) but is not in the repository: archive_command "
+            f"stores WAL somewhere else, or nowhere",
+            "make archive_command hadr wal-push (see archive-command)",
+        )
+    return Finding(
+        ERROR,
+        "archive-end-to-end",
+        source.name,
+        f"segment {name}, closed now by pg_switch_wal(), did not reach the repository within {timeout:g} s",
+        archiver_says(source),
+    )
 
 
 STORED, ELSEWHERE, LATE = "stored", "elsewhere", "late"
 
 
-def wait_stored(repo: Repository, source: str, name: str, deadline: float, archived: Callable[[], bool],
-                poll: float = 0.1) -> str:
+def wait_stored(
+    repo: Repository, source: str, name: str, deadline: float, archived: Callable[[], bool], poll: float = 0.1
+) -> str:
     """STORED once the repository holds ``name``; ELSEWHERE when PostgreSQL counts it archived and the
     repository still does not hold it (wal-push succeeds only once a segment is stored, so that is final);
     LATE at ``deadline``."""
@@ -343,10 +457,15 @@ def archiver_says(source: PostgresSource) -> str:
     if state is None:
         return "pg_stat_archiver could not be read: see archive_command and the PostgreSQL log"
     archived = state["last_archived_wal"] or "none"
-    if state["last_failed_time"] is not None and (state["last_archived_time"] is None
-                                                  or state["last_failed_time"] >= state["last_archived_time"]):
-        return (f"pg_stat_archiver: the last failure was on {state['last_failed_wal']} at "
-                f"{format_time(state['last_failed_time'])} ({state['failed_count']} failures; last archived "
-                f"{archived}): the PostgreSQL log has archive_command's error")
-    return (f"pg_stat_archiver reports no failure since {archived} was archived: the archiver is behind or slow; "
-            f"try a longer --timeout")
+    if state["last_failed_time"] is not None and (
+        state["last_archived_time"] is None or state["last_failed_time"] >= state["last_archived_time"]
+    ):
+        return (
+            f"pg_stat_archiver: the last failure was on {state['last_failed_wal']} at "
+            f"{format_time(state['last_failed_time'])} ({state['failed_count']} failures; last archived "
+            f"{archived}): the PostgreSQL log has archive_command's error"
+        )
+    return (
+        f"pg_stat_archiver reports no failure since {archived} was archived: the archiver is behind or slow; "
+        f"try a longer --timeout"
+    )

@@ -45,14 +45,21 @@ class PostgresEngine:
         if "start_lsn" not in entry.meta:  # a backup that failed before pg_basebackup said where it began
             return []
         meta = PgBackupMeta.of(entry)
-        return [("timeline", str(meta.timeline)), ("LSN", f"{meta.start_lsn} .. {meta.stop_lsn}"),
-                ("WAL", f"{meta.start_wal} .. {meta.stop_wal}")]
+        return [
+            ("timeline", str(meta.timeline)),
+            ("LSN", f"{meta.start_lsn} .. {meta.stop_lsn}"),
+            ("WAL", f"{meta.start_wal} .. {meta.stop_wal}"),
+        ]
 
     def needs(self, entry: BackupEntry) -> Needs:
         meta = PgBackupMeta.of(entry)
         own = [o.key for o in entry.objects] + [layout.backup_description(entry.kind, entry.source, entry.id)]
-        return Needs(objects=tuple(own), stream_prefix=layout.wal_prefix(entry.source), stream_from=meta.start_wal,
-                     stream_keys=tuple(entry.needs))
+        return Needs(
+            objects=tuple(own),
+            stream_prefix=layout.wal_prefix(entry.source),
+            stream_from=meta.start_wal,
+            stream_keys=tuple(entry.needs),
+        )
 
     def meta_json(self, entry: BackupEntry) -> dict:
         return meta_json(entry.meta)

@@ -40,8 +40,9 @@ def prefetch_dir(dest) -> str:
     return os.path.join(os.path.dirname(os.path.abspath(dest)), PREFETCH_DIR)
 
 
-def serve_prefetched(policy: Policy, source: PostgresSource, name: str, dest: str | os.PathLike,
-                     count: int) -> WalFetchResult | None:
+def serve_prefetched(
+    policy: Policy, source: PostgresSource, name: str, dest: str | os.PathLike, count: int
+) -> WalFetchResult | None:
     """Move a prefetched ``name`` to ``dest``; None when it was not prefetched."""
     directory = prefetch_dir(dest)
     if not os.path.isdir(directory):
@@ -60,8 +61,11 @@ def serve_prefetched(policy: Policy, source: PostgresSource, name: str, dest: st
 def _drop_older(directory: str, name: str) -> None:
     """Prefetched segments before ``name`` will not be asked for again (recovery moves forward)."""
     for entry in os.listdir(directory):
-        stale_temp = entry.startswith(".") and entry.endswith(".tmp") and \
-            time.time() - os.path.getmtime(os.path.join(directory, entry)) > 600
+        stale_temp = (
+            entry.startswith(".")
+            and entry.endswith(".tmp")
+            and time.time() - os.path.getmtime(os.path.join(directory, entry)) > 600
+        )
         if stale_temp or (len(entry) == 24 and entry[8:] < name[8:]):
             try:
                 os.unlink(os.path.join(directory, entry))
@@ -69,8 +73,9 @@ def _drop_older(directory: str, name: str) -> None:
                 pass
 
 
-def start_prefetch(policy: Policy, source: PostgresSource, name: str, dest: str | os.PathLike,
-                   count: int) -> str | None:
+def start_prefetch(
+    policy: Policy, source: PostgresSource, name: str, dest: str | os.PathLike, count: int
+) -> str | None:
     """Start a background prefetcher when fewer than half of the next ``count`` segments are there;
     why it could not be started, if so (the fetch itself succeeded: recovery goes on without it)."""
     directory = prefetch_dir(dest)
@@ -81,8 +86,7 @@ def start_prefetch(policy: Policy, source: PostgresSource, name: str, dest: str 
             return None
         log_file = log_path(source, os.path.dirname(directory), PREFETCHER)
         os.makedirs(os.path.dirname(log_file), exist_ok=True)
-        argv = [*helper_command(policy, PREFETCHER, source), "--dir", directory, "--after", name,
-                "--count", str(count)]
+        argv = [*helper_command(policy, PREFETCHER, source), "--dir", directory, "--after", name, "--count", str(count)]
         walack.spawn_detached(argv, log_file)
     except OSError as error:
         return f"the prefetcher was not started: {describe_os_error(error)}"
@@ -115,8 +119,7 @@ def run_prefetcher(policy: Policy, source: PostgresSource, directory: str, after
     if lock is None:
         return 0  # another prefetcher runs
     try:
-        with open_repo(policy, catalog=False) as repo, \
-                ThreadPoolExecutor(max(1, source.archive_workers)) as pool:
+        with open_repo(policy, catalog=False) as repo, ThreadPoolExecutor(max(1, source.archive_workers)) as pool:
             wanted = _wanted(repo, source.name, directory, after, count)
             fetched = sum(pool.map(partial(_fetch, repo, directory), wanted))
         log(f"prefetcher: fetched {plural(fetched, 'segment')} after {after}")

@@ -48,8 +48,9 @@ def restore_command(policy, source_name: str) -> str:
     return restore_command_for(policy.path, source_name)
 
 
-def write_recovery_config(data_dir: Path, settings: dict[str, str], owner: tuple[int, int] | None,
-                          comment: str) -> None:
+def write_recovery_config(
+    data_dir: Path, settings: dict[str, str], owner: tuple[int, int] | None, comment: str
+) -> None:
     """Rewrite postgresql.auto.conf without any earlier recovery/archiving/port lines, append ours,
     and create recovery.signal (standby.signal would win over it, so it goes)."""
     auto = data_dir / "postgresql.auto.conf"
@@ -75,11 +76,13 @@ def start_server(data_dir: Path, bin_dir: str) -> Path:
     """pg_ctl start (as the postgres OS user when root), detached so the server outlives hadr."""
     log = data_dir / RECOVERY_LOG
     argv = as_owner([os.path.join(bin_dir, "pg_ctl"), "-D", str(data_dir), "-l", str(log), "-W", "start"])
-    done = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL, start_new_session=True,
-                          timeout=60)
+    done = subprocess.run(
+        argv, capture_output=True, text=True, stdin=subprocess.DEVNULL, start_new_session=True, timeout=60
+    )
     if done.returncode != 0:
-        raise RecoveryFailed(f"pg_ctl could not start the restored server in {data_dir}: "
-                             f"{(done.stderr or done.stdout).strip()}")
+        raise RecoveryFailed(
+            f"pg_ctl could not start the restored server in {data_dir}: {(done.stderr or done.stdout).strip()}"
+        )
     return log
 
 
@@ -91,8 +94,9 @@ def postmaster_pid(data_dir: Path) -> int | None:
     return pid if pid_alive(pid) else None
 
 
-def wait_for_recovery(data_dir: Path, dsn: str, log: Path, timeout: float,
-                      on_replay: Callable[[str], None] | None = None) -> Reached:
+def wait_for_recovery(
+    data_dir: Path, dsn: str, log: Path, timeout: float, on_replay: Callable[[str], None] | None = None
+) -> Reached:
     """Poll until recovery pauses at its target, promotes, or shuts down there; fail with the log's
     FATAL line when the server stops otherwise (e.g. WAL missing or damaged). ``on_replay(lsn)``: the
     replay location while recovery runs (once the server accepts connections)."""
@@ -111,8 +115,10 @@ def wait_for_recovery(data_dir: Path, dsn: str, log: Path, timeout: float,
         if state is None and pid and "pausing at the end of recovery" in _log_text(log):
             return Reached("paused", None, None, None, _stop_line(log))  # hot_standby = off: no queries
         time.sleep(0.1)
-    raise RecoveryFailed(f"recovery did not end within {timeout:g} s; the server in {data_dir} is still running",
-                         hint=f"follow {log}; stop it with pg_ctl -D {data_dir} stop")
+    raise RecoveryFailed(
+        f"recovery did not end within {timeout:g} s; the server in {data_dir} is still running",
+        hint=f"follow {log}; stop it with pg_ctl -D {data_dir} stop",
+    )
 
 
 _STATE_SQL = """
@@ -166,5 +172,4 @@ def _stopped(log: Path) -> Reached:
     fatal = [m["message"] for m in _FAILURE.finditer(text) if not _CONNECTION_NOISE.search(m["message"])]
     ours = [line.strip() for line in text.splitlines() if line.startswith("hadr:")]  # wal-fetch's own words
     detail = "\n  ".join(ours[-1:] + fatal[-3:]) or "\n  ".join(text.strip().splitlines()[-5:]) or "(empty log)"
-    raise RecoveryFailed(f"recovery stopped with an error; PostgreSQL said:\n  {detail}",
-                         hint=f"the full log is {log}")
+    raise RecoveryFailed(f"recovery stopped with an error; PostgreSQL said:\n  {detail}", hint=f"the full log is {log}")

@@ -83,23 +83,41 @@ class RestoreResult:
     conninfo: str | None = None  # how to connect to the restored server (no password), once it has a port
 
     def to_json(self) -> dict[str, Any]:
-        return {"source": self.source, "directory": self.directory, "previous_contents": self.previous,
-                "previous_path": self.previous_path, **self.plan.to_json(), "files": self.files,
-                "bytes": self.bytes, "port": self.port, "started": self.started, "state": self.state,
-                "reached_time": rfc3339(self.reached_time), "reached_lsn": self.reached_lsn,
-                "reached_timeline": self.reached_timeline, "postgres_said": self.stop_line,
-                "seconds": round(self.seconds, 3), "extract_seconds": round(self.extract_seconds, 3),
-                "verified": self.verified,
-                "settings": self.settings}
+        return {
+            "source": self.source,
+            "directory": self.directory,
+            "previous_contents": self.previous,
+            "previous_path": self.previous_path,
+            **self.plan.to_json(),
+            "files": self.files,
+            "bytes": self.bytes,
+            "port": self.port,
+            "started": self.started,
+            "state": self.state,
+            "reached_time": rfc3339(self.reached_time),
+            "reached_lsn": self.reached_lsn,
+            "reached_timeline": self.reached_timeline,
+            "postgres_said": self.stop_line,
+            "seconds": round(self.seconds, 3),
+            "extract_seconds": round(self.extract_seconds, 3),
+            "verified": self.verified,
+            "settings": self.settings,
+        }
 
     def render(self, out) -> None:
         plan, stop = self.plan, self.plan.stop_record
-        rows = [("target", plan.target.describe() + (" (UTC)" if plan.target.kind == TIME else "")),
-                ("backup", f"{plan.backup.id} (timeline {plan.backup.timeline}, finished "
-                           f"{format_time(plan.backup.stop_time)})"),
-                ("timeline", plan.timeline),
-                ("WAL", f"{plan.segments[0]} .. {plan.segments[-1]} ({plural(len(plan.segments), 'segment')}, "
-                        f"all archived)")]
+        rows = [
+            ("target", plan.target.describe() + (" (UTC)" if plan.target.kind == TIME else "")),
+            (
+                "backup",
+                f"{plan.backup.id} (timeline {plan.backup.timeline}, finished {format_time(plan.backup.stop_time)})",
+            ),
+            ("timeline", plan.timeline),
+            (
+                "WAL",
+                f"{plan.segments[0]} .. {plan.segments[-1]} ({plural(len(plan.segments), 'segment')}, all archived)",
+            ),
+        ]
         if stop is not None and stop.time is not None:
             rows.append(("stops at", f"{stop.kind} of transaction {stop.xid} at {format_time(stop.time)}"))
         rows += [("note", note) for note in plan.notes]
@@ -111,14 +129,22 @@ class RestoreResult:
             rows.append(("verified", "passed: pg_verifybackup found every file as the backup's manifest lists it"))
         rows.append(("state", self.state if self.started else "configured, not started"))
         if self.started:
-            reached = (f"{format_time(self.reached_time)} (the last transaction replayed)"
-                       if self.reached_time is not None else "not known (no transaction replayed, or no query "
-                                                             "answered)")
+            reached = (
+                f"{format_time(self.reached_time)} (the last transaction replayed)"
+                if self.reached_time is not None
+                else "not known (no transaction replayed, or no query answered)"
+            )
             rows += [("port", self.port), ("reached", reached), ("LSN", self.reached_lsn or "-")]
             if self.stop_line:
                 rows.append(("PostgreSQL", self.stop_line))
-        rows += next_steps(self.directory, self.bin_dir, self.state, self.settings.get("recovery_target_action", ""),
-                           self.conninfo, self.port)
+        rows += next_steps(
+            self.directory,
+            self.bin_dir,
+            self.state,
+            self.settings.get("recovery_target_action", ""),
+            self.conninfo,
+            self.port,
+        )
         rows.append(("took", f"{self.seconds:.1f} s (extract {self.extract_seconds:.1f} s)"))
         out.kv(rows)
 
@@ -132,8 +158,9 @@ def run_restore_pg(policy: Policy, opts: RestoreOptions, ui=None) -> RestoreResu
     refuse_unsafe(policy, to, force=opts.force, discard=opts.discard)
     with open_repo(policy) as repo, tempfile.TemporaryDirectory(prefix="hadr-wal-") as wal_cache:
         # 2. choose a whole backup and prove the archive reaches the target: nothing is written before this
-        plan = plan_restore(repo, source, opts.target, timeline=opts.timeline, backup_id=opts.backup_id,
-                            wal_cache=Path(wal_cache))
+        plan = plan_restore(
+            repo, source, opts.target, timeline=opts.timeline, backup_id=opts.backup_id, wal_cache=Path(wal_cache)
+        )
         # 3. DIR made ready: created, or emptied, or (--force) its old contents moved aside
         workspace = Workspace.prepare(to, force=opts.force, discard=opts.discard)
         # 4. files, WAL and recovery configuration; on any failure DIR is put back as it was
@@ -151,14 +178,23 @@ def run_restore_pg(policy: Policy, opts: RestoreOptions, ui=None) -> RestoreResu
     return result
 
 
-def write_restore(repo: Repository, policy: Policy, source: PostgresSource, plan: RestorePlan,
-                  opts: RestoreOptions, workspace: Workspace, wal_cache: Path, ui=None) -> RestoreResult:
+def write_restore(
+    repo: Repository,
+    policy: Policy,
+    source: PostgresSource,
+    plan: RestorePlan,
+    opts: RestoreOptions,
+    workspace: Workspace,
+    wal_cache: Path,
+    ui=None,
+) -> RestoreResult:
     """The base backup extracted (the WAL staged meanwhile), checked with --verify, configured for recovery."""
     to, owner = workspace.path, workspace.owner
     extracted = time.monotonic()
     tar_bytes = sum(o.raw_size for o in plan.backup.entry.objects if o.key in plan.backup.meta.tar_objects)
-    with shown_by(ui, f"restore {to}: extracting backup {plan.backup.id}", total=tar_bytes, label="extract") \
-            as progress:
+    with shown_by(
+        ui, f"restore {to}: extracting backup {plan.backup.id}", total=tar_bytes, label="extract"
+    ) as progress:
         stats, staged = extract_and_stage(repo, plan, to, owner, wal_cache, stage=opts.stage_wal, progress=progress)
     extract_seconds = time.monotonic() - extracted
     if opts.verify:
@@ -166,18 +202,38 @@ def write_restore(repo: Repository, policy: Policy, source: PostgresSource, plan
     # recovery.signal, one recovery_target_*, restore_command, archive_mode = off, the port
     port = opts.port or (free_port() if opts.start else None)
     settings = restore_settings(policy, source, plan, opts, port, staged=bool(staged))
-    recovery.write_recovery_config(to, settings, owner, f"hadr restore of backup {plan.backup.id} "
-                                                        f"to {plan.target.describe()}")
-    return RestoreResult(source.name, str(to), plan, stats.files, stats.bytes, port, opts.start, "configured",
-                         extract_seconds=extract_seconds, settings=settings, verified=opts.verify,
-                         bin_dir=source.bin_dir, conninfo=_conninfo(source, port, shown=True) if port else None,
-                         previous={MOVED: "moved aside", DISCARDED: "deleted"}.get(workspace.before),
-                         previous_path=str(workspace.aside) if workspace.aside else None)
+    recovery.write_recovery_config(
+        to, settings, owner, f"hadr restore of backup {plan.backup.id} to {plan.target.describe()}"
+    )
+    return RestoreResult(
+        source.name,
+        str(to),
+        plan,
+        stats.files,
+        stats.bytes,
+        port,
+        opts.start,
+        "configured",
+        extract_seconds=extract_seconds,
+        settings=settings,
+        verified=opts.verify,
+        bin_dir=source.bin_dir,
+        conninfo=_conninfo(source, port, shown=True) if port else None,
+        previous={MOVED: "moved aside", DISCARDED: "deleted"}.get(workspace.before),
+        previous_path=str(workspace.aside) if workspace.aside else None,
+    )
 
 
-def extract_and_stage(repo: Repository, plan: RestorePlan, to: Path, owner: tuple[int, int] | None,
-                      wal_cache: Path, *, stage: bool, progress: Progress | None = None
-                      ) -> tuple[ExtractStats, list[str]]:
+def extract_and_stage(
+    repo: Repository,
+    plan: RestorePlan,
+    to: Path,
+    owner: tuple[int, int] | None,
+    wal_cache: Path,
+    *,
+    stage: bool,
+    progress: Progress | None = None,
+) -> tuple[ExtractStats, list[str]]:
     """The base backup extracted and synced to disk; meanwhile (``stage``) the WAL the proof found is
     staged in pg_wal, so that replay needs no fetch per segment. A failed extraction stops the staging."""
     stop = threading.Event()
@@ -191,8 +247,9 @@ def extract_and_stage(repo: Repository, plan: RestorePlan, to: Path, owner: tupl
         return stats, staging.result() if staging else []
 
 
-def extract_backup(repo: Repository, plan: RestorePlan, to: Path, owner: tuple[int, int] | None,
-                   progress: Progress | None = None) -> ExtractStats:
+def extract_backup(
+    repo: Repository, plan: RestorePlan, to: Path, owner: tuple[int, int] | None, progress: Progress | None = None
+) -> ExtractStats:
     """The backup's tar objects extracted safely; an error names the object being read."""
     entry = plan.backup.entry
     sha = {o.key: o.sha256 for o in entry.objects}
@@ -219,8 +276,14 @@ def extract_backup(repo: Repository, plan: RestorePlan, to: Path, owner: tuple[i
     return stats
 
 
-def stage_wal(repo: Repository, plan: RestorePlan, to: Path, owner: tuple[int, int] | None,
-              cache: Path, stop: threading.Event | None = None) -> list[str]:
+def stage_wal(
+    repo: Repository,
+    plan: RestorePlan,
+    to: Path,
+    owner: tuple[int, int] | None,
+    cache: Path,
+    stop: threading.Event | None = None,
+) -> list[str]:
     """Copy the segments recovery will replay into pg_wal, verified against their SHA-256 (those the
     proof already fetched and verified come from ``cache``), until ``stop`` is set.
 
@@ -252,14 +315,25 @@ def verify_files(to: Path, source: PostgresSource) -> None:
     """pg_verifybackup -n: every file against the backup's own manifest (WAL is checked by replay)."""
     import subprocess
 
-    done = subprocess.run([os.path.join(source.bin_dir, "pg_verifybackup"), "-n", "-q", str(to)],
-                          capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    done = subprocess.run(
+        [os.path.join(source.bin_dir, "pg_verifybackup"), "-n", "-q", str(to)],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
     if done.returncode != 0:
         raise recovery.RecoveryFailed(f"pg_verifybackup found problems in {to}:\n{done.stderr.strip()}")
 
 
-def restore_settings(policy: Policy, source: PostgresSource, plan: RestorePlan, opts: RestoreOptions,
-                     port: int | None, *, staged: bool = False) -> dict[str, str]:
+def restore_settings(
+    policy: Policy,
+    source: PostgresSource,
+    plan: RestorePlan,
+    opts: RestoreOptions,
+    port: int | None,
+    *,
+    staged: bool = False,
+) -> dict[str, str]:
     settings = recovery_settings(plan.target, plan.timeline, opts.action)
     command = recovery.restore_command(policy, source.name)
     # a staged segment is read from pg_wal, and timeline 1 never has a history file: the archive is
@@ -280,14 +354,19 @@ def _conninfo(source: PostgresSource, port: int | None, *, shown: bool = False) 
     return " ".join(f"{k}={v}" for k, v in conninfo.items() if not (shown and k == "password"))
 
 
-def reach(result: RestoreResult, to: Path, source: PostgresSource, port: int | None, timeout: float,
-          ui=None) -> None:
+def reach(result: RestoreResult, to: Path, source: PostgresSource, port: int | None, timeout: float, ui=None) -> None:
     log = recovery.start_server(to, source.bin_dir)
     plan = result.plan
     segment_size = plan.backup.meta.wal_segment_size
     first = plan.backup.start_lsn // segment_size
-    with shown_by(ui, f"restore {to}: replaying WAL to {plan.target.describe()}", total=len(plan.segments),
-                  unit="segments", label="replay") as progress:
+    with shown_by(
+        ui,
+        f"restore {to}: replaying WAL to {plan.target.describe()}",
+        total=len(plan.segments),
+        unit="segments",
+        label="replay",
+    ) as progress:
+
         def replayed(lsn: str) -> None:
             progress.update(min(max(wal.parse_lsn(lsn) // segment_size - first, 0), len(plan.segments)))
 

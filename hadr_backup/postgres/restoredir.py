@@ -1,12 +1,12 @@
 """The directory ``hadr restore pg`` writes into: what it must never hit, and putting it back on failure.
 
-    refuse_unsafe(policy, to, ...)   before planning, touching nothing: --to must not be, hold or lie
-                                     inside the repository, the key file, the policy file, a source's
-                                     data, or a directory holding a postmaster.pid; non-empty only with --force
-    Workspace.prepare(to, ...)       once the plan holds: created, or emptied (--force --discard), or its
-                                     old contents moved aside to ``<dir>.hadr-old-<UTC stamp>`` (--force)
-    workspace.put_back_on_failure()  any failure while writing: the partial directory goes, and the
-                                     directory is as it was before (old contents moved back)
+refuse_unsafe(policy, to, ...)   before planning, touching nothing: --to must not be, hold or lie
+                                 inside the repository, the key file, the policy file, a source's
+                                 data, or a directory holding a postmaster.pid; non-empty only with --force
+Workspace.prepare(to, ...)       once the plan holds: created, or emptied (--force --discard), or its
+                                 old contents moved aside to ``<dir>.hadr-old-<UTC stamp>`` (--force)
+workspace.put_back_on_failure()  any failure while writing: the partial directory goes, and the
+                                 directory is as it was before (old contents moved back)
 """
 
 from __future__ import annotations
@@ -33,11 +33,16 @@ ABSENT, EMPTY, DISCARDED, MOVED = "absent", "empty", "discarded", "moved aside" 
 
 def kept_paths(policy: Policy) -> list[tuple[str, str]]:
     """(what, path) of everything a restore must never write over, move or delete."""
-    kept = [("the repository", policy.repository.path), ("the key file", policy.encryption.key_file),
-            ("the policy file", policy.path if os.path.isfile(policy.path) else None)]
+    kept = [
+        ("the repository", policy.repository.path),
+        ("the key file", policy.encryption.key_file),
+        ("the policy file", policy.path if os.path.isfile(policy.path) else None),
+    ]
     for source in policy.sources.postgres:
-        kept += [(f"the data directory of PostgreSQL source {source.name}", source.data_dir),
-                 (f"the WAL spool of PostgreSQL source {source.name}", source.spool_dir)]
+        kept += [
+            (f"the data directory of PostgreSQL source {source.name}", source.data_dir),
+            (f"the WAL spool of PostgreSQL source {source.name}", source.spool_dir),
+        ]
     kept += [(f"the AOF directory of Redis source {source.name}", source.aof_dir) for source in policy.sources.redis]
     return [(what, path) for what, path in kept if path]
 
@@ -60,8 +65,9 @@ def refuse_unsafe(policy: Policy, to: Path, *, force: bool, discard: bool) -> No
     real = os.path.realpath(to)
     if real == os.sep:
         raise UsageError(f"--to {to} is the root directory", hint="restore into a directory of its own")
-    hits = [f"{how} {what} {path}" for what, path in kept_paths(policy)
-            if (how := relation(real, os.path.realpath(path)))]
+    hits = [
+        f"{how} {what} {path}" for what, path in kept_paths(policy) if (how := relation(real, os.path.realpath(path)))
+    ]
     if hits:
         raise UsageError(f"--to {to} {'; '.join(hits)}", hint="restore into a directory of its own, outside these")
     for parent in Path(real).parents:  # inside a data directory whose server may be running
@@ -77,8 +83,11 @@ def refuse_unsafe(policy: Policy, to: Path, *, force: bool, discard: bool) -> No
 
 
 def _not_empty(to: Path) -> UsageError:
-    return UsageError(f"{to} is not empty", hint="restore into an empty directory, or add --force to move what it "
-                                                 "holds aside (--force --discard: delete it)")
+    return UsageError(
+        f"{to} is not empty",
+        hint="restore into an empty directory, or add --force to move what it "
+        "holds aside (--force --discard: delete it)",
+    )
 
 
 def _refuse_server(to: Path, real_to: str, directory: Path) -> None:
@@ -88,10 +97,15 @@ def _refuse_server(to: Path, real_to: str, directory: Path) -> None:
     how = relation(real_to, os.path.realpath(directory))
     place = "" if how == "is" else f" {directory},"
     pid = recovery.postmaster_pid(directory)
-    server = f"a running PostgreSQL server (postmaster.pid {pid})" if pid else \
-        "a PostgreSQL server that is running or was not shut down cleanly (it has a postmaster.pid)"
-    raise UsageError(f"--to {to} {how}{place} the data directory of {server}",
-                     hint="stop that server first; a restore never replaces a cluster that may be running")
+    server = (
+        f"a running PostgreSQL server (postmaster.pid {pid})"
+        if pid
+        else "a PostgreSQL server that is running or was not shut down cleanly (it has a postmaster.pid)"
+    )
+    raise UsageError(
+        f"--to {to} {how}{place} the data directory of {server}",
+        hint="stop that server first; a restore never replaces a cluster that may be running",
+    )
 
 
 @dataclass
@@ -169,8 +183,10 @@ def _move_aside(to: Path) -> Path:
         os.rename(to, aside)
     except OSError as error:
         why = "it is a mount point" if error.errno in (errno.EBUSY, errno.EXDEV) else _os_text(error)
-        raise UsageError(f"--force cannot move what {to} holds aside (to {aside}): {why}",
-                         hint="add --discard to delete it instead, or restore into another directory") from error
+        raise UsageError(
+            f"--force cannot move what {to} holds aside (to {aside}): {why}",
+            hint="add --discard to delete it instead, or restore into another directory",
+        ) from error
     return aside
 
 

@@ -44,16 +44,34 @@ class RestorePlan:
 
     def to_json(self) -> dict:
         stop = self.stop_record
-        return {"backup": self.backup.id, "notes": self.notes, "timeline": self.timeline,
-                "target": self.target.to_json(),
-                "wal_from": self.segments[0] if self.segments else None,
-                "wal_to": self.segments[-1] if self.segments else None, "wal_segments": len(self.segments),
-                "stops_at": None if stop is None else {"lsn": wal.format_lsn(stop.lsn), "kind": stop.kind,
-                                                         "xid": stop.xid or None, "time": rfc3339(stop.time)}}
+        return {
+            "backup": self.backup.id,
+            "notes": self.notes,
+            "timeline": self.timeline,
+            "target": self.target.to_json(),
+            "wal_from": self.segments[0] if self.segments else None,
+            "wal_to": self.segments[-1] if self.segments else None,
+            "wal_segments": len(self.segments),
+            "stops_at": None
+            if stop is None
+            else {
+                "lsn": wal.format_lsn(stop.lsn),
+                "kind": stop.kind,
+                "xid": stop.xid or None,
+                "time": rfc3339(stop.time),
+            },
+        }
 
 
-def plan_restore(repo, source, target: RecoveryTarget, *, timeline: int | None = None,
-                 backup_id: str | None = None, wal_cache: Path | None = None) -> RestorePlan:
+def plan_restore(
+    repo,
+    source,
+    target: RecoveryTarget,
+    *,
+    timeline: int | None = None,
+    backup_id: str | None = None,
+    wal_cache: Path | None = None,
+) -> RestorePlan:
     """The restore plan for ``target`` on ``source`` (a PostgresSource), or TargetUnreachable (or
     BackupNotWhole when the backup asked for, or every one that could serve, lacks an object).
 
@@ -61,21 +79,30 @@ def plan_restore(repo, source, target: RecoveryTarget, *, timeline: int | None =
     that staging them does not fetch them again."""
     view = ArchiveView.load(repo, source.name)
     keep = STAGE_KEEP if wal_cache else 0
-    with WalReader(repo, source.name, view.archived, source.bin_dir, view.segment_size, directory=wal_cache,
-                   keep=keep) as reader:
+    with WalReader(
+        repo, source.name, view.archived, source.bin_dir, view.segment_size, directory=wal_cache, keep=keep
+    ) as reader:
         planner = _Planner(view, reader, target, backup_id, repo.object_problem)
         try:
             return planner.plan(timeline)
         except TargetUnreachable as refusal:
             windows = restorable_window(repo, source.name, view=view, reader=reader)
             listed = "\n".join(f"  {w.describe()}" for w in windows) or "  (none: no restorable backup)"
-            raise TargetUnreachable(f"{refusal.message}\nrestorable window of {source.name}:\n{listed}",
-                                    hint=refusal.hint or "choose a target inside the window") from refusal
+            raise TargetUnreachable(
+                f"{refusal.message}\nrestorable window of {source.name}:\n{listed}",
+                hint=refusal.hint or "choose a target inside the window",
+            ) from refusal
 
 
 class _Planner:
-    def __init__(self, view: ArchiveView, reader: WalReader, target: RecoveryTarget, backup_id: str | None,
-                 object_problem: Callable[[StoredObject], tuple[str, str] | None]):
+    def __init__(
+        self,
+        view: ArchiveView,
+        reader: WalReader,
+        target: RecoveryTarget,
+        backup_id: str | None,
+        object_problem: Callable[[StoredObject], tuple[str, str] | None],
+    ):
         self.view, self.reader, self.target, self.backup_id = view, reader, target, backup_id
         self.object_problem = object_problem
         self.problems: dict[str, list[str]] = {}  # backup id -> what is missing or short, once checked
@@ -89,17 +116,23 @@ class _Planner:
             raise TargetUnreachable(f"timeline {self.timeline} cannot be followed: {error}") from error
         candidates = self._candidates()
         # 2. per target kind: the backup (the newest whole one that serves), and the record where recovery stops
-        resolve = {TIME: self._time, LSN: self._lsn, XID: self._xid, NAME: self._name, LATEST: self._latest,
-                   IMMEDIATE: self._immediate}[self.target.kind]
+        resolve = {
+            TIME: self._time,
+            LSN: self._lsn,
+            XID: self._xid,
+            NAME: self._name,
+            LATEST: self._latest,
+            IMMEDIATE: self._immediate,
+        }[self.target.kind]
         backup, stop = resolve(candidates)
-        notes = [f"backup {b} is not whole ({'; '.join(p)}); using {backup.id}"
-                 for b, p in self.problems.items() if p]
+        notes = [f"backup {b} is not whole ({'; '.join(p)}); using {backup.id}" for b, p in self.problems.items() if p]
         # 3. every segment from the backup's start to that record is archived
         end = stop.lsn if stop is not None else max(backup.stop_lsn - 1, backup.start_lsn)
         missing = missing_between(self.view, self.spans, backup.start_lsn, end)
         if missing:
-            raise TargetUnreachable(f"WAL is missing between backup {backup.id} and {self.target.describe()}: "
-                                    f"{describe_gap(missing)}")
+            raise TargetUnreachable(
+                f"WAL is missing between backup {backup.id} and {self.target.describe()}: {describe_gap(missing)}"
+            )
         segments = wal.segments_for_range(backup.start_lsn, end, self.spans, self.view.segment_size)
         target = replace(self.target, value=stop.lsn) if self.target.kind == LATEST and stop else self.target
         return RestorePlan(backup, self.timeline, target, segments, stop, self.view.archived, notes)
@@ -110,18 +143,25 @@ class _Planner:
             chosen = [b for b in on_path if b.id == self.backup_id]
             if not chosen:
                 known = next((b for b in self.view.backups if b.id == self.backup_id), None)
-                why = (f"it is on timeline {known.timeline}, not on the path of timeline {self.timeline}"
-                       if known else "there is no complete PostgreSQL backup with that id for this source")
+                why = (
+                    f"it is on timeline {known.timeline}, not on the path of timeline {self.timeline}"
+                    if known
+                    else "there is no complete PostgreSQL backup with that id for this source"
+                )
                 raise TargetUnreachable(f"backup {self.backup_id} cannot be used: {why}")
             problems = self._not_whole(chosen[0])
             if problems:
-                raise BackupNotWhole(f"backup {self.backup_id} cannot be restored: {'; '.join(problems)}",
-                                     hint="`hadr verify repo` lists what else is damaged; restore another backup, "
-                                          "or leave out --backup to use the newest whole one")
+                raise BackupNotWhole(
+                    f"backup {self.backup_id} cannot be restored: {'; '.join(problems)}",
+                    hint="`hadr verify repo` lists what else is damaged; restore another backup, "
+                    "or leave out --backup to use the newest whole one",
+                )
             return chosen
         if not on_path:
-            raise TargetUnreachable(f"no complete backup of {self.view.source} lies on timeline {self.timeline}'s "
-                                    f"path", hint="take one with `hadr backup pg`")
+            raise TargetUnreachable(
+                f"no complete backup of {self.view.source} lies on timeline {self.timeline}'s path",
+                hint="take one with `hadr backup pg`",
+            )
         return on_path
 
     def _consistent(self, backup: BackupPoint) -> list[str]:
@@ -131,8 +171,9 @@ class _Planner:
         first, last_needed = backup.start_lsn // size, max(backup.stop_lsn - 1, backup.start_lsn) // size
         if first + len(chain) - 1 < last_needed:
             missing = self.view.segment_for(self.spans, first + len(chain))
-            raise TargetUnreachable(f"backup {backup.id} cannot be made consistent: WAL segment {missing} "
-                                    f"is not archived")
+            raise TargetUnreachable(
+                f"backup {backup.id} cannot be made consistent: WAL segment {missing} is not archived"
+            )
         return chain
 
     def _not_whole(self, backup: BackupPoint) -> list[str]:
@@ -148,8 +189,10 @@ class _Planner:
             if not self._not_whole(backup):
                 return backup
         listed = "; ".join(f"backup {b.id}: {', '.join(self.problems[b.id])}" for b in reversed(backups))
-        raise BackupNotWhole(f"no whole backup can serve {self.target.describe()} ({listed})",
-                             hint="`hadr verify repo` lists what is damaged; take a new backup with `hadr backup pg`")
+        raise BackupNotWhole(
+            f"no whole backup can serve {self.target.describe()} ({listed})",
+            hint="`hadr verify repo` lists what is damaged; take a new backup with `hadr backup pg`",
+        )
 
     def _newest_consistent(self, backups: list[BackupPoint]) -> tuple[BackupPoint, list[str]]:
         """The newest whole one of ``backups`` and its chain. (When its own WAL is missing, older
@@ -168,9 +211,11 @@ class _Planner:
         newest = self.view.newest_on(self.spans)
         if newest and chain and chain[-1][8:] < newest[8:]:
             gap = self.view.segment_for(self.spans, wal.segment_number(chain[-1], self.view.segment_size) + 1)
-            raise TargetUnreachable(f"{self.target.describe()} is beyond a gap in the archive: WAL segment {gap} "
-                                    f"is missing, so WAL after it (up to {newest}) cannot be replayed",
-                                    hint="restore to a target before the gap (inside the window below)")
+            raise TargetUnreachable(
+                f"{self.target.describe()} is beyond a gap in the archive: WAL segment {gap} "
+                f"is missing, so WAL after it (up to {newest}) cannot be replayed",
+                hint="restore to a target before the gap (inside the window below)",
+            )
 
     def _latest(self, candidates: list[BackupPoint]) -> tuple[BackupPoint, WalRecord]:
         backup, chain = self._newest_consistent(candidates)
@@ -179,25 +224,31 @@ class _Planner:
             records = [r for r in self.reader.decode([name], everything=True).records if r.lsn >= backup.stop_lsn]
             if records:
                 return backup, records[-1]
-        raise TargetUnreachable(f"no WAL record after backup {backup.id}'s end was found in the archive",
-                                hint=f"restore with --backup {backup.id} alone to stop where it ends")
+        raise TargetUnreachable(
+            f"no WAL record after backup {backup.id}'s end was found in the archive",
+            hint=f"restore with --backup {backup.id} alone to stop where it ends",
+        )
 
     def _time(self, candidates: list[BackupPoint]) -> tuple[BackupPoint, WalRecord]:
         moment = self.target.value.timestamp()  # type: ignore[union-attr]
         usable = [b for b in candidates if b.stop_time <= moment]
         if not usable:
             oldest = min(candidates, key=lambda b: b.stop_time)
-            raise TargetUnreachable(f"{self.target.describe()} is before the end of the oldest usable backup "
-                                    f"({oldest.id} finished at {format_time(oldest.stop_time)})")
+            raise TargetUnreachable(
+                f"{self.target.describe()} is before the end of the oldest usable backup "
+                f"({oldest.id} finished at {format_time(oldest.stop_time)})"
+            )
         backup, chain = self._newest_consistent(usable)
         first = self._first_after(chain, backup, moment)
         # any transaction end after the target in the (gap-free) chain proves it reachable...
         later = self._last_end_after(chain, first)
         if later is None:
             self._refuse_at_gap(chain)
-            raise TargetUnreachable(f"no transaction ended after {self.target.describe()} in the archived WAL, so "
-                                    f"recovery could not tell that it reached the target",
-                                    hint="wait for the next commit to be archived, or pick an earlier time")
+            raise TargetUnreachable(
+                f"no transaction ended after {self.target.describe()} in the archived WAL, so "
+                f"recovery could not tell that it reached the target",
+                hint="wait for the next commit to be archived, or pick an earlier time",
+            )
         # ...and the first one is where recovery stops
         index = self._bisect(chain, first, later)
         found = self._scan(backup, chain, self._ends_after, start=max(index - 1, first))
@@ -248,8 +299,10 @@ class _Planner:
         lsn = int(self.target.value)  # type: ignore[arg-type]
         usable = [b for b in candidates if b.stop_lsn <= lsn]
         if not usable:
-            raise TargetUnreachable(f"{self.target.describe()} is before the end of every usable backup "
-                                    f"(the oldest ends at {wal.format_lsn(candidates[0].stop_lsn)})")
+            raise TargetUnreachable(
+                f"{self.target.describe()} is before the end of every usable backup "
+                f"(the oldest ends at {wal.format_lsn(candidates[0].stop_lsn)})"
+            )
         backup, chain = self._newest_consistent(usable)
         start = lsn // self.view.segment_size - backup.start_lsn // self.view.segment_size
         found = self._scan(backup, chain, lambda r: r.lsn >= lsn, start=start, everything=True)
@@ -260,13 +313,15 @@ class _Planner:
 
     def _xid(self, candidates: list[BackupPoint]) -> tuple[BackupPoint, WalRecord]:
         xid = int(self.target.value)  # type: ignore[arg-type]
-        return self._search(candidates, lambda r: r.kind in (COMMIT, ABORT) and r.xid == xid,
-                            f"the commit or abort of transaction {xid}")
+        return self._search(
+            candidates,
+            lambda r: r.kind in (COMMIT, ABORT) and r.xid == xid,
+            f"the commit or abort of transaction {xid}",
+        )
 
     def _name(self, candidates: list[BackupPoint]) -> tuple[BackupPoint, WalRecord]:
         name = self.target.value
-        return self._search(candidates, lambda r: r.kind == RESTORE_POINT and r.name == name,
-                            f"restore point {name!r}")
+        return self._search(candidates, lambda r: r.kind == RESTORE_POINT and r.name == name, f"restore point {name!r}")
 
     def _search(self, candidates: list[BackupPoint], match, what: str) -> tuple[BackupPoint, WalRecord]:
         """Scan the archive after the oldest backup for ``match``; use the newest backup before it."""
@@ -279,12 +334,13 @@ class _Planner:
             raise TargetUnreachable(f"{what} is not in the archived WAL after backup {oldest.id}")
         return self._newest_whole([b for b in candidates if b.stop_lsn <= found.lsn]), found
 
-    def _scan(self, backup: BackupPoint, chain: list[str], match, *, start: int,
-              everything: bool = False) -> WalRecord | None:
+    def _scan(
+        self, backup: BackupPoint, chain: list[str], match, *, start: int, everything: bool = False
+    ) -> WalRecord | None:
         """The first record in ``chain[start:]`` after the backup's end that ``match``es."""
         index, size = max(start, 0), 2
         while index < len(chain):
-            batch = _same_timeline(chain[index:index + size])
+            batch = _same_timeline(chain[index : index + size])
             size = min(size * 2, BATCH)
             decoded = self.reader.decode(batch, everything=everything)
             for record in decoded.records:
@@ -305,4 +361,3 @@ def _same_timeline(names: list[str]) -> list[str]:
             break
         run.append(name)
     return run
-

@@ -47,9 +47,10 @@ def connect(source: PostgresSource, dbname: str | None = None):
     try:
         return open_connection(dsn)
     except psycopg.OperationalError as error:
-        raise ServerError(f"cannot connect to PostgreSQL source {source.name} ({source.dsn}): "
-                          f"{str(error).strip()}",
-                          hint="check sources.postgres[].dsn and that the server runs") from error
+        raise ServerError(
+            f"cannot connect to PostgreSQL source {source.name} ({source.dsn}): {str(error).strip()}",
+            hint="check sources.postgres[].dsn and that the server runs",
+        ) from error
 
 
 def open_connection(dsn: str, connect_timeout: int = 10):
@@ -63,8 +64,9 @@ def open_connection(dsn: str, connect_timeout: int = 10):
     """
     import psycopg
 
-    conn = psycopg.connect(dsn, autocommit=True, connect_timeout=connect_timeout, application_name="hadr",
-                           client_encoding="UTF8")
+    conn = psycopg.connect(
+        dsn, autocommit=True, connect_timeout=connect_timeout, application_name="hadr", client_encoding="UTF8"
+    )
     try:
         if conn.info.parameter_status("server_encoding") == "SQL_ASCII":
             conn.execute("set client_encoding to 'SQL_ASCII'")
@@ -95,11 +97,17 @@ def _exact_text_loader() -> type:
 def inspect_server(source: PostgresSource) -> ServerFacts:
     with connect(source) as conn:
         row = conn.execute(_FACTS_SQL).fetchone()
-        databases = [r[0] for r in conn.execute(
-            "select datname from pg_database where not datistemplate and datallowconn order by 1")]
-        tablespaces = [(r[0], r[1]) for r in conn.execute(
-            "select spcname, pg_tablespace_location(oid) from pg_tablespace "
-            "where spcname not in ('pg_default', 'pg_global') order by 1")]
+        databases = [
+            r[0]
+            for r in conn.execute("select datname from pg_database where not datistemplate and datallowconn order by 1")
+        ]
+        tablespaces = [
+            (r[0], r[1])
+            for r in conn.execute(
+                "select spcname, pg_tablespace_location(oid) from pg_tablespace "
+                "where spcname not in ('pg_default', 'pg_global') order by 1"
+            )
+        ]
     return ServerFacts(row[0], row[1], row[2], int(row[3]), row[4], row[5], row[6], row[7], databases, tablespaces)
 
 
@@ -107,8 +115,10 @@ def databases_size(source: PostgresSource) -> int | None:
     """The size of the databases (what a base backup's tar roughly holds), for an ETA; None when unknown."""
     try:
         with connect(source) as conn:
-            row = conn.execute("select sum(pg_database_size(oid))::bigint from pg_database "
-                               "where has_database_privilege(oid, 'CONNECT')").fetchone()
+            row = conn.execute(
+                "select sum(pg_database_size(oid))::bigint from pg_database "
+                "where has_database_privilege(oid, 'CONNECT')"
+            ).fetchone()
     except Exception:  # an estimate only: the backup itself says what is wrong with the connection
         return None
     return int(row[0]) if row and row[0] else None
@@ -119,17 +129,23 @@ def check_backupable(source: PostgresSource, facts: ServerFacts) -> None:
         raise UsageError(f"{source.name} runs PostgreSQL {facts.version}; hadr backs up 13 and later")
     if facts.tablespaces:
         listed = ", ".join(f"{name} ({location})" for name, location in facts.tablespaces)
-        raise UsageError(f"{source.name} has tablespaces outside the data directory: {listed}; hadr backs up "
-                         f"only clusters without them and will not silently leave them out",
-                         hint="move their tables into pg_default (ALTER TABLE ... SET TABLESPACE pg_default) "
-                              "and drop the tablespaces, or back this cluster up with another tool")
+        raise UsageError(
+            f"{source.name} has tablespaces outside the data directory: {listed}; hadr backs up "
+            f"only clusters without them and will not silently leave them out",
+            hint="move their tables into pg_default (ALTER TABLE ... SET TABLESPACE pg_default) "
+            "and drop the tablespaces, or back this cluster up with another tool",
+        )
     if facts.in_recovery:
-        raise UsageError(f"{source.name} is a standby; hadr takes base backups from the primary",
-                         hint="point sources.postgres[].dsn at the primary")
+        raise UsageError(
+            f"{source.name} is a standby; hadr takes base backups from the primary",
+            hint="point sources.postgres[].dsn at the primary",
+        )
     if facts.archive_mode == "off" or not facts.archive_command.strip() or facts.archive_command == "(disabled)":
-        raise UsageError(f"{source.name} does not archive WAL (archive_mode={facts.archive_mode}, "
-                         f"archive_command={facts.archive_command!r}); a base backup is useless without it",
-                         hint="set archive_mode = on and archive_command = 'hadr wal-push %p', then restart")
+        raise UsageError(
+            f"{source.name} does not archive WAL (archive_mode={facts.archive_mode}, "
+            f"archive_command={facts.archive_command!r}); a base backup is useless without it",
+            hint="set archive_mode = on and archive_command = 'hadr wal-push %p', then restart",
+        )
 
 
 def check_archive_identity(repo, source: PostgresSource, facts: ServerFacts) -> None:
@@ -137,20 +153,29 @@ def check_archive_identity(repo, source: PostgresSource, facts: ServerFacts) -> 
 
     identity = load_identity(repo, source.name)
     if identity is not None and str(identity.system_identifier) != facts.system_identifier:
-        raise UsageError(f"the repository's WAL archive for {source.name} belongs to cluster "
-                         f"{identity.system_identifier}, but {source.dsn} is cluster {facts.system_identifier}",
-                         hint="give this cluster its own source name in the policy")
+        raise UsageError(
+            f"the repository's WAL archive for {source.name} belongs to cluster "
+            f"{identity.system_identifier}, but {source.dsn} is cluster {facts.system_identifier}",
+            hint="give this cluster its own source name in the policy",
+        )
 
 
 def archiver_state(source: PostgresSource) -> dict | None:
     try:
         with connect(source) as conn:
-            row = conn.execute("select last_failed_wal, last_failed_time, failed_count, last_archived_wal, "
-                               "last_archived_time from pg_stat_archiver").fetchone()
+            row = conn.execute(
+                "select last_failed_wal, last_failed_time, failed_count, last_archived_wal, "
+                "last_archived_time from pg_stat_archiver"
+            ).fetchone()
     except HadrError:
         return None
-    return dict(zip(("last_failed_wal", "last_failed_time", "failed_count", "last_archived_wal",
-                     "last_archived_time"), row, strict=True))
+    return dict(
+        zip(
+            ("last_failed_wal", "last_failed_time", "failed_count", "last_archived_wal", "last_archived_time"),
+            row,
+            strict=True,
+        )
+    )
 
 
 def archiver_hint(source: PostgresSource) -> str:
@@ -158,7 +183,9 @@ def archiver_hint(source: PostgresSource) -> str:
     if state is None:
         return "check archive_command and the PostgreSQL log"
     if state["last_failed_wal"]:
-        return (f"the archiver last failed on {state['last_failed_wal']} at {state['last_failed_time']} "
-                f"({state['failed_count']} failures; last archived {state['last_archived_wal']}): "
-                f"check archive_command and the PostgreSQL log")
+        return (
+            f"the archiver last failed on {state['last_failed_wal']} at {state['last_failed_time']} "
+            f"({state['failed_count']} failures; last archived {state['last_archived_wal']}): "
+            f"check archive_command and the PostgreSQL log"
+        )
     return f"the archiver reports no failure (last archived {state['last_archived_wal']}); is it keeping up?"

@@ -86,10 +86,29 @@ def push_through_spool(policy: Policy, source: PostgresSource, path: str | os.Pa
         _raise_stored_error(spool, name)
         # the pusher stopped (or stalled) without storing this file: store it here, as sync mode does
         outcome = push_opening_repo(policy, source.name, read_wal_file(wal_path))
-        return WalPushResult(source.name, name, "stored", outcome.key, outcome.sha256, outcome.raw_size,
-                             outcome.stored_size, time.monotonic() - started, [], outcome.attempts)
-    return WalPushResult(source.name, name, "stored by the async pusher", fields[5], fields[5].rsplit("-", 1)[1],
-                         int(fields[2]), int(fields[4]), time.monotonic() - started, [])
+        return WalPushResult(
+            source.name,
+            name,
+            "stored",
+            outcome.key,
+            outcome.sha256,
+            outcome.raw_size,
+            outcome.stored_size,
+            time.monotonic() - started,
+            [],
+            outcome.attempts,
+        )
+    return WalPushResult(
+        source.name,
+        name,
+        "stored by the async pusher",
+        fields[5],
+        fields[5].rsplit("-", 1)[1],
+        int(fields[2]),
+        int(fields[4]),
+        time.monotonic() - started,
+        [],
+    )
 
 
 def _raise_stored_error(spool: str, name: str) -> None:
@@ -123,8 +142,10 @@ def run_pusher(policy: Policy, source: PostgresSource, pg_wal: str) -> int:
     running = os.path.join(spool, "pusher.running")  # for the shell test of ack_command
     try:
         replace_text(running, f"{os.getpid()}\n")
-        with open_repo(policy, write=True, lock=False, catalog=False) as repo, \
-                ThreadPoolExecutor(source.archive_workers, thread_name_prefix="hadr-push") as pool:
+        with (
+            open_repo(policy, write=True, lock=False, catalog=False) as repo,
+            ThreadPoolExecutor(source.archive_workers, thread_name_prefix="hadr-push") as pool,
+        ):
             pusher = _Pusher(repo, source.name, spool, pg_wal, policy.repository)
             stored = pusher.drain(pool, capacity=source.archive_workers * 2)
         log(f"pusher: stored {plural(stored, 'file')}, up to {pusher.most_at_once} at once")
@@ -154,7 +175,7 @@ class _Pusher:
             if time.monotonic() - pruned > 1.0:
                 _prune_markers(self.spool, self.pg_wal)
                 pruned = time.monotonic()
-            for name in self.pending(exclude=in_flight)[:max(0, capacity - len(in_flight))]:
+            for name in self.pending(exclude=in_flight)[: max(0, capacity - len(in_flight))]:
                 in_flight[name] = pool.submit(self.push, name)
             if not in_flight:
                 if time.monotonic() - idle_since > LINGER:
@@ -173,10 +194,15 @@ class _Pusher:
             entries = os.listdir(os.path.join(self.pg_wal, "archive_status"))
         except FileNotFoundError:
             return []
-        names = [e[:-6] for e in entries if e.endswith(".ready") and e[:-6] not in exclude
-                 and e[:-6] not in self.stored]
-        names = [n for n in names if not has_error(self.spool, n)
-                 and not acknowledged(self.spool, os.path.join(self.pg_wal, n), self.repo_root)]
+        names = [
+            e[:-6] for e in entries if e.endswith(".ready") and e[:-6] not in exclude and e[:-6] not in self.stored
+        ]
+        names = [
+            n
+            for n in names
+            if not has_error(self.spool, n)
+            and not acknowledged(self.spool, os.path.join(self.pg_wal, n), self.repo_root)
+        ]
         return sorted(names, key=lambda n: (not n.endswith(".history"), n))
 
     def push(self, name: str) -> int:
@@ -195,8 +221,9 @@ class _Pusher:
             st = os.stat(path)
             wal_file = read_wal_file(path)
             store = partial(push_wal_file, self.repo, self.source, wal_file, identity=self.identity)
-            outcome = push_retrying(store, self.repository.retry, name, self.repository.display,
-                                    on_retry=partial(_log_retry, name))
+            outcome = push_retrying(
+                store, self.repository.retry, name, self.repository.display, on_retry=partial(_log_retry, name)
+            )
             if wal_file.header is not None:
                 self.identity = ArchiveIdentity.of(wal_file.header)
         except FileNotFoundError:

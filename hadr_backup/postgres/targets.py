@@ -49,21 +49,32 @@ class RecoveryTarget:
         return {"kind": self.kind, "value": value, "inclusive": self.inclusive}
 
 
-def make_target(*, time: str | None = None, lsn: str | None = None, xid: str | int | None = None,
-                name: str | None = None, latest: bool = False, backup_id: str | None = None,
-                exclusive: bool = False) -> RecoveryTarget:
+def make_target(
+    *,
+    time: str | None = None,
+    lsn: str | None = None,
+    xid: str | int | None = None,
+    name: str | None = None,
+    latest: bool = False,
+    backup_id: str | None = None,
+    exclusive: bool = False,
+) -> RecoveryTarget:
     """Exactly one of the target options (``--backup`` alone means: stop as soon as it is consistent)."""
     given = [k for k, v in ((TIME, time), (LSN, lsn), (XID, xid), (NAME, name)) if v not in (None, "")]
     given += [LATEST] if latest else []
     if len(given) > 1:
-        raise BadTarget(f"give one recovery target, not {len(given)} ({', '.join(given)})",
-                        hint="PostgreSQL accepts exactly one recovery_target_* setting")
+        raise BadTarget(
+            f"give one recovery target, not {len(given)} ({', '.join(given)})",
+            hint="PostgreSQL accepts exactly one recovery_target_* setting",
+        )
     if not given:
         if backup_id:
             return RecoveryTarget(IMMEDIATE)
-        raise BadTarget("no recovery target given",
-                        hint="use --target-time T, --target-lsn LSN, --target-xid XID, --target-name NAME, --latest "
-                             "(all archived WAL), or --backup ID alone (that backup, as soon as it is consistent)")
+        raise BadTarget(
+            "no recovery target given",
+            hint="use --target-time T, --target-lsn LSN, --target-xid XID, --target-name NAME, --latest "
+            "(all archived WAL), or --backup ID alone (that backup, as soon as it is consistent)",
+        )
     kind = given[0]
     if kind == TIME:
         return RecoveryTarget(TIME, parse_target_time(time or ""), not exclusive)
@@ -89,8 +100,10 @@ def parse_target_lsn(text: str) -> int:
 def parse_target_xid(text: str | int | None) -> int:
     value = str(text).strip()
     if not value.isdigit() or not 3 <= int(value) < 1 << 32:
-        raise BadTarget(f"--target-xid {text!r} is not a transaction id",
-                        hint="a 32-bit transaction id as shown by txid_current() modulo 2^32, e.g. 1234")
+        raise BadTarget(
+            f"--target-xid {text!r} is not a transaction id",
+            hint="a 32-bit transaction id as shown by txid_current() modulo 2^32, e.g. 1234",
+        )
     return int(value)
 
 

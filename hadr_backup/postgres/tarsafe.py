@@ -79,8 +79,10 @@ def _link_inside(member_name: str, target: str, *, hard: bool) -> str:
     if target.startswith("/"):
         raise UnsafeArchive(f"tar member {member_name!r} links to the absolute path {target!r}")
     if ".." in target.split("/"):
-        raise UnsafeArchive(f"tar member {member_name!r} links outside the target directory ({target!r}: "
-                            f"link targets with '..' are refused)")
+        raise UnsafeArchive(
+            f"tar member {member_name!r} links outside the target directory ({target!r}: "
+            f"link targets with '..' are refused)"
+        )
     base = "" if hard else posixpath.dirname(member_name)
     return posixpath.normpath(posixpath.join(base, target))
 
@@ -119,8 +121,9 @@ class SafeExtractor:
         except OSError as error:
             if error.errno not in _CLASHES:  # a full disk or an I/O error is not the archive's doing
                 raise
-            raise UnsafeArchive(f"tar member {member.name!r} clashes with an entry extracted before it "
-                                f"({error.strerror})") from error
+            raise UnsafeArchive(
+                f"tar member {member.name!r} clashes with an entry extracted before it ({error.strerror})"
+            ) from error
 
     def _write(self, member: Member, body: Iterator[memoryview]) -> None:
         relative = safe_name(member.name)
@@ -143,13 +146,17 @@ class SafeExtractor:
         elif kind == HARDLINK:
             source = self._parent_checked(safe_name(_link_inside(relative, member.linkname, hard=True)))
             if os.path.islink(source) or not os.path.isfile(source):
-                raise UnsafeArchive(f"tar member {member.name!r} is a hard link to {member.linkname!r}, "
-                                    f"which is not a file extracted before it")
+                raise UnsafeArchive(
+                    f"tar member {member.name!r} is a hard link to {member.linkname!r}, "
+                    f"which is not a file extracted before it"
+                )
             os.link(source, path, follow_symlinks=False)
             self.stats.links += 1
         else:
-            raise UnsafeArchive(f"tar member {member.name!r} has type {kind!r}, which a data directory "
-                                f"never holds (device, fifo or unknown)")
+            raise UnsafeArchive(
+                f"tar member {member.name!r} has type {kind!r}, which a data directory "
+                f"never holds (device, fifo or unknown)"
+            )
         self.stats.names.add(relative)
 
     def _parent_checked(self, relative: str) -> str:
@@ -157,8 +164,9 @@ class SafeExtractor:
         path = os.path.join(self.root, relative)
         parent = os.path.realpath(os.path.dirname(path))
         if parent != self.real_root and not parent.startswith(self.real_root + os.sep):
-            raise UnsafeArchive(f"tar member {relative!r} would be written through a link that leaves "
-                                f"the target directory")
+            raise UnsafeArchive(
+                f"tar member {relative!r} would be written through a link that leaves the target directory"
+            )
         return path
 
     def _ensure_parent(self, relative: str) -> None:

@@ -57,8 +57,14 @@ def parse_header(block: bytes, offset: int) -> Member | None:
     name = _text(block[0:100])
     if block[257:262] == b"ustar" and block[345:500].strip(b"\0"):
         name = _text(block[345:500]) + "/" + name
-    return Member(name=name, type=block[156:157] or REGULAR, size=_octal(block[124:136], "size"),
-                  mode=_octal(block[100:108], "mode"), linkname=_text(block[157:257]), offset=offset)
+    return Member(
+        name=name,
+        type=block[156:157] or REGULAR,
+        size=_octal(block[124:136], "size"),
+        mode=_octal(block[100:108], "mode"),
+        linkname=_text(block[157:257]),
+        offset=offset,
+    )
 
 
 def padded(size: int) -> int:
@@ -86,7 +92,7 @@ class _Feed:
             if not self._view and not self._fill():
                 raise UnsafeArchive(f"the tar stream ends inside a member (at byte {self.offset})")
             piece = self._view[:size]
-            self._view = self._view[len(piece):]
+            self._view = self._view[len(piece) :]
             self.offset += len(piece)
             size -= len(piece)
             yield piece
@@ -133,8 +139,14 @@ def iter_members(feed: _Feed) -> Iterator[tuple[Member, Iterator[memoryview]]]:
                 long_name, long_link = records.get("path", long_name), records.get("linkpath", long_link)
             continue
         if long_name is not None or long_link is not None:
-            member = Member(long_name or member.name, member.type, member.size, member.mode,
-                            long_link if long_link is not None else member.linkname, offset)
+            member = Member(
+                long_name or member.name,
+                member.type,
+                member.size,
+                member.mode,
+                long_link if long_link is not None else member.linkname,
+                offset,
+            )
             long_name = long_link = None
         body = feed.pieces(member.size if member.type in (REGULAR, b"\0", b"7") else 0)
         yield member, body
@@ -149,7 +161,7 @@ def _pax(data: bytes, offset: int) -> dict[str, str]:
         space = data.find(b" ", position)
         try:
             length = int(data[position:space])
-            key, _, value = data[space + 1:position + length - 1].partition(b"=")
+            key, _, value = data[space + 1 : position + length - 1].partition(b"=")
         except ValueError:
             raise UnsafeArchive(f"pax header at byte {offset} is malformed") from None
         if length <= 0:

@@ -188,16 +188,16 @@ def parse_history(text: str) -> list[HistoryEntry]:
         try:
             parent, switch = int(fields[0]), parse_lsn(fields[1])
         except (ValueError, IndexError):
-            raise WalNameError(f"line {number} of a timeline history file is not "
-                               f"'<timeline> <lsn> <reason>': {line!r}") from None
+            raise WalNameError(
+                f"line {number} of a timeline history file is not '<timeline> <lsn> <reason>': {line!r}"
+            ) from None
         if entries and (parent <= entries[-1].parent_timeline or switch < entries[-1].switch_lsn):
             raise WalNameError(f"line {number} of a timeline history file goes backwards: {line!r}")
         entries.append(HistoryEntry(parent, switch, fields[2] if len(fields) > 2 else ""))
     return entries
 
 
-def timeline_ancestry(timeline: int,
-                      histories: Mapping[int, str | Sequence[HistoryEntry]]) -> list[TimelineSpan]:
+def timeline_ancestry(timeline: int, histories: Mapping[int, str | Sequence[HistoryEntry]]) -> list[TimelineSpan]:
     """The timelines ``timeline`` descends from, oldest first, with where each was left.
 
     ``histories`` maps a timeline to its ``.history`` file (text or parsed). PostgreSQL writes the
@@ -209,16 +209,18 @@ def timeline_ancestry(timeline: int,
     if timeline == 1:
         return [TimelineSpan(1, 0, None)]
     if timeline not in histories:
-        raise TimelineHistoryError(f"{history_name(timeline)} is not in the archive: the parents of "
-                                   f"timeline {timeline} are unknown",
-                                   hint="archive the .history file from the server's pg_wal")
+        raise TimelineHistoryError(
+            f"{history_name(timeline)} is not in the archive: the parents of timeline {timeline} are unknown",
+            hint="archive the .history file from the server's pg_wal",
+        )
     history = histories[timeline]
     entries = parse_history(history) if isinstance(history, str) else list(history)
     spans, begin = [], 0
     for entry in entries:
         if entry.parent_timeline >= timeline:
-            raise TimelineHistoryError(f"{history_name(timeline)} names timeline {entry.parent_timeline} "
-                                       f"as a parent of timeline {timeline}")
+            raise TimelineHistoryError(
+                f"{history_name(timeline)} names timeline {entry.parent_timeline} as a parent of timeline {timeline}"
+            )
         spans.append(TimelineSpan(entry.parent_timeline, begin, entry.switch_lsn))
         begin = entry.switch_lsn
     spans.append(TimelineSpan(timeline, begin, None))
@@ -239,8 +241,9 @@ def timeline_at(spans: Sequence[TimelineSpan], lsn: int) -> int:
     return spans[0].timeline
 
 
-def segments_for_range(start_lsn: int, end_lsn: int, spans: Sequence[TimelineSpan],
-                       segment_size: int = DEFAULT_SEGMENT_SIZE) -> list[str]:
+def segments_for_range(
+    start_lsn: int, end_lsn: int, spans: Sequence[TimelineSpan], segment_size: int = DEFAULT_SEGMENT_SIZE
+) -> list[str]:
     """The segment names recovery reads to replay from ``start_lsn`` to ``end_lsn`` along ``spans``.
 
     For each segment number PostgreSQL takes the newest timeline of the ancestry that began at or
@@ -284,15 +287,22 @@ def read_segment_header(first_bytes: bytes) -> SegmentHeader:
     """Parse the first 40 bytes of a WAL segment (or .partial); raise WalNameError when they are not
     a PostgreSQL WAL segment header."""
     if len(first_bytes) < SEGMENT_HEADER_SIZE:
-        raise WalNameError(f"a WAL segment starts with a {SEGMENT_HEADER_SIZE}-byte header; "
-                           f"got {len(first_bytes)} bytes")
+        raise WalNameError(
+            f"a WAL segment starts with a {SEGMENT_HEADER_SIZE}-byte header; got {len(first_bytes)} bytes"
+        )
     magic, info, tli, pageaddr, _rem, sysid, seg_size, blcksz = _LONG_HEADER.unpack_from(first_bytes)
     if magic >> 12 != 0xD or not info & XLP_LONG_HEADER:
         raise WalNameError(f"not a WAL segment header (magic {magic:#06x}, info {info:#06x})")
     if seg_size == 0 or seg_size & (seg_size - 1) or blcksz == 0:
         raise WalNameError(f"not a WAL segment header (segment size {seg_size}, block size {blcksz})")
-    return SegmentHeader(system_identifier=sysid, timeline=tli, segment_size=seg_size, page_magic=magic,
-                         page_address=pageaddr, block_size=blcksz)
+    return SegmentHeader(
+        system_identifier=sysid,
+        timeline=tli,
+        segment_size=seg_size,
+        page_magic=magic,
+        page_address=pageaddr,
+        block_size=blcksz,
+    )
 
 
 # -- repository layout ---------------------------------------------------------------------------

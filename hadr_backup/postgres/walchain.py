@@ -20,13 +20,24 @@ def check_wal_chain(repo, source: str, view: ArchiveView | None = None) -> list[
         span = [wal.TimelineSpan(backup.timeline, 0, None)]
         missing = missing_between(view, span, backup.start_lsn, max(backup.stop_lsn - 1, backup.start_lsn))
         if missing:
-            findings.append(Finding(ERROR, "backup-wal-missing", backup.id,
-                                    f"WAL needed to make it consistent is missing: {describe_gap(missing)}"))
+            findings.append(
+                Finding(
+                    ERROR,
+                    "backup-wal-missing",
+                    backup.id,
+                    f"WAL needed to make it consistent is missing: {describe_gap(missing)}",
+                )
+            )
         failures = backup.meta.checksum_failures
         if failures:
-            findings.append(Finding(WARNING, "backup-page-checksums", backup.id,
-                                    f"{plural(len(failures), 'page checksum failure')} in the source when it was "
-                                    f"taken: {failures[0]}"))
+            findings.append(
+                Finding(
+                    WARNING,
+                    "backup-page-checksums",
+                    backup.id,
+                    f"{plural(len(failures), 'page checksum failure')} in the source when it was taken: {failures[0]}",
+                )
+            )
     seen: set[tuple[str, ...]] = set()
     for timeline in view.timelines:
         findings += _timeline_findings(view, timeline, seen)
@@ -43,8 +54,10 @@ def _continuous(view: ArchiveView) -> str:
         return "no complete backup, so no WAL chain to follow yet"
     timelines = view.timelines
     which = "the backup" if len(view.backups) == 1 else f"each of the {len(view.backups)} backups"
-    return (f"WAL continuous from {which} to the newest archived segment (timeline{'s' if len(timelines) > 1 else ''}"
-            f" {', '.join(map(str, timelines))}), and every backup has the WAL that makes it consistent")
+    return (
+        f"WAL continuous from {which} to the newest archived segment (timeline{'s' if len(timelines) > 1 else ''}"
+        f" {', '.join(map(str, timelines))}), and every backup has the WAL that makes it consistent"
+    )
 
 
 def _timeline_findings(view: ArchiveView, timeline: int, seen: set) -> list[Finding]:
@@ -64,9 +77,13 @@ def _timeline_findings(view: ArchiveView, timeline: int, seen: set) -> list[Find
         if missing and tuple(missing) not in seen:
             seen.add(tuple(missing))
             stops = wal.format_lsn(wal.segment_start_lsn(missing[0], view.segment_size))
-            found.append(Finding(ERROR, "wal-gap", missing[0],
-                                 f"timeline {timeline}: WAL missing {describe_gap(missing)}; backup {backup.id} "
-                                 f"cannot be rolled forward past {stops}"))
+            found.append(
+                Finding(
+                    ERROR,
+                    "wal-gap",
+                    missing[0],
+                    f"timeline {timeline}: WAL missing {describe_gap(missing)}; backup {backup.id} "
+                    f"cannot be rolled forward past {stops}",
+                )
+            )
     return found
-
-

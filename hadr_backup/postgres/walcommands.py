@@ -37,13 +37,30 @@ def run_wal_push(policy: Policy, source_name: str | None, path: str | os.PathLik
         return push_through_spool(policy, source, Path(path))
     wal_file = read_wal_file(path)
     outcome = push_opening_repo(policy, source.name, wal_file)
-    return WalPushResult(source.name, outcome.name, "already archived" if outcome.already_archived else "stored",
-                         outcome.key, outcome.sha256, outcome.raw_size, outcome.stored_size,
-                         time.monotonic() - started, [], outcome.attempts)
+    return WalPushResult(
+        source.name,
+        outcome.name,
+        "already archived" if outcome.already_archived else "stored",
+        outcome.key,
+        outcome.sha256,
+        outcome.raw_size,
+        outcome.stored_size,
+        time.monotonic() - started,
+        [],
+        outcome.attempts,
+    )
 
 
-def run_wal_fetch(policy: Policy, source_name: str | None, name: str, dest: str | os.PathLike, *,
-                  attempts: int = 3, retry_delay: float = 1.0, prefetch: int = 8) -> WalFetchResult:
+def run_wal_fetch(
+    policy: Policy,
+    source_name: str | None,
+    name: str,
+    dest: str | os.PathLike,
+    *,
+    attempts: int = 3,
+    retry_delay: float = 1.0,
+    prefetch: int = 8,
+) -> WalFetchResult:
     """restore_command: fetch ``name`` to ``dest``; any failure but a confirmed absence raises
     WalFetchFailed after ``attempts`` tries."""
     dest = Path(dest)

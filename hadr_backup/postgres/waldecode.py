@@ -22,13 +22,20 @@ from hadr_backup.postgres import wal
 from hadr_backup.postgres.archive import write_verified
 
 COMMIT, ABORT, RESTORE_POINT, OTHER = "commit", "abort", "restore_point", "other"
-_HEAD = (r"len \(rec/tot\):\s+\d+/\s*(?P<total>\d+), tx:\s+(?P<xid>\d+), "
-         r"lsn: (?P<hi>[0-9A-F]+)/(?P<lo>[0-9A-F]+), prev \S+ ")
-_RECORD = re.compile(r"^rmgr: \S+\s+len \(rec/tot\):\s+\d+/\s*(?P<total>\d+), tx:\s+(?P<xid>\d+), "
-                     r"lsn: (?P<lsn>[0-9A-F]+/[0-9A-F]+), ", re.MULTILINE)
-_XACT_LINE = re.compile(r"^rmgr: Transaction\s+" + _HEAD
-                        + r"desc: (?P<kind>COMMIT|ABORT)(?:_PREPARED (?P<prepared>\d+):)? "
-                        r"(?P<time>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)?) UTC", re.MULTILINE)
+_HEAD = (
+    r"len \(rec/tot\):\s+\d+/\s*(?P<total>\d+), tx:\s+(?P<xid>\d+), "
+    r"lsn: (?P<hi>[0-9A-F]+)/(?P<lo>[0-9A-F]+), prev \S+ "
+)
+_RECORD = re.compile(
+    r"^rmgr: \S+\s+len \(rec/tot\):\s+\d+/\s*(?P<total>\d+), tx:\s+(?P<xid>\d+), "
+    r"lsn: (?P<lsn>[0-9A-F]+/[0-9A-F]+), ",
+    re.MULTILINE,
+)
+_XACT_LINE = re.compile(
+    r"^rmgr: Transaction\s+" + _HEAD + r"desc: (?P<kind>COMMIT|ABORT)(?:_PREPARED (?P<prepared>\d+):)? "
+    r"(?P<time>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)?) UTC",
+    re.MULTILINE,
+)
 _POINT_LINE = re.compile(r"^rmgr: XLOG\s+" + _HEAD + r"desc: RESTORE_POINT (?P<name>.*)$", re.MULTILINE)
 _MISSING_FILE = re.compile(r'could not find file "(?P<name>[0-9A-F]{24})"')
 
@@ -79,8 +86,11 @@ def _ends(text: str) -> list[WalRecord]:
         lsn = (int(match["hi"], 16) << 32) | int(match["lo"], 16)
         xid = int(match["prepared"] or match["xid"])
         when = datetime.fromisoformat(match["time"]).replace(tzinfo=UTC)
-        found.append(WalRecord(lsn, lsn + (int(match["total"]) + 7) // 8 * 8, COMMIT if match["kind"] == "COMMIT"
-                               else ABORT, xid, when))
+        found.append(
+            WalRecord(
+                lsn, lsn + (int(match["total"]) + 7) // 8 * 8, COMMIT if match["kind"] == "COMMIT" else ABORT, xid, when
+            )
+        )
     return found
 
 
@@ -88,13 +98,21 @@ def _restore_points(text: str) -> list[WalRecord]:
     found = []
     for match in _POINT_LINE.finditer(text):
         lsn = (int(match["hi"], 16) << 32) | int(match["lo"], 16)
-        found.append(WalRecord(lsn, lsn + (int(match["total"]) + 7) // 8 * 8, RESTORE_POINT,
-                               name=match["name"].rstrip()))
+        found.append(
+            WalRecord(lsn, lsn + (int(match["total"]) + 7) // 8 * 8, RESTORE_POINT, name=match["name"].rstrip())
+        )
     return found
 
 
-def copy_archived(repo, archived: wal.ArchivedWal, name: str, path: Path, *, durable: bool = False,
-                  owner: tuple[int, int] | None = None) -> None:
+def copy_archived(
+    repo,
+    archived: wal.ArchivedWal,
+    name: str,
+    path: Path,
+    *,
+    durable: bool = False,
+    owner: tuple[int, int] | None = None,
+) -> None:
     """Write archived WAL file ``name`` to ``path`` whole and SHA-256 checked (``durable``: fsynced)."""
     found = archived.find(name)
     if found is None:
@@ -105,9 +123,17 @@ def copy_archived(repo, archived: wal.ArchivedWal, name: str, path: Path, *, dur
 class WalReader:
     """Fetches segments of one source and decodes runs of them; ``close()`` removes the temp dir."""
 
-    def __init__(self, repo, source: str, archived: wal.ArchivedWal, bin_dir: str,
-                 segment_size: int = wal.DEFAULT_SEGMENT_SIZE, *, directory: Path | None = None,
-                 keep: int = 0):
+    def __init__(
+        self,
+        repo,
+        source: str,
+        archived: wal.ArchivedWal,
+        bin_dir: str,
+        segment_size: int = wal.DEFAULT_SEGMENT_SIZE,
+        *,
+        directory: Path | None = None,
+        keep: int = 0,
+    ):
         self.repo, self.source, self.archived = repo, source, archived
         self.waldump = os.path.join(bin_dir, "pg_waldump")
         self.segment_size = segment_size
@@ -160,12 +186,27 @@ class WalReader:
             self.fetch(after)
         start = start_lsn if start_lsn is not None else wal.segment_start_lsn(names[0], self.segment_size)
         end = wal.segment_start_lsn(names[-1], self.segment_size) + self.segment_size
-        argv = [self.waldump, "-p", str(self.directory), "-t", str(timeline), "-s", wal.format_lsn(start),
-                "-e", wal.format_lsn(end)]
+        argv = [
+            self.waldump,
+            "-p",
+            str(self.directory),
+            "-t",
+            str(timeline),
+            "-s",
+            wal.format_lsn(start),
+            "-e",
+            wal.format_lsn(end),
+        ]
         if not everything:
             argv += ["-r", "Transaction", "-r", "XLOG"]
-        done = subprocess.run(argv, capture_output=True, text=True, env={**os.environ, "TZ": "UTC", "LC_ALL": "C"},
-                              stdin=subprocess.DEVNULL, timeout=300)
+        done = subprocess.run(
+            argv,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "TZ": "UTC", "LC_ALL": "C"},
+            stdin=subprocess.DEVNULL,
+            timeout=300,
+        )
         decoded = Decoded(records=parse_waldump(done.stdout, everything=everything))
         if done.returncode != 0:
             decoded.error = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "pg_waldump failed"

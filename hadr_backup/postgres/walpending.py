@@ -32,8 +32,16 @@ class Pending:
     basis: str
 
 
-def oldest_unarchived_commit(bin_dir: str, pg_wal: Path, timeline: int, archived_end: int, current_lsn: int,
-                             segment_size: int, system_identifier: int | None, now: float) -> Pending:
+def oldest_unarchived_commit(
+    bin_dir: str,
+    pg_wal: Path,
+    timeline: int,
+    archived_end: int,
+    current_lsn: int,
+    segment_size: int,
+    system_identifier: int | None,
+    now: float,
+) -> Pending:
     """Decode the WAL from ``archived_end`` (the end of the newest archived segment) to ``current_lsn`` in
     ``pg_wal`` on ``timeline``, and return the age of its first commit."""
     if current_lsn <= archived_end:
@@ -42,20 +50,40 @@ def oldest_unarchived_commit(bin_dir: str, pg_wal: Path, timeline: int, archived
     problem = _not_ours(first, pg_wal, system_identifier)
     if problem:
         return Pending(None, f"unknown: {problem}")
-    argv = [os.path.join(bin_dir, "pg_waldump"), "-p", str(pg_wal), "-t", str(timeline),
-            "-s", wal.format_lsn(archived_end), "-e", wal.format_lsn(current_lsn), "-r", "Transaction",
-            "-n", str(RECORD_LIMIT)]
+    argv = [
+        os.path.join(bin_dir, "pg_waldump"),
+        "-p",
+        str(pg_wal),
+        "-t",
+        str(timeline),
+        "-s",
+        wal.format_lsn(archived_end),
+        "-e",
+        wal.format_lsn(current_lsn),
+        "-r",
+        "Transaction",
+        "-n",
+        str(RECORD_LIMIT),
+    ]
     try:
-        done = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=60,
-                              env={**os.environ, "TZ": "UTC", "LC_ALL": "C"})
+        done = subprocess.run(
+            argv,
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            timeout=60,
+            env={**os.environ, "TZ": "UTC", "LC_ALL": "C"},
+        )
     except (OSError, subprocess.TimeoutExpired) as error:
         return Pending(None, f"unknown: pg_waldump could not read {pg_wal}: {error}")
     commits = [record for record in parse_waldump(done.stdout) if record.kind == COMMIT and record.time]
     if commits:
         oldest = min(commits, key=lambda record: record.lsn)
-        return Pending(max(0.0, now - oldest.time.timestamp()),
-                       f"the age of the oldest commit not archived, at {format_time(oldest.time)} (LSN "
-                       f"{wal.format_lsn(oldest.lsn)}), read from {pg_wal}")
+        return Pending(
+            max(0.0, now - oldest.time.timestamp()),
+            f"the age of the oldest commit not archived, at {format_time(oldest.time)} (LSN "
+            f"{wal.format_lsn(oldest.lsn)}), read from {pg_wal}",
+        )
     decoded = done.stdout.count("rmgr: ")
     if done.returncode == 0 and decoded < RECORD_LIMIT:
         return Pending(0.0, f"no commit among the WAL not archived (read from {pg_wal})")

@@ -35,9 +35,19 @@ select pg_is_in_recovery(),
        a.last_failed_wal, extract(epoch from a.last_failed_time)::float8, a.failed_count,
        (select setting from pg_settings where name = 'data_directory')  -- null without the privilege
 from pg_stat_archiver a"""
-_CLUSTER_FIELDS = ("in_recovery", "current_lsn", "current_segment", "segment_size", "last_archived_wal",
-                   "last_archived_time", "archived_count", "last_failed_wal", "last_failed_time", "failed_count",
-                   "data_directory")
+_CLUSTER_FIELDS = (
+    "in_recovery",
+    "current_lsn",
+    "current_segment",
+    "segment_size",
+    "last_archived_wal",
+    "last_archived_time",
+    "archived_count",
+    "last_failed_wal",
+    "last_failed_time",
+    "failed_count",
+    "data_directory",
+)
 
 
 @dataclass
@@ -67,8 +77,11 @@ class ArchiveStatus:
         if self.identity:  # a 64-bit unsigned integer: a string, as everywhere in --json
             data["identity"] = {**self.identity, "system_identifier": str(self.identity["system_identifier"])}
         if self.cluster:
-            data["cluster"] = {**self.cluster, "last_archived_time": rfc3339(self.cluster.get("last_archived_time")),
-                               "last_failed_time": rfc3339(self.cluster.get("last_failed_time"))}
+            data["cluster"] = {
+                **self.cluster,
+                "last_archived_time": rfc3339(self.cluster.get("last_archived_time")),
+                "last_failed_time": rfc3339(self.cluster.get("last_failed_time")),
+            }
         return data
 
     def summary(self) -> str:
@@ -77,8 +90,10 @@ class ArchiveStatus:
             text = "archive: no WAL archived yet"
         else:
             timelines = ", ".join(map(str, self.timelines))
-            text = (f"archive: {plural(self.segments, 'segment')} (timeline{'s' if len(self.timelines) > 1 else ''} "
-                    f"{timelines}), newest {self.newest_segment} stored {short(self.newest_time)} UTC")
+            text = (
+                f"archive: {plural(self.segments, 'segment')} (timeline{'s' if len(self.timelines) > 1 else ''} "
+                f"{timelines}), newest {self.newest_segment} stored {short(self.newest_time)} UTC"
+            )
         if self.cluster and self.cluster.get("failed_count"):
             text += f"; archiver failures {self.cluster['failed_count']} (last {self.cluster.get('last_failed_wal')})"
         if self.cluster_error:
@@ -95,24 +110,35 @@ class ArchiveStatus:
         if self.lag_segments:
             waiting = f"{plural(self.lag_segments, 'full segment')} ({human_size(self.lag_bytes)} in all) not archived"
         else:
-            waiting = (f"{human_size(self.lag_bytes)} of WAL not archived (the current segment: archived when it "
-                       f"fills or archive_timeout passes)")
+            waiting = (
+                f"{human_size(self.lag_bytes)} of WAL not archived (the current segment: archived when it "
+                f"fills or archive_timeout passes)"
+            )
         if self.lag_seconds is None:
             return f"lag: {waiting}; age of the oldest commit among it {self.lag_basis}"
         return f"lag: {waiting}; {self.lag_seconds:.0f} s: {self.lag_basis}"
 
 
-def archive_status(repo: Repository, source: PostgresSource | str, now: float, *,
-                   query_cluster: bool = True) -> ArchiveStatus:
+def archive_status(
+    repo: Repository, source: PostgresSource | str, now: float, *, query_cluster: bool = True
+) -> ArchiveStatus:
     """The archive of ``source`` (a PostgresSource or its name) and its lag behind the live cluster."""
     if isinstance(source, str):
         source = repo.policy.sources.postgres_named(source)
     archived = wal.list_archived(repo, source.name)
     identity = load_identity(repo, source.name)
     newest = archived.newest_segment()
-    status = ArchiveStatus(source.name, identity.to_json() if identity else None, archived.segment_count(),
-                           archived.timelines, newest.name if newest else None, newest.mtime if newest else None,
-                           len(archived.histories), len(archived.partials), sorted(archived.conflicts))
+    status = ArchiveStatus(
+        source.name,
+        identity.to_json() if identity else None,
+        archived.segment_count(),
+        archived.timelines,
+        newest.name if newest else None,
+        newest.mtime if newest else None,
+        len(archived.histories),
+        len(archived.partials),
+        sorted(archived.conflicts),
+    )
     if query_cluster and source.dsn:
         try:
             status.cluster = _query_cluster(source.dsn)
@@ -129,8 +155,13 @@ def describe_logs(logs: list[dict]) -> list[tuple[str, str]]:
     """``("<helper> log", "<path> (<state>)")`` per helper log; the state is its last error line, if any."""
     pairs = []
     for log in logs:
-        state = f"last error: {log['last_error']}" if log["last_error"] else \
-            "no errors" if log["exists"] else "not written yet"
+        state = (
+            f"last error: {log['last_error']}"
+            if log["last_error"]
+            else "no errors"
+            if log["exists"]
+            else "not written yet"
+        )
         pairs.append((f"{log['helper']} log", f"{log['path']} ({state})"))
     return pairs
 
@@ -157,6 +188,13 @@ def _measure_lag(status: ArchiveStatus, now: float, bin_dir: str, data_directory
     else:
         identity = status.identity or {}
         pending = oldest_unarchived_commit(
-            bin_dir, Path(data_directory) / "pg_wal", wal.timeline_of(cluster["current_segment"]), archived_end,
-            current, segment_size, identity.get("system_identifier"), now)
+            bin_dir,
+            Path(data_directory) / "pg_wal",
+            wal.timeline_of(cluster["current_segment"]),
+            archived_end,
+            current,
+            segment_size,
+            identity.get("system_identifier"),
+            now,
+        )
         status.lag_seconds, status.lag_basis = pending.seconds, pending.basis

@@ -41,8 +41,14 @@ def begin_backup(repo: Repository, kind: str, source: str, meta: dict | None = N
     from hadr_backup.repo.catalog import new_backup_id
 
     backup_id = new_backup_id(kind)
-    entry = BackupEntry(id=backup_id, kind=kind, source=source, meta=dict(meta or {}),
-                        prefix=layout.backup_prefix(kind, source, backup_id), heartbeat_at=time.time())
+    entry = BackupEntry(
+        id=backup_id,
+        kind=kind,
+        source=source,
+        meta=dict(meta or {}),
+        prefix=layout.backup_prefix(kind, source, backup_id),
+        heartbeat_at=time.time(),
+    )
     repo.update_catalog(lambda catalog: None if catalog.get(entry.id) else catalog.add(_copy(entry)))
     repo.own_running.add(entry.id)
     return entry
@@ -62,8 +68,10 @@ def finish_backup(repo: Repository, entry: BackupEntry, objects: list[StoredObje
     def complete(catalog: Catalog) -> None:
         current = catalog.get(entry.id)
         if current is not None and current.state == FAILED:
-            raise BackupAbandoned(f"backup {entry.id} was marked failed while it ran ({current.error})",
-                                  hint="its heartbeat did not reach the repository in time; run it again")
+            raise BackupAbandoned(
+                f"backup {entry.id} was marked failed while it ran ({current.error})",
+                hint="its heartbeat did not reach the repository in time; run it again",
+            )
         catalog.remove(entry.id)
         catalog.add(_copy(entry))
 
@@ -96,13 +104,15 @@ def fail_interrupted(repo: Repository, now: float | None = None) -> None:
     stale_after = STALE_LEASES * repo.policy.repository.lock_ttl + CLOCK_MARGIN
 
     def mark(catalog: Catalog) -> list[str]:
-        found = interrupted(catalog.entries, now=now, host=socket.gethostname(), stale_after=stale_after,
-                            alive=pid_alive)
+        found = interrupted(
+            catalog.entries, now=now, host=socket.gethostname(), stale_after=stale_after, alive=pid_alive
+        )
         for entry in found:
             beat = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(entry.heartbeat_at or entry.started_at))
             entry.state, entry.stopped_at = FAILED, now
-            entry.error = f"interrupted (pid {entry.pid} on {entry.host or 'an unknown host'} is gone; last " \
-                          f"heartbeat {beat} UTC)"
+            entry.error = (
+                f"interrupted (pid {entry.pid} on {entry.host or 'an unknown host'} is gone; last heartbeat {beat} UTC)"
+            )
         return [entry.id for entry in found]
 
     if any(e.state == RUNNING for e in repo.catalog.entries):
@@ -127,6 +137,7 @@ def clean_failed(repo: Repository) -> None:
             continue
         cleaned.append(entry.id)
     if cleaned:
+
         def mark_cleaned(catalog: Catalog) -> None:
             for entry in catalog.entries:
                 if entry.id in cleaned:

@@ -110,11 +110,19 @@ class Catalog:
     def remove(self, backup_id: str) -> None:
         self.entries = [e for e in self.entries if e.id != backup_id]
 
-    def select(self, *, kind: str | None = None, source: str | None = None,
-               state: str | None = None) -> list[BackupEntry]:
-        return sorted((e for e in self.entries
-                       if (kind is None or e.kind == kind) and (source is None or e.source == source)
-                       and (state is None or e.state == state)), key=lambda e: e.started_at)
+    def select(
+        self, *, kind: str | None = None, source: str | None = None, state: str | None = None
+    ) -> list[BackupEntry]:
+        return sorted(
+            (
+                e
+                for e in self.entries
+                if (kind is None or e.kind == kind)
+                and (source is None or e.source == source)
+                and (state is None or e.state == state)
+            ),
+            key=lambda e: e.started_at,
+        )
 
     # -- serialisation -------------------------------------------------------------------------
 
@@ -135,8 +143,11 @@ class Catalog:
         if hashlib.sha256(canonical.encode()).hexdigest() != wrapper.get("checksum"):
             raise IntegrityError(f"{name} does not match its checksum")
         if body.get("format") not in READABLE_FORMATS:
-            raise RepositoryError(f"{name} has catalog format {body.get('format')}, this hadr reads "
-                                  f"{', '.join(map(str, READABLE_FORMATS))}", hint="upgrade hadr")
+            raise RepositoryError(
+                f"{name} has catalog format {body.get('format')}, this hadr reads "
+                f"{', '.join(map(str, READABLE_FORMATS))}",
+                hint="upgrade hadr",
+            )
         return cls([BackupEntry.from_json(e) for e in body["entries"]], loaded_from=name)
 
 
@@ -167,12 +178,15 @@ def load_catalog(read: Callable[[str], bytes | None]) -> tuple[Catalog, list[str
         return catalog, warnings
     if all(p.endswith(": missing") for p in problems):
         return Catalog(loaded_from=None), warnings
-    raise IntegrityError("the catalog and its copy are both unreadable: " + "; ".join(problems),
-                         hint="run `hadr repair catalog` to rebuild it from the backups' own descriptions")
+    raise IntegrityError(
+        "the catalog and its copy are both unreadable: " + "; ".join(problems),
+        hint="run `hadr repair catalog` to rebuild it from the backups' own descriptions",
+    )
 
 
-def interrupted(entries: Iterable[BackupEntry], *, now: float, host: str, stale_after: float,
-                alive: Callable[[int], bool]) -> list[BackupEntry]:
+def interrupted(
+    entries: Iterable[BackupEntry], *, now: float, host: str, stale_after: float, alive: Callable[[int], bool]
+) -> list[BackupEntry]:
     """``running`` entries whose own heartbeat says their process is gone: it ran on this host and its
     pid is dead, or it has not renewed its heartbeat for ``stale_after`` seconds (format-1 entries,
     which have none, count from their start). Who holds the lock says nothing about them."""

@@ -52,13 +52,19 @@ class KeyRotateResult:
     already: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        return {"old_master_key_id": self.old_key_id, "new_master_key_id": self.new_key_id,
-                "rewrapped": self.rewrapped, "already_rewrapped": self.already}
+        return {
+            "old_master_key_id": self.old_key_id,
+            "new_master_key_id": self.new_key_id,
+            "rewrapped": self.rewrapped,
+            "already_rewrapped": self.already,
+        }
 
     def render(self, out) -> None:
-        out.line(f"master key {self.old_key_id} -> {self.new_key_id}: re-wrapped "
-                 f"{plural(len(self.rewrapped), 'data key')}"
-                 + (f", {len(self.already)} already done" if self.already else ""))
+        out.line(
+            f"master key {self.old_key_id} -> {self.new_key_id}: re-wrapped "
+            f"{plural(len(self.rewrapped), 'data key')}"
+            + (f", {len(self.already)} already done" if self.already else "")
+        )
         out.line("now point encryption.key_file (or key_env) of the policy at the new key")
 
 

@@ -132,7 +132,6 @@ def _parse_key_text(text: str, where: str) -> bytes:
     return secret
 
 
-
 # -- data keys ------------------------------------------------------------------------------------
 
 

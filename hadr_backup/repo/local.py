@@ -46,8 +46,10 @@ class LocalStorage:
         if create:
             self.root.mkdir(parents=True, exist_ok=True)
         if not self.root.is_dir():
-            raise RepositoryError(f"repository directory {self.root} does not exist",
-                                  hint="run `hadr init` to create it, or fix repository.path")
+            raise RepositoryError(
+                f"repository directory {self.root} does not exist",
+                hint="run `hadr init` to create it, or fix repository.path",
+            )
         stat = self.root.stat()
         self._owner = (stat.st_uid, stat.st_gid) if os.geteuid() == 0 and stat.st_uid != 0 else None
 
@@ -79,8 +81,9 @@ class LocalStorage:
         with self._writing(final):
             self._makedirs(final.parent)
         try:  # an OSError of the source (iterating ``chunks``) is the source's own, not the repository's
-            return durable_write(final, chunks, mode=None, owner=self._owner, exclusive=if_absent,
-                                 guard=partial(self._writing, final))
+            return durable_write(
+                final, chunks, mode=None, owner=self._owner, exclusive=if_absent, guard=partial(self._writing, final)
+            )
         except FileExistsError:
             raise ObjectExists(f"{key} already exists in {self.root}") from None
 
@@ -89,10 +92,14 @@ class LocalStorage:
         return os_faults_as(RepositoryWriteFailed, f"cannot write {final}", self._write_hint)
 
     def _write_hint(self, error: OSError) -> str | None:
-        return os_fault_hint(error, self.root, space=" (or prune old backups), then retry",
-                             access="; the repository must be writable for every OS user hadr runs as, and "
-                                    "archive_command runs as the postgres OS user "
-                                    f"(e.g. chown -R postgres: {self.root})")
+        return os_fault_hint(
+            error,
+            self.root,
+            space=" (or prune old backups), then retry",
+            access="; the repository must be writable for every OS user hadr runs as, and "
+            "archive_command runs as the postgres OS user "
+            f"(e.g. chown -R postgres: {self.root})",
+        )
 
     def get(self, key: str) -> Iterator[bytes]:
         path = self._path(key)
@@ -137,8 +144,9 @@ class LocalStorage:
         try:
             root = os.stat(self.root)
         except OSError as error:
-            raise _unreadable(action, error, hint="the repository directory is gone: is its filesystem "
-                                                  "mounted?") from error
+            raise _unreadable(
+                action, error, hint="the repository directory is gone: is its filesystem mounted?"
+            ) from error
         if not stat_mode.S_ISDIR(root.st_mode):
             raise StorageUnreadable(f"cannot {action}: the repository root {self.root} is not a directory any more")
         current = self.root
@@ -280,8 +288,9 @@ def _walk(entries: list[os.DirEntry], rel_dir: str, prefix: str, action: str) ->
         yield from _walk(inner, key, prefix, action)
 
 
-def _in_key_order(entries: list[os.DirEntry], rel_dir: str, prefix: str,
-                  action: str) -> list[tuple[str, os.DirEntry, os.stat_result]]:
+def _in_key_order(
+    entries: list[os.DirEntry], rel_dir: str, prefix: str, action: str
+) -> list[tuple[str, os.DirEntry, os.stat_result]]:
     """(key, entry, stat) of a folder's objects and subfolders under ``prefix``, in the order of their
     keys: every key in subfolder ``x`` continues ``x/``, so it sorts as ``x/`` does (``x-1`` before
     ``x/a``, as in a sort of full keys). Hidden entries (temp files, locks) are no objects."""
@@ -325,7 +334,9 @@ def _unreadable(action: str, error: OSError, hint: str | None = None) -> Storage
     where = f" {error.filename}" if error.filename else ""
     cause = error.strerror or str(error)
     name = errno.errorcode.get(error.errno or 0, "")
-    return StorageUnreadable(f"cannot {action}:{where}: {cause}" + (f" ({name})" if name else ""),
-                             hint=hint or "hadr cannot tell what the repository holds there; fix access to it "
-                                          "(permissions, mount, disk) and try again")
-
+    return StorageUnreadable(
+        f"cannot {action}:{where}: {cause}" + (f" ({name})" if name else ""),
+        hint=hint
+        or "hadr cannot tell what the repository holds there; fix access to it "
+        "(permissions, mount, disk) and try again",
+    )

@@ -34,9 +34,15 @@ POLL = 0.5
 
 
 def holder_record(ttl: float, now: float, token: str, since: float | None = None) -> dict:
-    return {"token": token, "host": socket.gethostname(), "pid": os.getpid(),
-            "command": " ".join(["hadr", *sys.argv[1:]])[:200], "since": since or now, "renewed": now,
-            "ttl": ttl}
+    return {
+        "token": token,
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "command": " ".join(["hadr", *sys.argv[1:]])[:200],
+        "since": since or now,
+        "renewed": now,
+        "ttl": ttl,
+    }
 
 
 def describe_holder(holder: dict) -> str:
@@ -47,15 +53,15 @@ def describe_holder(holder: dict) -> str:
 
 
 def _held_error(holder: dict) -> LockHeld:
-    return LockHeld(f"the repository is locked by {describe_holder(holder)}",
-                    hint="wait for that run to finish (or raise repository.lock_wait); the lock frees itself "
-                         "when its holder exits")
+    return LockHeld(
+        f"the repository is locked by {describe_holder(holder)}",
+        hint="wait for that run to finish (or raise repository.lock_wait); the lock frees itself when its holder exits",
+    )
 
 
 def _gone_here(holder: dict) -> bool:
     """True when the holder ran on this host and its process no longer exists."""
-    return holder.get("host") == socket.gethostname() and bool(holder.get("pid")) \
-        and not pid_alive(int(holder["pid"]))
+    return holder.get("host") == socket.gethostname() and bool(holder.get("pid")) and not pid_alive(int(holder["pid"]))
 
 
 @dataclass
@@ -193,9 +199,11 @@ class LeaseLock:
         if not self.lost and time.monotonic() - self._renewed > self.ttl / 2:
             self.renew()
         if self.lost:
-            raise LockLost(f"the repository lease {self.key} was taken over by another writer while this "
-                           f"process held it (renewals did not get through for {self.ttl:g} s)",
-                           hint="nothing more is written by this run; run it again")
+            raise LockLost(
+                f"the repository lease {self.key} was taken over by another writer while this "
+                f"process held it (renewals did not get through for {self.ttl:g} s)",
+                hint="nothing more is written by this run; run it again",
+            )
 
     def release(self) -> None:
         if self._version is None:

@@ -43,23 +43,32 @@ class RepairResult:
         return EXIT_VERIFY if self.incomplete or self.undescribed else EXIT_OK
 
     def to_json(self) -> dict[str, Any]:
-        return {"repository": self.location, "kept": self.kept, "added": self.added,
-                "incomplete": self.incomplete, "undescribed": self.undescribed,
-                "leftovers_removed": self.leftovers_removed, "notes": self.notes,
-                "passed": self.exit_code == EXIT_OK}
+        return {
+            "repository": self.location,
+            "kept": self.kept,
+            "added": self.added,
+            "incomplete": self.incomplete,
+            "undescribed": self.undescribed,
+            "leftovers_removed": self.leftovers_removed,
+            "notes": self.notes,
+            "passed": self.exit_code == EXIT_OK,
+        }
 
     def render(self, out) -> None:
         for note in self.notes:
             out.line(f"note: {note}")
-        out.line(f"catalog of {self.location}: {self.kept} entr{'y' if self.kept == 1 else 'ies'} kept, "
-                 f"{plural(len(self.added), 'backup')} added back from their descriptions")
+        out.line(
+            f"catalog of {self.location}: {self.kept} entr{'y' if self.kept == 1 else 'ies'} kept, "
+            f"{plural(len(self.added), 'backup')} added back from their descriptions"
+        )
         for backup_id in self.added:
             out.line(f"  added   {backup_id}")
         for backup_id, missing in self.incomplete.items():
             out.line(f"  PROBLEM {backup_id}: described, but {plural(len(missing), 'object')} missing: {missing[0]}")
         for prefix in self.undescribed:
-            out.line(f"  PROBLEM {prefix}: objects without a description (an older or interrupted backup); "
-                     f"left untouched")
+            out.line(
+                f"  PROBLEM {prefix}: objects without a description (an older or interrupted backup); left untouched"
+            )
         if self.leftovers_removed:
             out.line(f"removed {plural(len(self.leftovers_removed), 'leftover')} of interrupted writes")
 
@@ -76,8 +85,11 @@ def run_repair_catalog(policy: Policy, now: float | None = None) -> RepairResult
 
         def add(catalog: Catalog) -> list[str]:
             result.kept = len(catalog.entries)
-            result.notes = [] if catalog.loaded_from else ["there was no readable catalog: rebuilt it from the "
-                                                           "backups' descriptions"]
+            result.notes = (
+                []
+                if catalog.loaded_from
+                else ["there was no readable catalog: rebuilt it from the backups' descriptions"]
+            )
             known = {entry.object_prefix for entry in catalog.entries}
             result.undescribed = [prefix for prefix in undescribed if prefix not in known]
             missing = [entry for entry in found if catalog.get(entry.id) is None]
@@ -100,8 +112,9 @@ def _backup_folders(repo: Repository) -> dict[str, dict[str, ObjectInfo]]:
     return folders
 
 
-def _described_backups(repo: Repository, folders: dict[str, dict[str, ObjectInfo]],
-                       result: RepairResult) -> list[BackupEntry]:
+def _described_backups(
+    repo: Repository, folders: dict[str, dict[str, ObjectInfo]], result: RepairResult
+) -> list[BackupEntry]:
     whole = []
     for prefix, objects in sorted(folders.items()):
         description = prefix + layout.DESCRIPTION
@@ -113,8 +126,7 @@ def _described_backups(repo: Repository, folders: dict[str, dict[str, ObjectInfo
         except (HadrError, ValueError, TypeError, KeyError) as error:
             result.incomplete[prefix] = [f"{description} unreadable: {getattr(error, 'message', error)}"]
             continue
-        missing = [o.key for o in entry.objects
-                   if o.key not in objects or objects[o.key].size != o.stored_size]
+        missing = [o.key for o in entry.objects if o.key not in objects or objects[o.key].size != o.stored_size]
         if missing or entry.state != COMPLETE:
             result.incomplete[entry.id] = missing or [f"described as {entry.state}"]
             continue

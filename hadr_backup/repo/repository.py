@@ -52,9 +52,16 @@ def make_storage(policy: Policy, *, create: bool = False) -> Storage:
     if config.is_s3:
         from hadr_backup.repo.s3 import S3Storage
 
-        return RetryingStorage(S3Storage(config.bucket, config.prefix, endpoint=config.endpoint,
-                                         region=config.region, access_key=config.access_key,
-                                         secret_key=config.secret_key))
+        return RetryingStorage(
+            S3Storage(
+                config.bucket,
+                config.prefix,
+                endpoint=config.endpoint,
+                region=config.region,
+                access_key=config.access_key,
+                secret_key=config.secret_key,
+            )
+        )
     from hadr_backup.repo.local import LocalStorage
 
     return LocalStorage(config.path, create=create)
@@ -93,8 +100,14 @@ class Repository:
         compression = self.policy.compression
         return Codec(level=compression.level, threads=compression.threads, data_key=self.data_key)
 
-    def put_object(self, key: str, source: Iterable[bytes] | BinaryIO, *, if_absent: bool = False,
-                   on_stored: Callable[[int], None] | None = None) -> StoredObject:
+    def put_object(
+        self,
+        key: str,
+        source: Iterable[bytes] | BinaryIO,
+        *,
+        if_absent: bool = False,
+        on_stored: Callable[[int], None] | None = None,
+    ) -> StoredObject:
         """Compress, encrypt and store ``source`` under ``key``; return what was stored. ``on_stored(n)``
         is called as each piece of ``n`` encoded bytes goes to the storage (for progress)."""
         from hadr_backup.repo.pipeline import encode
@@ -129,8 +142,10 @@ class Repository:
 
     def _key_for(self, key_id: str):
         if self.data_key is None:
-            raise KeyMissing(f"this object is encrypted with data key {key_id} and no key is configured",
-                             hint="set encryption.key_file or encryption.key_env in the policy")
+            raise KeyMissing(
+                f"this object is encrypted with data key {key_id} and no key is configured",
+                hint="set encryption.key_file or encryption.key_env in the policy",
+            )
         if self.data_key.id != key_id:
             return load_data_key(self.store, key_id, self.master_key)
         return self.data_key
@@ -172,13 +187,21 @@ class Repository:
         for prefix in (layout.BACKUPS, layout.WAL):
             found = next(iter(self.store.list(prefix)), None)
             if found is not None:
-                raise CatalogMissing(f"the repository at {self.store.describe()} holds backups or WAL "
-                                     f"({found.key}, …) but neither {layout.CATALOG} nor {layout.CATALOG_COPY}",
-                                     hint="run `hadr repair catalog` to rebuild it from the backups' own "
-                                          "descriptions; until then nothing is written")
+                raise CatalogMissing(
+                    f"the repository at {self.store.describe()} holds backups or WAL "
+                    f"({found.key}, …) but neither {layout.CATALOG} nor {layout.CATALOG_COPY}",
+                    hint="run `hadr repair catalog` to rebuild it from the backups' own "
+                    "descriptions; until then nothing is written",
+                )
 
-    def update_catalog(self, change: Callable[[Catalog], T], *, allow_missing: bool = False,
-                       lock_lost_ok: bool = False, rebuild: bool = False) -> T:
+    def update_catalog(
+        self,
+        change: Callable[[Catalog], T],
+        *,
+        allow_missing: bool = False,
+        lock_lost_ok: bool = False,
+        rebuild: bool = False,
+    ) -> T:
         """Apply ``change`` to the newest catalog and store it only if nobody changed it meanwhile
         (compare-and-swap); on a conflict re-read and re-apply. ``change`` must be idempotent.
         Refused once this process lost the lock, unless ``lock_lost_ok`` (failing its own backup).
@@ -201,8 +224,10 @@ class Repository:
                 self._write_copy(data, mine, tokens.get(layout.CATALOG_COPY))
                 self.catalog = catalog
                 return result
-        raise RepositoryError(f"the catalog kept changing under {CAS_ATTEMPTS} attempts to update it",
-                              hint="another writer is updating it in a loop; look at `hadr info`")
+        raise RepositoryError(
+            f"the catalog kept changing under {CAS_ATTEMPTS} attempts to update it",
+            hint="another writer is updating it in a loop; look at `hadr info`",
+        )
 
     def _write_copy(self, data: bytes, main_token: str, copy_token: str | None) -> None:
         """The twin follows the newest catalog: when another writer changed it, either we rewrite it
@@ -231,8 +256,15 @@ class Repository:
         """Record a backup as running (with a heartbeat) before any of its data is stored."""
         return lifecycle.begin_backup(self, kind, source, meta)
 
-    def finish_backup(self, entry: BackupEntry, objects: list[StoredObject], meta: dict | None = None, *,
-                      consistent_at: float | None = None, needs: list[str] | None = None) -> None:
+    def finish_backup(
+        self,
+        entry: BackupEntry,
+        objects: list[StoredObject],
+        meta: dict | None = None,
+        *,
+        consistent_at: float | None = None,
+        needs: list[str] | None = None,
+    ) -> None:
         """Describe the backup in the repository, then mark it complete: call only once every
         object it needs (its own, and ``needs`` outside it) is durably stored."""
         entry.consistent_at = consistent_at if consistent_at is not None else entry.consistent_at
@@ -267,8 +299,10 @@ def load_data_key(store: Storage, data_key_id: str, master):
     try:
         record = json.loads(read_all(store, layout.data_key_record(data_key_id)))
     except ObjectMissing:
-        raise RepositoryError(f"data key {data_key_id} is missing from the repository ({store.describe()})",
-                              hint="restore keys/ from a copy of the repository") from None
+        raise RepositoryError(
+            f"data key {data_key_id} is missing from the repository ({store.describe()})",
+            hint="restore keys/ from a copy of the repository",
+        ) from None
     return unwrap_data_key(record, master)
 
 
@@ -285,8 +319,9 @@ def read_meta(store: Storage) -> dict:
     try:
         return json.loads(read_all(store, META_KEY))
     except ObjectMissing:
-        raise RepositoryNotInitialized(f"there is no hadr repository at {store.describe()}",
-                                       hint="run `hadr init` first") from None
+        raise RepositoryNotInitialized(
+            f"there is no hadr repository at {store.describe()}", hint="run `hadr init` first"
+        ) from None
     except ValueError:
         raise RepositoryError(f"{META_KEY} at {store.describe()} is damaged") from None
 
@@ -295,8 +330,9 @@ def read_meta(store: Storage) -> dict:
 
 
 @contextmanager
-def open_repo(policy: Policy, *, write: bool = False, lock: bool | None = None,
-              catalog: bool = True) -> Iterator[Repository]:
+def open_repo(
+    policy: Policy, *, write: bool = False, lock: bool | None = None, catalog: bool = True
+) -> Iterator[Repository]:
     """Open the repository: read-only by default; ``write`` takes the lock unless ``lock=False``
     (wal-push writes without the lock: each segment is its own atomic, conditional object).
     ``catalog=False`` skips loading the catalog (wal-push and wal-fetch do not need it).
@@ -311,8 +347,10 @@ def open_repo(policy: Policy, *, write: bool = False, lock: bool | None = None,
         repo = _open(policy, store if write else ReadOnlyStorage(store), write, catalog)
         repo.lock = repo_lock
         if repo_lock and repo_lock.previous_holder:
-            repo.warnings.append(f"took over a stale lock of pid {repo_lock.previous_holder.get('pid')} "
-                                 f"on {repo_lock.previous_holder.get('host')}")
+            repo.warnings.append(
+                f"took over a stale lock of pid {repo_lock.previous_holder.get('pid')} "
+                f"on {repo_lock.previous_holder.get('host')}"
+            )
         if take_lock and write and catalog:
             lifecycle.fail_interrupted(repo)
         if repo_lock:
@@ -334,14 +372,17 @@ def _open(policy: Policy, store: Storage, write: bool, catalog: bool) -> Reposit
     if key_id:
         master = master_key_for(policy)
         if master is None:
-            raise KeyMissing(f"the repository at {store.describe()} is encrypted (data key {key_id}) "
-                             f"and the policy names no key",
-                             hint="set encryption.key_file or encryption.key_env in the policy")
+            raise KeyMissing(
+                f"the repository at {store.describe()} is encrypted (data key {key_id}) and the policy names no key",
+                hint="set encryption.key_file or encryption.key_env in the policy",
+            )
         repo.master_key = master
         repo.data_key = load_data_key(store, key_id, master)
     elif policy.encryption.enabled:
-        raise UsageError(f"the policy names an encryption key but the repository at {store.describe()} "
-                         f"is not encrypted", hint="remove encryption from the policy or use a new repository")
+        raise UsageError(
+            f"the policy names an encryption key but the repository at {store.describe()} is not encrypted",
+            hint="remove encryption from the policy or use a new repository",
+        )
     if catalog:
         repo.load_catalog()
     return repo
@@ -356,14 +397,13 @@ def init_repo(policy: Policy) -> tuple[dict, bool]:
         with open_repo(policy) as repo:  # proves the key opens it
             return repo.meta, False
     master = master_key_for(policy)
-    meta = {"format": REPO_FORMAT, "id": secrets.token_hex(8), "created_at": time.time(),
-            "encryption": {}}
+    meta = {"format": REPO_FORMAT, "id": secrets.token_hex(8), "created_at": time.time(), "encryption": {}}
     if master is not None:
         data_key = new_data_key()
-        store.put(layout.data_key_record(data_key.id), [json.dumps(wrap_data_key(data_key, master)).encode()],
-                  if_absent=True)
-        meta["encryption"] = {"cipher": "aes-256-gcm", "data_key_id": data_key.id,
-                              "master_key_id": master.id}
+        store.put(
+            layout.data_key_record(data_key.id), [json.dumps(wrap_data_key(data_key, master)).encode()], if_absent=True
+        )
+        meta["encryption"] = {"cipher": "aes-256-gcm", "data_key_id": data_key.id, "master_key_id": master.id}
     store.put(META_KEY, [json.dumps(meta, indent=1).encode()], if_absent=True)
     with open_repo(policy, write=True, catalog=False) as repo:  # an empty catalog: "no backups yet"
         repo.update_catalog(lambda catalog: None, allow_missing=True)

@@ -27,25 +27,48 @@ from hadr_backup.repo.storage import Features, ObjectInfo, Versioned, started, v
 PART_SIZE = 16 << 20
 PARTS_IN_FLIGHT = 4
 READ_SIZE = 1 << 20
-_TRANSIENT_CODES = {"500", "502", "503", "504", "InternalError", "ServiceUnavailable", "SlowDown",
-                    "RequestTimeout", "RequestTimeTooSkewed", "Throttling", "ThrottlingException"}
+_TRANSIENT_CODES = {
+    "500",
+    "502",
+    "503",
+    "504",
+    "InternalError",
+    "ServiceUnavailable",
+    "SlowDown",
+    "RequestTimeout",
+    "RequestTimeTooSkewed",
+    "Throttling",
+    "ThrottlingException",
+}
 _AUTH_CODES = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403"}
 
 
-CREDENTIALS_HINT = ("set repository.access_key and repository.secret_key in the policy (from the environment: "
-                    "access_key: ${AWS_ACCESS_KEY_ID}), or export AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
-                    "(or AWS_PROFILE with a credentials file, or run where an instance role applies)")
+CREDENTIALS_HINT = (
+    "set repository.access_key and repository.secret_key in the policy (from the environment: "
+    "access_key: ${AWS_ACCESS_KEY_ID}), or export AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
+    "(or AWS_PROFILE with a credentials file, or run where an instance role applies)"
+)
 
 
 def make_client(endpoint: str | None, region: str, access_key: str | None, secret_key: str | None):
     from botocore.config import Config
 
-    config = Config(retries={"max_attempts": 3, "mode": "standard"}, max_pool_connections=32,
-                    connect_timeout=5, read_timeout=60,
-                    request_checksum_calculation="when_required",
-                    response_checksum_validation="when_required")
-    return _session().client("s3", endpoint_url=endpoint, region_name=region, aws_access_key_id=access_key,
-                             aws_secret_access_key=secret_key, config=config)
+    config = Config(
+        retries={"max_attempts": 3, "mode": "standard"},
+        max_pool_connections=32,
+        connect_timeout=5,
+        read_timeout=60,
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+    )
+    return _session().client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name=region,
+        aws_access_key_id=access_key,
+        aws_secret_access_key=secret_key,
+        config=config,
+    )
 
 
 @functools.cache
@@ -79,8 +102,17 @@ def _timestamp(value):
 class S3Storage:
     features = Features(atomic_create=True, durable_put=True)
 
-    def __init__(self, bucket: str, prefix: str = "", *, client=None, endpoint: str | None = None,
-                 region: str = "us-east-1", access_key: str | None = None, secret_key: str | None = None):
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "",
+        *,
+        client=None,
+        endpoint: str | None = None,
+        region: str = "us-east-1",
+        access_key: str | None = None,
+        secret_key: str | None = None,
+    ):
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.client = client or make_client(endpoint, region, access_key, secret_key)
@@ -100,8 +132,7 @@ class S3Storage:
         first = _fill(stream, PART_SIZE)
         condition = {"IfNoneMatch": "*"} if if_absent else {}
         if len(first) < PART_SIZE:
-            self._call(key, self.client.put_object, Bucket=self.bucket, Key=full, Body=bytes(first),
-                       **condition)
+            self._call(key, self.client.put_object, Bucket=self.bucket, Key=full, Body=bytes(first), **condition)
             return len(first)
         return self._multipart(key, full, first, stream, condition)
 
@@ -112,8 +143,15 @@ class S3Storage:
         upload_id = upload["UploadId"]
 
         def send(number: int, body: bytes) -> dict:
-            response = self._call(key, self.client.upload_part, Bucket=self.bucket, Key=full,
-                                  UploadId=upload_id, PartNumber=number, Body=body)
+            response = self._call(
+                key,
+                self.client.upload_part,
+                Bucket=self.bucket,
+                Key=full,
+                UploadId=upload_id,
+                PartNumber=number,
+                Body=body,
+            )
             return {"ETag": response["ETag"], "PartNumber": number}
 
         try:
@@ -129,8 +167,15 @@ class S3Storage:
                     part = _fill(stream, PART_SIZE)
                 while pending:
                     parts.append(pending.popleft().result())
-            self._call(key, self.client.complete_multipart_upload, Bucket=self.bucket, Key=full,
-                       UploadId=upload_id, MultipartUpload={"Parts": parts}, **condition)
+            self._call(
+                key,
+                self.client.complete_multipart_upload,
+                Bucket=self.bucket,
+                Key=full,
+                UploadId=upload_id,
+                MultipartUpload={"Parts": parts},
+                **condition,
+            )
         except BaseException:
             try:
                 self.client.abort_multipart_upload(Bucket=self.bucket, Key=full, UploadId=upload_id)
@@ -156,8 +201,10 @@ class S3Storage:
         try:
             self._call(key, self.client.head_bucket, Bucket=self.bucket)
         except ObjectMissing:
-            raise StorageUnreadable(f"cannot look up {key}: bucket {self.bucket} does not exist at "
-                                    f"{self.endpoint or 'AWS'}", hint="create it, or fix repository.url") from None
+            raise StorageUnreadable(
+                f"cannot look up {key}: bucket {self.bucket} does not exist at {self.endpoint or 'AWS'}",
+                hint="create it, or fix repository.url",
+            ) from None
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         """Streamed page by page (1,000 keys a request), never collected: ListObjectsV2 returns keys
@@ -187,8 +234,10 @@ class S3Storage:
         if isinstance(translated, TransientStorageError):
             return translated
         message = translated.message if isinstance(translated, HadrError) else f"{type(error).__name__}: {error}"
-        return StorageUnreadable(f"cannot list {prefix or 'the repository'} in {self.describe()}: {message}",
-                                 hint=getattr(translated, "hint", None))
+        return StorageUnreadable(
+            f"cannot list {prefix or 'the repository'} in {self.describe()}: {message}",
+            hint=getattr(translated, "hint", None),
+        )
 
     def delete(self, key: str) -> None:
         self._call(key, self.client.delete_object, Bucket=self.bucket, Key=self._key(key))
@@ -202,8 +251,9 @@ class S3Storage:
     def put_if(self, key: str, data: bytes, *, token: str | None) -> str:
         condition = {"IfNoneMatch": "*"} if token is None else {"IfMatch": token}
         try:
-            response = self._call(key, self.client.put_object, Bucket=self.bucket, Key=self._key(key),
-                                  Body=data, **condition)
+            response = self._call(
+                key, self.client.put_object, Bucket=self.bucket, Key=self._key(key), Body=data, **condition
+            )
         except (ObjectExists, ObjectMissing):
             raise ObjectChanged(f"{key} in {self.describe()} changed since it was read") from None
         return response["ETag"]
@@ -223,15 +273,21 @@ class S3Storage:
         try:
             for page in paginator.paginate(Bucket=self.bucket, Prefix=full_prefix):
                 for upload in page.get("Uploads", []):
-                    yield ObjectInfo(upload["Key"][strip:], 0, upload["Initiated"].timestamp(),
-                                     temp_id=upload["UploadId"])
+                    yield ObjectInfo(
+                        upload["Key"][strip:], 0, upload["Initiated"].timestamp(), temp_id=upload["UploadId"]
+                    )
         except Exception as error:
             raise self._translate(prefix or "(uploads)", error) from error
 
     def delete_temporary(self, info: ObjectInfo) -> None:
         try:
-            self._call(info.key, self.client.abort_multipart_upload, Bucket=self.bucket,
-                       Key=self._key(info.key), UploadId=info.temp_id)
+            self._call(
+                info.key,
+                self.client.abort_multipart_upload,
+                Bucket=self.bucket,
+                Key=self._key(info.key),
+                UploadId=info.temp_id,
+            )
         except ObjectMissing:  # NoSuchUpload: already gone
             return
 
@@ -255,21 +311,29 @@ class S3Storage:
             if code in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
                 return ObjectExists(f"{key} already exists in {self.describe()}")
             if code == "NoSuchBucket":
-                return RepositoryError(f"bucket {self.bucket} does not exist at {self.endpoint or 'AWS'}",
-                                       hint="create it, or fix repository.url")
+                return RepositoryError(
+                    f"bucket {self.bucket} does not exist at {self.endpoint or 'AWS'}",
+                    hint="create it, or fix repository.url",
+                )
             if code in _AUTH_CODES or status == "403":
-                return RepositoryError(f"access to {self.describe()} was denied ({code})",
-                                       hint="check the S3 credentials (AWS_ACCESS_KEY_ID / policy)")
+                return RepositoryError(
+                    f"access to {self.describe()} was denied ({code})",
+                    hint="check the S3 credentials (AWS_ACCESS_KEY_ID / policy)",
+                )
             if code in _TRANSIENT_CODES or status.startswith("5"):
-                return TransientStorageError(f"S3 error on {key} at {self.describe()}: {code} (HTTP {status}) "
-                                             f"after retries")
+                return TransientStorageError(
+                    f"S3 error on {key} at {self.describe()}: {code} (HTTP {status}) after retries"
+                )
             return RepositoryError(f"S3 error on {key}: {code}: {error}")
         if _transient_transport_error(error):
-            return TransientStorageError(f"cannot reach {self.describe()}: {error}",
-                                         hint="is the S3 endpoint up and the address right?")
+            return TransientStorageError(
+                f"cannot reach {self.describe()}: {error}", hint="is the S3 endpoint up and the address right?"
+            )
         if isinstance(error, BotoCoreError):  # credentials, TLS, parameters: a retry does not help
-            return RepositoryError(f"S3 request for {key} at {self.describe()} failed: {error}",
-                                   hint="check the S3 settings of the repository (credentials, endpoint, TLS)")
+            return RepositoryError(
+                f"S3 request for {key} at {self.describe()} failed: {error}",
+                hint="check the S3 settings of the repository (credentials, endpoint, TLS)",
+            )
         return error
 
 

@@ -114,8 +114,9 @@ def validate_key(key: str) -> str:
         if part in ("", ".", ".."):
             raise BadKey(f"storage key {key!r} has an empty, '.' or '..' part")
         if not _KEY_PART.fullmatch(part):
-            raise BadKey(f"storage key {key!r}: part {part!r} has characters outside [A-Za-z0-9_.-+=@,:] "
-                         f"or starts with '.'")
+            raise BadKey(
+                f"storage key {key!r}: part {part!r} has characters outside [A-Za-z0-9_.-+=@,:] or starts with '.'"
+            )
     return key
 
 
@@ -182,9 +183,15 @@ class Backoff:
         return min(self.max_delay, self.base_delay * 2 ** (retry - 1)) * (0.5 + jitter / 2)
 
 
-def retry_transient(operation: Callable[[], T], backoff: Backoff, *, sleep: Callable[[float], None] = time.sleep,
-                    clock: Callable[[], float] = time.monotonic, jitter: Callable[[], float] = random.random,
-                    on_retry: Callable[[TransientStorageError, float], None] | None = None) -> T:
+def retry_transient(
+    operation: Callable[[], T],
+    backoff: Backoff,
+    *,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+    jitter: Callable[[], float] = random.random,
+    on_retry: Callable[[TransientStorageError, float], None] | None = None,
+) -> T:
     """Run ``operation``, again after a TransientStorageError, as ``backoff`` allows; the last error is
     raised. Only call it for operations that are safe to repeat. ``on_retry(error, delay)`` sees each
     retry before its wait."""
@@ -214,8 +221,15 @@ class RetryingStorage:
     themselves (wal-push does, within the policy's ``repository.retry``).
     """
 
-    def __init__(self, inner: Storage, *, attempts: int = 3, base_delay: float = 0.5,
-                 sleep: Callable[[float], None] = time.sleep, jitter: Callable[[], float] = random.random):
+    def __init__(
+        self,
+        inner: Storage,
+        *,
+        attempts: int = 3,
+        base_delay: float = 0.5,
+        sleep: Callable[[float], None] = time.sleep,
+        jitter: Callable[[], float] = random.random,
+    ):
         self.inner = inner
         self.features = inner.features
         self.backoff = Backoff(attempts, base_delay)

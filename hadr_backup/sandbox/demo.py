@@ -1,9 +1,9 @@
 """``hadr demo``: the PostgreSQL recovery story on the sandbox, narrated, with RTO and RPO measured.
 
-    sandbox up → base backup → bundler workload → an accidental UPDATE at a recorded instant → more
-    workload → WAL archived → PITR to the last good instant into a side cluster → the damaged rows are
-    back and the later rows absent → RTO, RPO → production repaired from the restored copy → side
-    cluster torn down
+sandbox up → base backup → bundler workload → an accidental UPDATE at a recorded instant → more
+workload → WAL archived → PITR to the last good instant into a side cluster → the damaged rows are
+back and the later rows absent → RTO, RPO → production repaired from the restored copy → side
+cluster torn down
 """
 
 from __future__ import annotations
@@ -47,35 +47,60 @@ class DemoResult:
 
     @property
     def exit_code(self) -> int:
-        good = (self.recovered_rows == self.damaged_rows and self.later_rows_absent == self.later_rows
-                and self.lost_rows == 0 and self.ledger_problems == 0)
+        good = (
+            self.recovered_rows == self.damaged_rows
+            and self.later_rows_absent == self.later_rows
+            and self.lost_rows == 0
+            and self.ledger_problems == 0
+        )
         return 0 if good else 3
 
     def to_json(self) -> dict[str, Any]:
-        return {**asdict(self), "accident_at": rfc3339(self.accident_at), "target": rfc3339(self.target),
-                "passed": self.exit_code == 0}
+        return {
+            **asdict(self),
+            "accident_at": rfc3339(self.accident_at),
+            "target": rfc3339(self.target),
+            "passed": self.exit_code == 0,
+        }
 
     def render(self, out) -> None:
         out.line("")
-        out.kv([("accident", f"{self.accident}  (committed {format_time(self.accident_at)})"),
+        out.kv(
+            [
+                ("accident", f"{self.accident}  (committed {format_time(self.accident_at)})"),
                 ("restored to", f"{format_time(self.target)} (the last good instant) from backup {self.backup_id}"),
-                ("damaged rows back",
-                 f"{self.recovered_rows} of {plural(self.damaged_rows, 'balance')} as before the accident"),
+                (
+                    "damaged rows back",
+                    f"{self.recovered_rows} of {plural(self.damaged_rows, 'balance')} as before the accident",
+                ),
                 ("later rows absent", f"{self.later_rows_absent} of {self.later_rows} audit_log rows written after it"),
                 ("rows lost", f"{self.lost_rows} audit_log rows from before the accident missing"),
                 ("RTO", f"{self.rto:.2f} s (restore started -> copy answering at the target)"),
                 ("RPO", f"{self.rpo * 1000:.1f} ms (last transaction in the copy -> the accident)"),
-                ("production", f"{plural(self.repaired, 'balance')} repaired from the copy; ledger check: "
-                               f"{'ok' if self.ledger_problems == 0 else plural(self.ledger_problems, 'problem')}"),
-                ("side cluster", f"kept in {self.kept}" if self.kept else "stopped and removed")])
+                (
+                    "production",
+                    f"{plural(self.repaired, 'balance')} repaired from the copy; ledger check: "
+                    f"{'ok' if self.ledger_problems == 0 else plural(self.ledger_problems, 'problem')}",
+                ),
+                ("side cluster", f"kept in {self.kept}" if self.kept else "stopped and removed"),
+            ]
+        )
         out.line("demo: " + ("PASSED" if self.exit_code == 0 else "FAILED"))
-        out.line(f"the sandbox is still running in {self.sandbox}: use it by hand after "
-                 f"`export HADR_POLICY={self.sandbox}/policy.yaml`; stop it with `hadr sandbox down --dir "
-                 f"{self.sandbox}` (add --purge to remove its folder)")
+        out.line(
+            f"the sandbox is still running in {self.sandbox}: use it by hand after "
+            f"`export HADR_POLICY={self.sandbox}/policy.yaml`; stop it with `hadr sandbox down --dir "
+            f"{self.sandbox}` (add --purge to remove its folder)"
+        )
 
 
-def run_demo(policy_path: str | None, sandbox_dir: Path | None, *, seconds: float = 6.0,
-             keep: bool = False, progress: Progress | None = None) -> DemoResult:
+def run_demo(
+    policy_path: str | None,
+    sandbox_dir: Path | None,
+    *,
+    seconds: float = 6.0,
+    keep: bool = False,
+    progress: Progress | None = None,
+) -> DemoResult:
     """Run the whole story; the sandbox is started when it is not running. ``policy_path``: --policy or
     HADR_POLICY, else the sandbox folder's own policy (see ``sandbox_policy``)."""
     from hadr_backup.postgres.basebackup import run_backup_pg
@@ -115,8 +140,10 @@ def ensure_up(sandbox: Sandbox, say: Progress) -> None:
 
     if len(sandbox.running_pids()) < len(sandbox.ports()) or not sandbox.read_marker().get("seeded"):
         if sandbox.running_pids():
-            raise ServerError(f"the sandbox in {sandbox.root} is partly running",
-                              hint=f"run `hadr sandbox down --dir {sandbox.root}` first")
+            raise ServerError(
+                f"the sandbox in {sandbox.root} is partly running",
+                hint=f"run `hadr sandbox down --dir {sandbox.root}` first",
+            )
         say(f"starting the sandbox in {sandbox.root}")
         run_sandbox_up(sandbox.policy, sandbox.root, progress=lambda message: say("    " + message))
     init_repo(sandbox.policy)
@@ -137,14 +164,21 @@ def live_story(sandbox: Sandbox, seconds: float, say: Progress) -> dict[str, Any
         target = server_now(payment)
         payment.execute(ACCIDENT)
         accident_at = server_now(payment)
-        say(f"3/6 the accident: {ACCIDENT} (zeroed {sum(1 for v in before.values() if v)} balances); "
-            f"the workload goes on")
+        say(
+            f"3/6 the accident: {ACCIDENT} (zeroed {sum(1 for v in before.values() if v)} balances); "
+            f"the workload goes on"
+        )
         run_workload(bundler, seconds=max(seconds / 3, 1.0), rate=20)
         switch_and_wait(sandbox)
     finally:
         stack.close()
-    return {"before": before, "last_audit": last_audit, "audit_count": audit_count, "target": target,
-            "accident_at": accident_at}
+    return {
+        "before": before,
+        "last_audit": last_audit,
+        "audit_count": audit_count,
+        "target": target,
+        "accident_at": accident_at,
+    }
 
 
 def server_now(conn: Any) -> float:
@@ -167,8 +201,10 @@ def switch_and_wait(sandbox: Sandbox, timeout: float = 60) -> None:
             if wal.list_archived_for(repo, source.name, [name]).find(name) is not None:
                 return
         if time.monotonic() > deadline:
-            raise ServerError(f"WAL segment {name} was not archived within {timeout:g} s",
-                              hint="check the sandbox PostgreSQL log and its archive_command")
+            raise ServerError(
+                f"WAL segment {name} was not archived within {timeout:g} s",
+                hint="check the sandbox PostgreSQL log and its archive_command",
+            )
         time.sleep(0.1)
 
 
@@ -198,20 +234,31 @@ def compare(sandbox: Sandbox, restored, story: dict[str, Any], backup_id: str) -
     source = sandbox.pg_source
     with _connect(source, PAYMENT_DB, restored.port) as copy, _connect(source, PAYMENT_DB) as production:
         back = dict(copy.execute('SELECT user_address, winston_credit_balance FROM "user"').fetchall())
-        copied_before = copy.execute("SELECT count(*) FROM audit_log WHERE audit_id <= %s",
-                                     (story["last_audit"],)).fetchone()[0]
-        copied_later = copy.execute("SELECT count(*) FROM audit_log WHERE audit_id > %s",
-                                    (story["last_audit"],)).fetchone()[0]
-        later = production.execute("SELECT count(*) FROM audit_log WHERE audit_id > %s",
-                                   (story["last_audit"],)).fetchone()[0]
+        copied_before = copy.execute(
+            "SELECT count(*) FROM audit_log WHERE audit_id <= %s", (story["last_audit"],)
+        ).fetchone()[0]
+        copied_later = copy.execute(
+            "SELECT count(*) FROM audit_log WHERE audit_id > %s", (story["last_audit"],)
+        ).fetchone()[0]
+        later = production.execute(
+            "SELECT count(*) FROM audit_log WHERE audit_id > %s", (story["last_audit"],)
+        ).fetchone()[0]
     damaged = {user: balance for user, balance in story["before"].items() if balance}
     return DemoResult(
-        sandbox=str(sandbox.root), backup_id=backup_id, accident=ACCIDENT, accident_at=story["accident_at"],
-        target=story["target"], damaged_rows=len(damaged),
+        sandbox=str(sandbox.root),
+        backup_id=backup_id,
+        accident=ACCIDENT,
+        accident_at=story["accident_at"],
+        target=story["target"],
+        damaged_rows=len(damaged),
         recovered_rows=sum(1 for user, balance in damaged.items() if back.get(user) == balance),
-        later_rows=later, later_rows_absent=later - copied_later, lost_rows=story["audit_count"] - copied_before,
-        rto=restored.seconds, rpo=story["accident_at"] - (restored.reached_time or story["target"]),
-        restore=restored.to_json())
+        later_rows=later,
+        later_rows_absent=later - copied_later,
+        lost_rows=story["audit_count"] - copied_before,
+        rto=restored.seconds,
+        rpo=story["accident_at"] - (restored.reached_time or story["target"]),
+        restore=restored.to_json(),
+    )
 
 
 def repair(sandbox: Sandbox, restored, story: dict[str, Any], result: DemoResult) -> None:
@@ -228,7 +275,8 @@ def repair(sandbox: Sandbox, restored, story: dict[str, Any], result: DemoResult
                     "FROM audit_log WHERE user_address = %s AND audit_id > %s) WHERE user_address = %s "
                     "AND winston_credit_balance IS DISTINCT FROM %s + (SELECT coalesce(sum(winston_credit_amount), 0) "
                     "FROM audit_log WHERE user_address = %s AND audit_id > %s)",
-                    (balance, user, story["last_audit"], user, balance, user, story["last_audit"]))
+                    (balance, user, story["last_audit"], user, balance, user, story["last_audit"]),
+                )
                 result.repaired += changed.rowcount
         result.ledger_problems = len(check_ledger(production))
 

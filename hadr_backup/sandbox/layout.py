@@ -38,12 +38,15 @@ REDIS_SETTINGS: dict[str, dict[str, Any]] = {
 
 DEFAULT_DIR = ".hadr-sandbox"
 POLICY_FILE = "policy.yaml"
-PORT_VARIABLES = ("HADR_SANDBOX_PG_PORT", "HADR_SANDBOX_CACHE_PORT", "HADR_SANDBOX_QUEUES_PORT",
-                  "HADR_SANDBOX_S3_PORT")
-SANDBOX_DIR_HELP = ("Sandbox folder. Default: the sandbox.dir of --policy / $HADR_POLICY when given, "
-                    "else $HADR_SANDBOX, else ./.hadr-sandbox.")
-_HEADER = ("# The sandbox's policy, written by `hadr sandbox up` (edit it freely; `down --purge` removes it).\n"
-           "# Point the other commands at it: export HADR_POLICY={path}\n")
+PORT_VARIABLES = ("HADR_SANDBOX_PG_PORT", "HADR_SANDBOX_CACHE_PORT", "HADR_SANDBOX_QUEUES_PORT", "HADR_SANDBOX_S3_PORT")
+SANDBOX_DIR_HELP = (
+    "Sandbox folder. Default: the sandbox.dir of --policy / $HADR_POLICY when given, "
+    "else $HADR_SANDBOX, else ./.hadr-sandbox."
+)
+_HEADER = (
+    "# The sandbox's policy, written by `hadr sandbox up` (edit it freely; `down --purge` removes it).\n"
+    "# Point the other commands at it: export HADR_POLICY={path}\n"
+)
 
 
 def sandbox_policy(policy_path: str | None, sandbox_dir: Path | None, *, write: bool = False) -> tuple[Policy, Path]:
@@ -84,8 +87,7 @@ def render_policy(folder: Path, path: Path) -> str:
             return [fill(value) for value in node]
         return expand(node, "the sandbox policy template", values) if isinstance(node, str) else node
 
-    return _HEADER.format(path=shlex.quote(str(path))) + yaml.safe_dump(fill(yaml.safe_load(template)),
-                                                                        sort_keys=False)
+    return _HEADER.format(path=shlex.quote(str(path))) + yaml.safe_dump(fill(yaml.safe_load(template)), sort_keys=False)
 
 
 def export_line(policy: Policy) -> str:
@@ -144,15 +146,18 @@ class Sandbox:
         found = []
         for source in self.policy.sources.redis:
             component = f"redis-{source.name}"
-            server = RedisServer.attach(self.root / "redis" / source.name, source.port,
-                                        pid=self.recorded_pid(component), **REDIS_SETTINGS[source.role])
+            server = RedisServer.attach(
+                self.root / "redis" / source.name,
+                source.port,
+                pid=self.recorded_pid(component),
+                **REDIS_SETTINGS[source.role],
+            )
             found.append((component, server, source))
         return found
 
     def s3_server(self) -> tuple[str, S3Server]:
         component = f"s3-{self.bucket_source.name}"
-        return component, S3Server.attach(self.bucket_source.port, self.root / "s3",
-                                          pid=self.recorded_pid(component))
+        return component, S3Server.attach(self.bucket_source.port, self.root / "s3", pid=self.recorded_pid(component))
 
     def ports(self) -> dict[str, int]:
         component, cluster = self.postgres()
@@ -187,13 +192,16 @@ class Sandbox:
 
         roles = {source.role: source.url for source in reversed(self.policy.sources.redis)}
         if set(roles) != {"cache", "queue"}:
-            raise UsageError("the sandbox needs a redis source with role cache and one with role queue",
-                             hint="fix sources.redis in the policy")
+            raise UsageError(
+                "the sandbox needs a redis source with role cache and one with role queue",
+                hint="fix sources.redis in the policy",
+            )
         pg = self.pg_source
         return Stack(
             payment=psycopg.connect(pg.dsn_for(seed.PAYMENT_DB), autocommit=True, connect_timeout=10),
             upload=psycopg.connect(pg.dsn_for(seed.UPLOAD_DB), autocommit=True, connect_timeout=10),
-            s3=self.s3_client(), bucket=self.bucket_source.buckets[0],
+            s3=self.s3_client(),
+            bucket=self.bucket_source.buckets[0],
             cache=redis.Redis.from_url(roles["cache"], socket_timeout=10),
-            queues=redis.Redis.from_url(roles["queue"], socket_timeout=10))
-
+            queues=redis.Redis.from_url(roles["queue"], socket_timeout=10),
+        )

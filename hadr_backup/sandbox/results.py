@@ -94,9 +94,14 @@ class SandboxStatus:
 
     def to_json(self) -> dict[str, Any]:
         problems = None if self.problems is None else [p.to_json() for p in self.problems]
-        return {"dir": str(self.dir), "policy": self.policy, "seeded": self.seeded,
-                "running": all(c.running for c in self.components),
-                "components": [c.to_json() for c in self.components], "problems": problems}
+        return {
+            "dir": str(self.dir),
+            "policy": self.policy,
+            "seeded": self.seeded,
+            "running": all(c.running for c in self.components),
+            "components": [c.to_json() for c in self.components],
+            "problems": problems,
+        }
 
     def render(self, out: Any) -> None:
         out.line(f"sandbox {self.dir} (policy {self.policy}{'' if self.seeded else ', not seeded'})")
@@ -119,8 +124,12 @@ class SandboxLoad:
         return 3 if self.problems else 0
 
     def to_json(self) -> dict[str, Any]:
-        return {**asdict(self), "dir": str(self.dir), "problems": [p.to_json() for p in self.problems],
-                "passed": self.exit_code == 0}
+        return {
+            **asdict(self),
+            "dir": str(self.dir),
+            "problems": [p.to_json() for p in self.problems],
+            "passed": self.exit_code == 0,
+        }
 
     def render(self, out: Any) -> None:
         how = "interrupted" if self.interrupted else "done"

@@ -48,23 +48,34 @@ def run_sandbox_up(policy: Any, sandbox_dir: Path, progress: Progress | None = N
             stop()
         raise
     components = component_statuses(sandbox)
-    return SandboxUp(dir=sandbox.root, policy=policy.path, seeded=seeded, restored_objects=restored,
-                     components=components, warnings=archive_warnings(), export=export_line(policy))
+    return SandboxUp(
+        dir=sandbox.root,
+        policy=policy.path,
+        seeded=seeded,
+        restored_objects=restored,
+        components=components,
+        warnings=archive_warnings(),
+        export=export_line(policy),
+    )
 
 
 def refuse_if_busy(sandbox: Sandbox) -> None:
     running = sandbox.running_pids()
     if running:
         listed = ", ".join(f"{component} pid {pid}" for component, pid in running.items())
-        raise UsageError(f"the sandbox in {sandbox.root} is already running ({listed})",
-                         hint=f"see `hadr sandbox status --dir {sandbox.root}`, "
-                              f"or stop it with `hadr sandbox down --dir {sandbox.root}`")
+        raise UsageError(
+            f"the sandbox in {sandbox.root} is already running ({listed})",
+            hint=f"see `hadr sandbox status --dir {sandbox.root}`, "
+            f"or stop it with `hadr sandbox down --dir {sandbox.root}`",
+        )
     for component, port in sandbox.ports().items():
         if procs.port_open(port):
-            raise ServerError(f"port {port} (for {component}) is already in use by another process",
-                              hint=f"stop that process, or give the sandbox other ports in {sandbox.policy.path} "
-                                   f"(a sandbox's first `up` takes them from HADR_SANDBOX_PG_PORT, _CACHE_PORT, "
-                                   f"_QUEUES_PORT and _S3_PORT)")
+            raise ServerError(
+                f"port {port} (for {component}) is already in use by another process",
+                hint=f"stop that process, or give the sandbox other ports in {sandbox.policy.path} "
+                f"(a sandbox's first `up` takes them from HADR_SANDBOX_PG_PORT, _CACHE_PORT, "
+                f"_QUEUES_PORT and _S3_PORT)",
+            )
 
 
 def prepare_repository_dir(sandbox: Sandbox) -> None:
@@ -96,13 +107,16 @@ def start_postgres(sandbox: Sandbox, started: list[Callable[[], None]]) -> None:
     parent = cluster.data_dir.parent.parent
     parent.mkdir(parents=True, exist_ok=True)
     if not procs.postgres_user_can(["test", "-x", str(parent)]):
-        raise ServerError(f"the postgres OS user cannot enter {parent}",
-                          hint="put the sandbox where every user can traverse, e.g. --dir /tmp/hadr-sandbox")
+        raise ServerError(
+            f"the postgres OS user cannot enter {parent}",
+            hint="put the sandbox where every user can traverse, e.g. --dir /tmp/hadr-sandbox",
+        )
     if not cluster.is_initialized:
         sandbox.progress(f"initdb {cluster.data_dir}")
         cluster.init()
-    cluster.write_settings({"archive_mode": "on", "archive_timeout": "60",
-                            "archive_command": sandbox.archive_command()})
+    cluster.write_settings(
+        {"archive_mode": "on", "archive_timeout": "60", "archive_command": sandbox.archive_command()}
+    )
     sandbox.progress(f"starting PostgreSQL on port {cluster.port}")
     cluster.start()
     started.append(lambda: cluster.stop("fast"))
@@ -148,15 +162,18 @@ def seed_if_new(sandbox: Sandbox) -> bool:
 def archive_warnings() -> list[str]:
     if procs.postgres_user_can([sys.executable, "-c", "pass"]):
         return []
-    return [f"the postgres OS user cannot run {sys.executable}, so WAL archiving will fail; "
-            "make its directories traversable (chmod o+x) or install hadr where every user can run it"]
+    return [
+        f"the postgres OS user cannot run {sys.executable}, so WAL archiving will fail; "
+        "make its directories traversable (chmod o+x) or install hadr where every user can run it"
+    ]
 
 
 # -- down -------------------------------------------------------------------------------------------
 
 
-def run_sandbox_down(policy: Any, sandbox_dir: Path, *, purge: bool = False,
-                     progress: Progress | None = None) -> SandboxDown:
+def run_sandbox_down(
+    policy: Any, sandbox_dir: Path, *, purge: bool = False, progress: Progress | None = None
+) -> SandboxDown:
     """Stop every component (saving the S3 endpoint's objects), wait for the ports to close."""
     sandbox = Sandbox(Path(sandbox_dir).absolute(), policy, progress or (lambda message: None))
     if purge and sandbox.root.exists() and not sandbox.marker.exists():
@@ -210,8 +227,7 @@ def run_sandbox_status(policy: Any, sandbox_dir: Path) -> SandboxStatus:
     components = component_statuses(sandbox)
     seeded = bool(sandbox.read_marker().get("seeded"))
     problems = invariant_problems(sandbox) if seeded and all(c.running for c in components) else None
-    return SandboxStatus(dir=sandbox.root, policy=policy.path, seeded=seeded, components=components,
-                         problems=problems)
+    return SandboxStatus(dir=sandbox.root, policy=policy.path, seeded=seeded, components=components, problems=problems)
 
 
 def component_statuses(sandbox: Sandbox) -> list[Component]:
@@ -221,19 +237,45 @@ def component_statuses(sandbox: Sandbox) -> list[Component]:
 
     def pg_counts() -> dict[str, int]:
         pg = sandbox.pg_source
-        with psycopg.connect(pg.dsn_for(seed.PAYMENT_DB), connect_timeout=5) as payment, \
-                psycopg.connect(pg.dsn_for(seed.UPLOAD_DB), connect_timeout=5) as upload:
+        with (
+            psycopg.connect(pg.dsn_for(seed.PAYMENT_DB), connect_timeout=5) as payment,
+            psycopg.connect(pg.dsn_for(seed.UPLOAD_DB), connect_timeout=5) as upload,
+        ):
             return seed.table_counts(payment, upload)
 
-    found = [Component(component, "postgres", cluster.port, cluster.is_running, cluster.pid,
-                       _counted(cluster.is_running, pg_counts))]
+    found = [
+        Component(
+            component,
+            "postgres",
+            cluster.port,
+            cluster.is_running,
+            cluster.pid,
+            _counted(cluster.is_running, pg_counts),
+        )
+    ]
     for component, server, source in sandbox.redis_servers():
-        found.append(Component(component, f"redis ({source.role})", server.port, bool(server.pid),
-                               server.pid, _counted(bool(server.pid), lambda s=server: _redis_counts(s.client()))))
+        found.append(
+            Component(
+                component,
+                f"redis ({source.role})",
+                server.port,
+                bool(server.pid),
+                server.pid,
+                _counted(bool(server.pid), lambda s=server: _redis_counts(s.client())),
+            )
+        )
     component, s3 = sandbox.s3_server()
     buckets = sandbox.bucket_source.buckets
-    found.append(Component(component, "s3", s3.port, bool(s3.pid), s3.pid,
-                           _counted(bool(s3.pid), lambda: seed.bucket_counts(sandbox.s3_client(), buckets))))
+    found.append(
+        Component(
+            component,
+            "s3",
+            s3.port,
+            bool(s3.pid),
+            s3.pid,
+            _counted(bool(s3.pid), lambda: seed.bucket_counts(sandbox.s3_client(), buckets)),
+        )
+    )
     return found
 
 
@@ -258,8 +300,11 @@ def _counted(running: bool, count: Callable[[], dict[str, Any]]) -> dict[str, An
 def invariant_problems(sandbox: Sandbox) -> list[Problem]:
     stack = sandbox.open_stack()
     try:
-        return (seed.check_ledger(stack.payment) + seed.check_data_items(stack.upload, stack.s3, stack.bucket)
-                + seed.check_queues(stack.queues))
+        return (
+            seed.check_ledger(stack.payment)
+            + seed.check_data_items(stack.upload, stack.s3, stack.bucket)
+            + seed.check_queues(stack.queues)
+        )
     finally:
         stack.close()
 
@@ -267,43 +312,57 @@ def invariant_problems(sandbox: Sandbox) -> list[Problem]:
 # -- load -------------------------------------------------------------------------------------------
 
 
-def run_sandbox_load(policy: Any, sandbox_dir: Path, *, seconds: float, rate: float = 20.0,
-                     seed_value: int | None = None, ui: Any = None) -> SandboxLoad:
+def run_sandbox_load(
+    policy: Any, sandbox_dir: Path, *, seconds: float, rate: float = 20.0, seed_value: int | None = None, ui: Any = None
+) -> SandboxLoad:
     """Run the bundler workload on a running sandbox; Ctrl-C stops it after the operation in flight.
     ``ui``: shows the seconds left and the operations done."""
     import random
 
     sandbox = Sandbox(Path(sandbox_dir).absolute(), policy)
     if not sandbox.read_marker().get("seeded") or len(sandbox.running_pids()) < len(sandbox.ports()):
-        raise ServerError(f"the sandbox in {sandbox.root} is not running",
-                          hint=f"start it with `hadr sandbox up --dir {sandbox.root}`")
+        raise ServerError(
+            f"the sandbox in {sandbox.root} is not running",
+            hint=f"start it with `hadr sandbox up --dir {sandbox.root}`",
+        )
     stack = sandbox.open_stack()
     began = time.monotonic()
     phase = f"load on the sandbox in {sandbox.root} at {rate:g} operations/s"
     try:
         bundler = Bundler(stack, random.Random(seed_value))
-        with stop_requests() as stop_requested, \
-                shown_by(ui, phase, total=seconds, unit="seconds", label="load") as shown:
-            def tick() -> None:
-                shown.update(min(time.monotonic() - began, seconds),
-                             note=plural(bundler.counts["operations"], "operation"))
+        with (
+            stop_requests() as stop_requested,
+            shown_by(ui, phase, total=seconds, unit="seconds", label="load") as shown,
+        ):
 
-            interrupted = run_workload(bundler, seconds=seconds, rate=rate, should_stop=stop_requested,
-                                       on_tick=tick)
+            def tick() -> None:
+                shown.update(
+                    min(time.monotonic() - began, seconds), note=plural(bundler.counts["operations"], "operation")
+                )
+
+            interrupted = run_workload(bundler, seconds=seconds, rate=rate, should_stop=stop_requested, on_tick=tick)
             tick()
     finally:
         stack.close()
-    return SandboxLoad(dir=sandbox.root, seconds=seconds, rate=rate, elapsed=time.monotonic() - began,
-                       interrupted=interrupted, counts=dict(bundler.counts),
-                       problems=invariant_problems(sandbox))
+    return SandboxLoad(
+        dir=sandbox.root,
+        seconds=seconds,
+        rate=rate,
+        elapsed=time.monotonic() - began,
+        interrupted=interrupted,
+        counts=dict(bundler.counts),
+        problems=invariant_problems(sandbox),
+    )
 
 
 @contextmanager
 def stop_requests() -> Iterator[Callable[[], bool]]:
     """SIGINT and SIGTERM set a flag instead of raising, so the operation in flight completes."""
     requested: list[int] = []
-    previous = {sig: signal.signal(sig, lambda signum, frame: requested.append(signum))
-                for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {
+        sig: signal.signal(sig, lambda signum, frame: requested.append(signum))
+        for sig in (signal.SIGINT, signal.SIGTERM)
+    }
     try:
         yield lambda: bool(requested)
     finally:

@@ -87,8 +87,14 @@ CREATE TABLE permanent_data_item ({_ITEM_COLUMNS},
 """
 
 DATA_ITEM_TABLES = ("new_data_item", "planned_data_item", "permanent_data_item")
-PAYMENT_TABLES = ("user", "audit_log", "balance_reservation", "finalized_reservation",
-                  "refunded_reservation", "x402_payment")
+PAYMENT_TABLES = (
+    "user",
+    "audit_log",
+    "balance_reservation",
+    "finalized_reservation",
+    "refunded_reservation",
+    "x402_payment",
+)
 QUEUE_LISTS = ("wait", "active", "paused")
 QUEUE_SETS = ("completed", "failed", "delayed", "prioritized")
 
@@ -119,8 +125,7 @@ def create_databases(admin_conn: Any) -> None:
         admin_conn.execute(f"DROP DATABASE IF EXISTS {dbname} WITH (FORCE)")
         admin_conn.execute(f"CREATE DATABASE {dbname}")
         info = admin_conn.info
-        with psycopg.connect(host=info.host, port=info.port, user=info.user, dbname=dbname,
-                             autocommit=True) as conn:
+        with psycopg.connect(host=info.host, port=info.port, user=info.user, dbname=dbname, autocommit=True) as conn:
             conn.execute(schema)
 
 
@@ -131,8 +136,10 @@ def reset_bucket(s3: Any, bucket: str) -> None:
         s3.create_bucket(Bucket=bucket)
         return
     for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket):
-        doomed = [{"Key": v["Key"], "VersionId": v["VersionId"]}
-                  for v in page.get("Versions", []) + page.get("DeleteMarkers", [])]
+        doomed = [
+            {"Key": v["Key"], "VersionId": v["VersionId"]}
+            for v in page.get("Versions", []) + page.get("DeleteMarkers", [])
+        ]
         if doomed:
             s3.delete_objects(Bucket=bucket, Delete={"Objects": doomed, "Quiet": True})
 
@@ -148,8 +155,7 @@ def save_buckets(s3: Any, dest: Path) -> int:
     manifest: dict[str, Any] = {}
     for bucket in (b["Name"] for b in s3.list_buckets().get("Buckets", [])):
         objects: dict[str, str] = {}
-        manifest[bucket] = {"versioning": s3.get_bucket_versioning(Bucket=bucket).get("Status"),
-                            "objects": objects}
+        manifest[bucket] = {"versioning": s3.get_bucket_versioning(Bucket=bucket).get("Status"), "objects": objects}
         (staging / bucket).mkdir(parents=True)
         for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
             for entry in page.get("Contents", []):
@@ -219,19 +225,25 @@ def check_ledger(conn: Any) -> list[Problem]:
         "LEFT JOIN (SELECT user_address, sum(winston_credit_amount) AS total FROM audit_log "
         "GROUP BY user_address) a USING (user_address) "
         "WHERE u.winston_credit_balance <> coalesce(a.total, 0) OR u.winston_credit_balance < 0 "
-        "ORDER BY 1").fetchall()
+        "ORDER BY 1"
+    ).fetchall()
     for address, balance, total in rows:
-        problems.append(Problem("ledger", f"user {address}",
-                                f"balance {balance} but audit_log sums to {total}"))
+        problems.append(Problem("ledger", f"user {address}", f"balance {balance} but audit_log sums to {total}"))
     rows = conn.execute(
         "SELECT p.payment_id, p.winc_amount, count(a.audit_id), coalesce(sum(a.winston_credit_amount), 0) "
         "FROM x402_payment p LEFT JOIN audit_log a ON a.change_id = p.payment_id "
         "AND a.change_reason = 'x402_payment' WHERE p.status = 'settled' GROUP BY 1, 2 "
         "HAVING count(a.audit_id) <> 1 OR coalesce(sum(a.winston_credit_amount), 0) <> p.winc_amount "
-        "ORDER BY 1").fetchall()
+        "ORDER BY 1"
+    ).fetchall()
     for payment_id, winc, credits, credited in rows:
-        problems.append(Problem("ledger", f"x402_payment {payment_id}",
-                                f"settled for {winc} winc but credited {plural(credits, 'time')}, {credited} winc"))
+        problems.append(
+            Problem(
+                "ledger",
+                f"x402_payment {payment_id}",
+                f"settled for {winc} winc but credited {plural(credits, 'time')}, {credited} winc",
+            )
+        )
     return problems
 
 
@@ -242,26 +254,37 @@ def check_data_items(pg_conn: Any, s3_client: Any, bucket: str) -> list[Problem]
     sizes: dict[str, int] = {}
     for page in s3_client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=DATA_ITEM_PREFIX):
         for obj in page.get("Contents", []):
-            sizes[obj["Key"][len(DATA_ITEM_PREFIX):]] = obj["Size"]
+            sizes[obj["Key"][len(DATA_ITEM_PREFIX) :]] = obj["Size"]
     problems, seen = [], {}
     for data_item_id, byte_count, table in rows:
         if data_item_id in seen:
-            problems.append(Problem("data_items", f"data item {data_item_id}",
-                                    f"in both {seen[data_item_id]} and {table}"))
+            problems.append(
+                Problem("data_items", f"data item {data_item_id}", f"in both {seen[data_item_id]} and {table}")
+            )
         seen[data_item_id] = table
         size = sizes.get(data_item_id)
         if size is None:
-            problems.append(Problem("data_items", f"data item {data_item_id}",
-                                    f"row in {table} but no object {DATA_ITEM_PREFIX}{data_item_id} in {bucket}"))
+            problems.append(
+                Problem(
+                    "data_items",
+                    f"data item {data_item_id}",
+                    f"row in {table} but no object {DATA_ITEM_PREFIX}{data_item_id} in {bucket}",
+                )
+            )
         elif size != byte_count:
-            problems.append(Problem("data_items", f"data item {data_item_id}",
-                                    f"byte_count {byte_count} but the object has {size} bytes"))
+            problems.append(
+                Problem(
+                    "data_items",
+                    f"data item {data_item_id}",
+                    f"byte_count {byte_count} but the object has {size} bytes",
+                )
+            )
     return problems
 
 
 def queue_names(redis_client: Any) -> list[str]:
     """Queues present in a Redis database (from their ``bull:<queue>:id`` counters)."""
-    names = {key.decode()[len("bull:"):-len(":id")] for key in redis_client.scan_iter("bull:*:id", count=1000)}
+    names = {key.decode()[len("bull:") : -len(":id")] for key in redis_client.scan_iter("bull:*:id", count=1000)}
     return sorted(names)
 
 
@@ -284,8 +307,9 @@ def check_queues(redis_client: Any, *, active_allowed: bool = True) -> list[Prob
                 elif state == "active" and not active_allowed:
                     problems.append(Problem("queues", f"{queue} job {job_id}", "left active with no worker"))
         if counter < highest:
-            problems.append(Problem("queues", f"{queue} id counter",
-                                    f"is {counter}, behind the highest job id {highest}"))
+            problems.append(
+                Problem("queues", f"{queue} id counter", f"is {counter}, behind the highest job id {highest}")
+            )
     return problems
 
 
@@ -304,8 +328,10 @@ def _queue_states(redis_client: Any, queue: str) -> dict[str, list[str]]:
 def table_counts(payment_conn: Any, upload_conn: Any) -> dict[str, int]:
     """Rows per table of both databases, keyed ``<database>.<table>``."""
     counts = {}
-    for dbname, conn, tables in ((PAYMENT_DB, payment_conn, PAYMENT_TABLES),
-                                 (UPLOAD_DB, upload_conn, DATA_ITEM_TABLES)):
+    for dbname, conn, tables in (
+        (PAYMENT_DB, payment_conn, PAYMENT_TABLES),
+        (UPLOAD_DB, upload_conn, DATA_ITEM_TABLES),
+    ):
         for table in tables:
             counts[f"{dbname}.{table}"] = conn.execute(f'SELECT count(*) FROM "{table}"').fetchone()[0]
     return counts

@@ -47,9 +47,18 @@ def _conf_value(value: Any) -> str:
 class PostgresCluster:
     """One PostgreSQL cluster: ``base_dir/data`` (or ``data_dir``), its log in ``base_dir``."""
 
-    def __init__(self, base_dir: Path | str, port: int, *, settings: Mapping[str, Any] | None = None,
-                 checksums: bool = True, bin_dir: str = PG_BIN_DIR, data_dir: Path | str | None = None,
-                 encoding: str = "UTF8", locale: str = "C.UTF-8"):
+    def __init__(
+        self,
+        base_dir: Path | str,
+        port: int,
+        *,
+        settings: Mapping[str, Any] | None = None,
+        checksums: bool = True,
+        bin_dir: str = PG_BIN_DIR,
+        data_dir: Path | str | None = None,
+        encoding: str = "UTF8",
+        locale: str = "C.UTF-8",
+    ):
         self.base_dir = Path(base_dir).absolute()
         self.port = port
         self.settings = dict(settings or {})
@@ -89,16 +98,25 @@ class PostgresCluster:
         """initdb (trust auth, user postgres, checksums, the encoding) and write the base settings."""
         prepare_dir_for_postgres(self.base_dir)
         prepare_dir_for_postgres(self.data_dir.parent)
-        argv = [self.tool("initdb"), "-A", "trust", "-U", "postgres", "-E", self.encoding, f"--locale={self.locale}",
-                "-D", str(self.data_dir)]
+        argv = [
+            self.tool("initdb"),
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+            "-E",
+            self.encoding,
+            f"--locale={self.locale}",
+            "-D",
+            str(self.data_dir),
+        ]
         if self.checksums:
             argv.append("--data-checksums")
         done = self.run_as_owner(argv, check=False)
         if done.returncode != 0:
             raise ServerError(f"initdb failed for {self.data_dir}:\n{(done.stdout + done.stderr)[-2000:]}")
         with open(self.data_dir / "postgresql.conf", "a") as conf:
-            conf.write("\n# written by hadr: per-cluster settings live in hadr.conf\n"
-                       "include_if_exists = 'hadr.conf'\n")
+            conf.write("\n# written by hadr: per-cluster settings live in hadr.conf\ninclude_if_exists = 'hadr.conf'\n")
         self.write_settings(self.settings)
 
     def write_settings(self, settings: Mapping[str, Any]) -> None:
@@ -106,8 +124,12 @@ class PostgresCluster:
         socket_dir = str(self.base_dir)
         if len(socket_dir) + len(f"/.s.PGSQL.{self.port}") > SOCKET_PATH_MAX:
             socket_dir = ""  # too long for a unix socket; TCP on 127.0.0.1 only
-        values: dict[str, Any] = {"port": self.port, "listen_addresses": "127.0.0.1",
-                                  "unix_socket_directories": socket_dir, "wal_level": "replica"}
+        values: dict[str, Any] = {
+            "port": self.port,
+            "listen_addresses": "127.0.0.1",
+            "unix_socket_directories": socket_dir,
+            "wal_level": "replica",
+        }
         self.settings.update(settings)
         values.update(self.settings)
         lines = [f"{key} = {_conf_value(value)}" for key, value in values.items()]
@@ -120,19 +142,29 @@ class PostgresCluster:
     def start(self, timeout: float = 60) -> None:
         if self.is_running:
             return
-        argv = [self.tool("pg_ctl"), "-D", str(self.data_dir), "-l", str(self.log_path), "-w",
-                "-t", str(int(timeout)), "start"]
+        argv = [
+            self.tool("pg_ctl"),
+            "-D",
+            str(self.data_dir),
+            "-l",
+            str(self.log_path),
+            "-w",
+            "-t",
+            str(int(timeout)),
+            "start",
+        ]
         done = self.run_as_owner(argv, check=False, timeout=timeout + 10, detach=True)
         if done.returncode != 0 or not self.is_running:
-            raise ServerError(f"PostgreSQL on port {self.port} did not start "
-                              f"(data {self.data_dir}); log tail:\n{log_tail(self.log_path)}",
-                              hint="read the log above; a port in use or a stale data dir are common causes")
+            raise ServerError(
+                f"PostgreSQL on port {self.port} did not start "
+                f"(data {self.data_dir}); log tail:\n{log_tail(self.log_path)}",
+                hint="read the log above; a port in use or a stale data dir are common causes",
+            )
 
     def stop(self, mode: str = "fast", timeout: float = 60) -> None:
         if not self.is_initialized or not self.is_running:
             return
-        argv = [self.tool("pg_ctl"), "-D", str(self.data_dir), "-m", mode, "-w", "-t", str(int(timeout)),
-                "stop"]
+        argv = [self.tool("pg_ctl"), "-D", str(self.data_dir), "-m", mode, "-w", "-t", str(int(timeout)), "stop"]
         done = self.run_as_owner(argv, check=False, timeout=timeout + 10)
         if done.returncode != 0 and self.is_running:
             raise ServerError(f"PostgreSQL on port {self.port} did not stop: {done.stderr.strip()}")
@@ -207,8 +239,9 @@ class _ChildServer:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
             log = open(self.log_path, "ab")
         try:
-            self._process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
-                                             stdin=subprocess.DEVNULL, start_new_session=detach)
+            self._process = subprocess.Popen(
+                argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=detach
+            )
         finally:
             if log is not subprocess.DEVNULL:
                 log.close()
@@ -219,8 +252,7 @@ class _ChildServer:
         if wait_until(lambda: process.poll() is not None or ready(), timeout, 0.05) and process.poll() is None:
             return
         self.stop(timeout=2)
-        raise ServerError(f"{what} on port {self.port} did not start; log tail:\n{log_tail(self.log_path)}",
-                          hint=hint)
+        raise ServerError(f"{what} on port {self.port} did not start; log tail:\n{log_tail(self.log_path)}", hint=hint)
 
     def _forget(self) -> None:
         if self._process is not None:
@@ -244,8 +276,17 @@ class RedisServer(_ChildServer):
 
     program = "redis-server"
 
-    def __init__(self, dir: Path | str, port: int, *, appendonly: bool = False, aof_timestamp: bool = False,
-                 save: str = "", extra: Mapping[str, Any] | None = None, binary: str = "redis-server"):
+    def __init__(
+        self,
+        dir: Path | str,
+        port: int,
+        *,
+        appendonly: bool = False,
+        aof_timestamp: bool = False,
+        save: str = "",
+        extra: Mapping[str, Any] | None = None,
+        binary: str = "redis-server",
+    ):
         self.dir = Path(dir).absolute()
         self.port = port
         self.appendonly, self.aof_timestamp, self.save = appendonly, aof_timestamp, save
@@ -259,9 +300,23 @@ class RedisServer(_ChildServer):
 
     def argv(self) -> list[str]:
         yes_no = {True: "yes", False: "no"}
-        argv = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
-                "--daemonize", "no", "--save", self.save, "--appendonly", yes_no[self.appendonly],
-                "--aof-timestamp-enabled", yes_no[self.aof_timestamp]]
+        argv = [
+            self.binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.dir),
+            "--daemonize",
+            "no",
+            "--save",
+            self.save,
+            "--appendonly",
+            yes_no[self.appendonly],
+            "--aof-timestamp-enabled",
+            yes_no[self.aof_timestamp],
+        ]
         for key, value in self.extra.items():
             argv += [f"--{key}", yes_no[value] if isinstance(value, bool) else str(value)]
         return argv
@@ -336,19 +391,32 @@ class S3Server(_ChildServer):
         if self.pid:
             return
         if port_open(self.port):  # else another server's answers would pass for ours
-            raise ServerError(f"the S3 endpoint cannot start: port {self.port} is already in use",
-                              hint="stop what listens there or pick another port")
+            raise ServerError(
+                f"the S3 endpoint cannot start: port {self.port} is already in use",
+                hint="stop what listens there or pick another port",
+            )
         self._spawn([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)], detach)
         self._wait_ready(self.answers, timeout, "the S3 endpoint (moto)")
 
 
-def s3_client(endpoint_url: str | None, access_key: str | None = None, secret_key: str | None = None,
-              region: str = "us-east-1"):
+def s3_client(
+    endpoint_url: str | None, access_key: str | None = None, secret_key: str | None = None, region: str = "us-east-1"
+):
     """A boto3 S3 client for an endpoint (path-style addressing, short timeouts)."""
     import boto3
     from botocore.config import Config
 
-    config = Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5, read_timeout=60,
-                    s3={"addressing_style": "path"})
-    return boto3.client("s3", endpoint_url=endpoint_url, region_name=region, config=config,
-                        aws_access_key_id=access_key or "testing", aws_secret_access_key=secret_key or "testing")
+    config = Config(
+        retries={"max_attempts": 3, "mode": "standard"},
+        connect_timeout=5,
+        read_timeout=60,
+        s3={"addressing_style": "path"},
+    )
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint_url,
+        region_name=region,
+        config=config,
+        aws_access_key_id=access_key or "testing",
+        aws_secret_access_key=secret_key or "testing",
+    )

@@ -73,7 +73,8 @@ class Bundler:
             address, kind = arweave_id(self.rng), "arweave"
         self.stack.payment.execute(
             'INSERT INTO "user" (user_address, user_address_type) VALUES (%s, %s) ON CONFLICT DO NOTHING',
-            (address, kind))
+            (address, kind),
+        )
         self.users.append(address)
         self.counts["users"] += 1
         return address
@@ -82,10 +83,13 @@ class Bundler:
         """Credit a user and write the audit row; the caller holds the transaction."""
         self.stack.payment.execute(
             'UPDATE "user" SET winston_credit_balance = winston_credit_balance + %s WHERE user_address = %s',
-            (amount, user))
+            (amount, user),
+        )
         self.stack.payment.execute(
             "INSERT INTO audit_log (user_address, winston_credit_amount, change_reason, change_id) "
-            "VALUES (%s, %s, %s, %s)", (user, amount, reason, change_id))
+            "VALUES (%s, %s, %s, %s)",
+            (user, amount, reason, change_id),
+        )
 
     def pay(self, user: str | None = None, amount: int | None = None) -> None:
         """A top-up: the payment receipt and the credit commit together."""
@@ -106,7 +110,8 @@ class Bundler:
             self.stack.payment.execute(
                 "INSERT INTO x402_payment (payment_id, user_address, payer_address, network, token, "
                 "amount_atomic, winc_amount, status) VALUES (%s, %s, %s, 'base', 'usdc', %s, %s, 'settled')",
-                (payment_id, user, "0x" + self.rng.randbytes(20).hex(), usdc, winc))
+                (payment_id, user, "0x" + self.rng.randbytes(20).hex(), usdc, winc),
+            )
             self._credit(user, winc, "x402_payment", payment_id)
         self.counts["x402_payments"] += 1
 
@@ -118,15 +123,21 @@ class Bundler:
         with self.stack.payment.transaction():
             debited = self.stack.payment.execute(
                 'UPDATE "user" SET winston_credit_balance = winston_credit_balance - %s '
-                "WHERE user_address = %s AND winston_credit_balance >= %s", (amount, user, amount))
+                "WHERE user_address = %s AND winston_credit_balance >= %s",
+                (amount, user, amount),
+            )
             if debited.rowcount != 1:
                 raise psycopg.Rollback()
             self.stack.payment.execute(
                 "INSERT INTO balance_reservation (reservation_id, data_item_id, user_address, "
-                "reserved_winc_amount) VALUES (%s, %s, %s, %s)", (reservation_id, data_item_id, user, amount))
+                "reserved_winc_amount) VALUES (%s, %s, %s, %s)",
+                (reservation_id, data_item_id, user, amount),
+            )
             self.stack.payment.execute(
                 "INSERT INTO audit_log (user_address, winston_credit_amount, change_reason, change_id) "
-                "VALUES (%s, %s, 'upload', %s)", (user, -amount, data_item_id))
+                "VALUES (%s, %s, 'upload', %s)",
+                (user, -amount, data_item_id),
+            )
             return reservation_id
         return None
 
@@ -139,17 +150,24 @@ class Bundler:
                 "DELETE FROM balance_reservation WHERE reservation_id = (SELECT reservation_id FROM "
                 "balance_reservation ORDER BY reserved_date LIMIT 1 FOR UPDATE SKIP LOCKED) "
                 "RETURNING reservation_id, data_item_id, user_address, reserved_winc_amount, "
-                "reserved_date").fetchone()
+                "reserved_date"
+            ).fetchone()
             if row is None:
                 return
             if refund:
                 self._credit(row[2], row[3], "refund", row[1])
-                conn.execute("INSERT INTO refunded_reservation (reservation_id, data_item_id, user_address, "
-                             "reserved_winc_amount, reserved_date, refund_reason) "
-                             "VALUES (%s, %s, %s, %s, %s, 'upload failed')", row)
+                conn.execute(
+                    "INSERT INTO refunded_reservation (reservation_id, data_item_id, user_address, "
+                    "reserved_winc_amount, reserved_date, refund_reason) "
+                    "VALUES (%s, %s, %s, %s, %s, 'upload failed')",
+                    row,
+                )
             else:
-                conn.execute("INSERT INTO finalized_reservation (reservation_id, data_item_id, user_address, "
-                             "reserved_winc_amount, reserved_date) VALUES (%s, %s, %s, %s, %s)", row)
+                conn.execute(
+                    "INSERT INTO finalized_reservation (reservation_id, data_item_id, user_address, "
+                    "reserved_winc_amount, reserved_date) VALUES (%s, %s, %s, %s, %s)",
+                    row,
+                )
         self.counts["reservations_refunded" if refund else "reservations_finalized"] += 1
 
     # -- upload_service + bucket --------------------------------------------------------------------
@@ -169,13 +187,24 @@ class Bundler:
             self.pay(user, price * self.rng.randrange(5, 50))
             if self._reserve(user, data_item_id, price) is None:
                 return
-        self.stack.s3.put_object(Bucket=self.stack.bucket, Key=DATA_ITEM_PREFIX + data_item_id,
-                                 Body=self.rng.randbytes(byte_count), ContentType="application/octet-stream")
+        self.stack.s3.put_object(
+            Bucket=self.stack.bucket,
+            Key=DATA_ITEM_PREFIX + data_item_id,
+            Body=self.rng.randbytes(byte_count),
+            ContentType="application/octet-stream",
+        )
         self.stack.upload.execute(
             "INSERT INTO new_data_item (data_item_id, owner_public_address, byte_count, "
             "assessed_winston_price, signature_type, content_type) VALUES (%s, %s, %s, %s, %s, %s)",
-            (data_item_id, user, byte_count, price, 1 if not user.startswith("0x") else 3,
-             self.rng.choice(("application/json", "image/png", "text/plain", "application/octet-stream"))))
+            (
+                data_item_id,
+                user,
+                byte_count,
+                price,
+                1 if not user.startswith("0x") else 3,
+                self.rng.choice(("application/json", "image/png", "text/plain", "application/octet-stream")),
+            ),
+        )
         self.add_job("new-data-item", {"dataItemId": data_item_id, "byteCount": byte_count})
         self.counts["uploads"] += 1
         self.counts["bytes_uploaded"] += byte_count
@@ -189,7 +218,9 @@ class Bundler:
             "INSERT INTO planned_data_item (data_item_id, owner_public_address, byte_count, uploaded_date, "
             "assessed_winston_price, signature_type, content_type, plan_id) SELECT data_item_id, "
             "owner_public_address, byte_count, uploaded_date, assessed_winston_price, signature_type, "
-            "content_type, %s FROM moved", (self.rng.randrange(5, 40), plan_id)).rowcount
+            "content_type, %s FROM moved",
+            (self.rng.randrange(5, 40), plan_id),
+        ).rowcount
         self.add_job("plan-bundle", {"trigger": "cron"})
         if moved:
             self.add_job("prepare-bundle", {"planId": plan_id, "dataItemCount": moved})
@@ -198,7 +229,8 @@ class Bundler:
     def make_permanent(self) -> None:
         """A posted bundle got confirmed: its plan's items become permanent."""
         row = self.stack.upload.execute(
-            "SELECT plan_id FROM planned_data_item ORDER BY planned_date LIMIT 1").fetchone()
+            "SELECT plan_id FROM planned_data_item ORDER BY planned_date LIMIT 1"
+        ).fetchone()
         if row is None:
             return
         bundle_id = arweave_id(self.rng)
@@ -208,7 +240,8 @@ class Bundler:
             "assessed_winston_price, signature_type, content_type, plan_id, planned_date, bundle_id, "
             "block_height) SELECT data_item_id, owner_public_address, byte_count, uploaded_date, "
             "assessed_winston_price, signature_type, content_type, plan_id, planned_date, %s, %s FROM moved",
-            (row[0], bundle_id, 1_500_000 + self.counts["bundles_permanent"]))
+            (row[0], bundle_id, 1_500_000 + self.counts["bundles_permanent"]),
+        )
         self.add_job("post-bundle", {"planId": row[0], "bundleId": bundle_id})
         self.add_job("verify-bundle", {"planId": row[0], "bundleId": bundle_id})
         self.counts["bundles_permanent"] += 1
@@ -220,9 +253,18 @@ class Bundler:
         job_id = str(redis.incr(queue_key(queue, "id")))
         now = int(time.time() * 1000)
         pipe = redis.pipeline(transaction=True)
-        pipe.hset(queue_key(queue, job_id), mapping={
-            "name": queue, "data": json.dumps(data), "opts": json.dumps({"attempts": 3, "removeOnFail": False}),
-            "timestamp": now, "delay": 0, "priority": 0, "attemptsMade": 0})
+        pipe.hset(
+            queue_key(queue, job_id),
+            mapping={
+                "name": queue,
+                "data": json.dumps(data),
+                "opts": json.dumps({"attempts": 3, "removeOnFail": False}),
+                "timestamp": now,
+                "delay": 0,
+                "priority": 0,
+                "attemptsMade": 0,
+            },
+        )
         pipe.lpush(queue_key(queue, "wait"), job_id)
         pipe.execute()
         self.counts["jobs_added"] += 1
@@ -251,8 +293,10 @@ class Bundler:
             pipe = redis.pipeline(transaction=True)
             pipe.lrem(queue_key(queue, "active"), 1, job_id)
             pipe.zadd(queue_key(queue, state), {job_id: now})
-            pipe.hset(queue_key(queue, job_id), mapping={
-                "finishedOn": now, field: "timeout" if failed else "null", "attemptsMade": 1})
+            pipe.hset(
+                queue_key(queue, job_id),
+                mapping={"finishedOn": now, field: "timeout" if failed else "null", "attemptsMade": 1},
+            )
             pipe.execute()
             self.counts[f"jobs_{state}"] += 1
             self._trim_completed(queue)
@@ -289,8 +333,16 @@ class Bundler:
 
     # -- the mix ------------------------------------------------------------------------------------
 
-    OPERATIONS = (("upload", 35), ("work_queues", 25), ("pay", 10), ("resolve_reservation", 12),
-                  ("touch_cache", 8), ("plan_bundle", 4), ("pay_x402", 3), ("make_permanent", 3))
+    OPERATIONS = (
+        ("upload", 35),
+        ("work_queues", 25),
+        ("pay", 10),
+        ("resolve_reservation", 12),
+        ("touch_cache", 8),
+        ("plan_bundle", 4),
+        ("pay_x402", 3),
+        ("make_permanent", 3),
+    )
 
     def step(self) -> str:
         names, weights = zip(*self.OPERATIONS, strict=True)
@@ -300,9 +352,14 @@ class Bundler:
         return name
 
 
-def run_workload(bundler: Bundler, *, seconds: float, rate: float,
-                 should_stop: Callable[[], bool] = lambda: False,
-                 on_tick: Callable[[], None] = lambda: None) -> bool:
+def run_workload(
+    bundler: Bundler,
+    *,
+    seconds: float,
+    rate: float,
+    should_stop: Callable[[], bool] = lambda: False,
+    on_tick: Callable[[], None] = lambda: None,
+) -> bool:
     """Run ``rate`` operations per second for ``seconds``; returns True when stopped early.
     ``on_tick()`` is called after each operation and every 50 ms between them (for progress)."""
     deadline = time.monotonic() + seconds

@@ -27,8 +27,10 @@ from hadr_backup.verify.findings import ERROR, OK, SKIPPED, WARNING, Finding, Re
 
 REPO = "repository"
 STATUS = {OK: "ok", WARNING: "WARN", ERROR: "FAIL", SKIPPED: "skip"}
-WRITE_HINT = ("make the repository writable for every OS user hadr runs as (archive_command runs as the "
-              "server's OS user, e.g. postgres)")
+WRITE_HINT = (
+    "make the repository writable for every OS user hadr runs as (archive_command runs as the "
+    "server's OS user, e.g. postgres)"
+)
 
 
 class CheckReport(Report):
@@ -46,8 +48,14 @@ class CheckReport(Report):
         out.line(f"{self.title}: {verdict}")
 
 
-def run_check(policy: Policy, source_name: str | None = None, *, timeout: float = 60.0, ui=None,
-              clock: Callable[[], float] = time.time) -> CheckReport:
+def run_check(
+    policy: Policy,
+    source_name: str | None = None,
+    *,
+    timeout: float = 60.0,
+    ui=None,
+    clock: Callable[[], float] = time.time,
+) -> CheckReport:
     """The repository, then every source (or only ``source_name``), as one report."""
     targets = pick_sources(policy, source_name)
     report = CheckReport("check")
@@ -58,8 +66,7 @@ def run_check(policy: Policy, source_name: str | None = None, *, timeout: float 
     for kind, source in targets:
         engine = engines.find(kind)
         if engine is None:
-            report.add(SKIPPED, "source", source.name, f"not checked: hadr has no {engines.KINDS[kind][1]} "
-                       f"engine yet")
+            report.add(SKIPPED, "source", source.name, f"not checked: hadr has no {engines.KINDS[kind][1]} engine yet")
         else:
             report.findings += engine.check(ctx, source.name, timeout).findings
     return report
@@ -87,16 +94,25 @@ def check_repository(policy: Policy) -> list[Finding]:
         store = make_storage(policy)
         store.stat(layout.META)
     except (HadrError, OSError) as error:
-        return [_failure("repository-reachable", error, f"{policy.repository.display}: "),
-                *_skipped(later, "the repository cannot be reached")]
+        return [
+            _failure("repository-reachable", error, f"{policy.repository.display}: "),
+            *_skipped(later, "the repository cannot be reached"),
+        ]
     found = [Finding(OK, "repository-reachable", REPO, f"{store.describe()} answers")]
     # 2. it holds a hadr repository whose identity reads
     try:
         meta = read_meta(store)
     except HadrError as error:
         return found + [_failure("repository-identity", error), *_skipped(later[1:], "there is no repository")]
-    found.append(Finding(OK, "repository-identity", REPO, f"hadr repository {meta.get('id')}, format "
-                         f"{meta.get('format')}, created {format_time(meta.get('created_at'))}"))
+    found.append(
+        Finding(
+            OK,
+            "repository-identity",
+            REPO,
+            f"hadr repository {meta.get('id')}, format "
+            f"{meta.get('format')}, created {format_time(meta.get('created_at'))}",
+        )
+    )
     # 3. the key opens it, and 4. a probe object can be written, read back and removed
     return found + [key_finding(policy), write_probe(store)]
 
@@ -123,11 +139,20 @@ def write_probe(store: Storage) -> Finding:
         read_back = store.get_versioned(key).data
         store.delete_if(key, token)
     except (HadrError, OSError) as error:
-        return _failure("repository-writable", error, f"created {key} but could not read it back and remove "
-                        f"it: ", f"remove {key} by hand once the repository works")
+        return _failure(
+            "repository-writable",
+            error,
+            f"created {key} but could not read it back and remove it: ",
+            f"remove {key} by hand once the repository works",
+        )
     if read_back != payload:
-        return Finding(ERROR, "repository-writable", REPO, f"{key} read back different bytes than were written",
-                       "the storage does not keep what it is given: check it before trusting backups to it")
+        return Finding(
+            ERROR,
+            "repository-writable",
+            REPO,
+            f"{key} read back different bytes than were written",
+            "the storage does not keep what it is given: check it before trusting backups to it",
+        )
     return Finding(OK, "repository-writable", REPO, f"created, read back and removed {key}")
 
 

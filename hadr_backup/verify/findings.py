@@ -55,8 +55,12 @@ class Report:
         return EXIT_OK if self.passed else EXIT_VERIFY
 
     def to_json(self) -> dict[str, Any]:
-        return {"title": self.title, "passed": self.passed, "checked": self.checked,
-                "findings": [f.to_json() for f in self.findings if f.level != OK]}
+        return {
+            "title": self.title,
+            "passed": self.passed,
+            "checked": self.checked,
+            "findings": [f.to_json() for f in self.findings if f.level != OK],
+        }
 
     def render(self, out) -> None:
         for finding in self.findings:

@@ -66,14 +66,19 @@ def _check_backup(repo: Repository, entry: BackupEntry, report: Report, deep: bo
     for key in entry.needs:  # outside its own objects: WAL it is made consistent with, a parent's objects
         report.count("needed_objects")
         if _present(repo, key, entry.id, report) is False:
-            report.add(ERROR, "needed-object-missing", entry.id, f"{key}, which it cannot be restored without, "
-                                                                 f"is missing")
+            report.add(
+                ERROR, "needed-object-missing", entry.id, f"{key}, which it cannot be restored without, is missing"
+            )
 
 
 def _check_description(repo: Repository, entry: BackupEntry, report: Report) -> None:
     if _present(repo, layout.backup_description(entry.kind, entry.source, entry.id), entry.id, report) is False:
-        report.add(WARNING, "description-missing", entry.id, "the backup has no backup.json (made by an older "
-                   "hadr): a lost catalog could not be rebuilt with it")
+        report.add(
+            WARNING,
+            "description-missing",
+            entry.id,
+            "the backup has no backup.json (made by an older hadr): a lost catalog could not be rebuilt with it",
+        )
 
 
 def _present(repo: Repository, key: str, subject: str, report: Report) -> bool | None:
@@ -92,12 +97,20 @@ def _check_unreferenced(repo: Repository, report: Report) -> None:
         parsed = layout.parse_backup_key(info.key)
         owner = owners.get(layout.backup_prefix(*parsed[:3])) if parsed else None
         if owner is None:
-            report.add(ERROR, "unreferenced-object", info.key,
-                       "no backup in the catalog accounts for it (a lost catalog entry? `hadr repair catalog` "
-                       "adds back backups that describe themselves)")
+            report.add(
+                ERROR,
+                "unreferenced-object",
+                info.key,
+                "no backup in the catalog accounts for it (a lost catalog entry? `hadr repair catalog` "
+                "adds back backups that describe themselves)",
+            )
         elif owner.state == FAILED:
-            report.add(WARNING, "failed-backup-leftover", info.key,
-                       f"left by failed backup {owner.id}; the next backup or prune removes it")
+            report.add(
+                WARNING,
+                "failed-backup-leftover",
+                info.key,
+                f"left by failed backup {owner.id}; the next backup or prune removes it",
+            )
 
 
 def _check_temporaries(repo: Repository, report: Report, now: float) -> None:
@@ -109,7 +122,14 @@ def _check_temporaries(repo: Repository, report: Report, now: float) -> None:
             continue  # a backup still running writes it
         age = now - info.mtime
         level = ERROR if age > TEMP_GRACE else WARNING
-        report.add(level, "leftover-temporary", info.key,
-                   f"an unfinished write ({info.temp_id}) {age:.0f} s old"
-                   + ("; a write still in progress, or a writer that died" if level == WARNING else
-                      "; its writer died: `hadr repair catalog` removes it"))
+        report.add(
+            level,
+            "leftover-temporary",
+            info.key,
+            f"an unfinished write ({info.temp_id}) {age:.0f} s old"
+            + (
+                "; a write still in progress, or a writer that died"
+                if level == WARNING
+                else "; its writer died: `hadr repair catalog` removes it"
+            ),
+        )

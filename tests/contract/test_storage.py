@@ -43,7 +43,7 @@ def store(driver):
 
 def chunks_of(data: bytes, size: int = 65536):
     for i in range(0, len(data), size):
-        yield data[i:i + size]
+        yield data[i : i + size]
 
 
 def test_put_get_roundtrip_small_and_empty(store):
@@ -101,9 +101,31 @@ def test_list_and_stat_tell_the_same_size_and_time(store):
 
 # keys whose characters sort before and after '/' ('+', ',', '-', '.' before; '0', ':', '=', '@', 'X', '_'
 # after), at several depths: a walk that sorted a folder as its bare name would put "m/x/a" before "m/x-1"
-MIXED_KEYS = ["m/x-1", "m/x.1", "m/x/a", "m/x/a-b", "m/x/a.b", "m/x/a:b", "m/x/a+/c", "m/x/,", "m/x,/d",
-              "m/x+1/e", "m/x-/f", "m/x.y/z", "m/x0", "m/x:", "m/x=", "m/x@", "m/x_", "m/X", "m/w", "m/-x",
-              "m/x-1.d/g/h", "m/x-1.d/g-h", "m/x-1.d/g.h"]
+MIXED_KEYS = [
+    "m/x-1",
+    "m/x.1",
+    "m/x/a",
+    "m/x/a-b",
+    "m/x/a.b",
+    "m/x/a:b",
+    "m/x/a+/c",
+    "m/x/,",
+    "m/x,/d",
+    "m/x+1/e",
+    "m/x-/f",
+    "m/x.y/z",
+    "m/x0",
+    "m/x:",
+    "m/x=",
+    "m/x@",
+    "m/x_",
+    "m/X",
+    "m/w",
+    "m/-x",
+    "m/x-1.d/g/h",
+    "m/x-1.d/g-h",
+    "m/x-1.d/g.h",
+]
 
 
 def test_list_is_in_the_order_of_sorted_keys(store):
@@ -120,8 +142,9 @@ def small_pages(store, size: int) -> list[str]:
     client = getattr(getattr(store, "inner", store), "client", None)
     pages: list[str] = []
     if client is not None:
-        client.meta.events.register("before-parameter-build.s3.ListObjectsV2",
-                                    lambda params, **kwargs: params.__setitem__("MaxKeys", size))
+        client.meta.events.register(
+            "before-parameter-build.s3.ListObjectsV2", lambda params, **kwargs: params.__setitem__("MaxKeys", size)
+        )
         client.meta.events.register("after-call.s3.ListObjectsV2", lambda **kwargs: pages.append("page"))
     return pages
 
@@ -197,8 +220,7 @@ def test_failed_put_keeps_previous_version(store):
     assert read_all(store, "keep/me") == b"good"
 
 
-@pytest.mark.parametrize("key", ["/abs", "a/../b", "..", "a//b", "a/./b", "", "a\\b", ".hidden", "a/.tmp",
-                                 "sp ace"])
+@pytest.mark.parametrize("key", ["/abs", "a/../b", "..", "a//b", "a/./b", "", "a\\b", ".hidden", "a/.tmp", "sp ace"])
 def test_bad_keys_are_refused(store, key):
     with pytest.raises(BadKey):
         store.put(key, [b"x"])

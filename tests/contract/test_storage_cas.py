@@ -80,8 +80,13 @@ def test_interrupted_put_leaves_a_recognisable_temporary_that_can_be_removed(sto
     else:
         inner = getattr(store, "inner", store)
         upload = inner.client.create_multipart_upload(Bucket=inner.bucket, Key=inner._key("backups/t/base.tar"))
-        inner.client.upload_part(Bucket=inner.bucket, Key=inner._key("backups/t/base.tar"),
-                                 UploadId=upload["UploadId"], PartNumber=1, Body=b"partial")
+        inner.client.upload_part(
+            Bucket=inner.bucket,
+            Key=inner._key("backups/t/base.tar"),
+            UploadId=upload["UploadId"],
+            PartNumber=1,
+            Body=b"partial",
+        )
     store.put("backups/t/other", [b"whole"])
     leftovers = list(store.list_temporary("backups/"))
     assert [info.key for info in leftovers] == ["backups/t/base.tar"]

@@ -39,9 +39,16 @@ def new_key_file(path: Path) -> Path:
 class PgEnv:
     """A cluster whose archive_command is ``hadr wal-push`` into a repository of its own."""
 
-    def __init__(self, *, encrypted: bool = False, settings: dict[str, Any] | None = None,
-                 backup_timeout: float = 60, s3: tuple[str, str] | None = None,
-                 cluster_options: dict[str, Any] | None = None, repo_size: str | None = None):
+    def __init__(
+        self,
+        *,
+        encrypted: bool = False,
+        settings: dict[str, Any] | None = None,
+        backup_timeout: float = 60,
+        s3: tuple[str, str] | None = None,
+        cluster_options: dict[str, Any] | None = None,
+        repo_size: str | None = None,
+    ):
         """``cluster_options``: more PostgresCluster arguments (``encoding``, ``locale``); ``repo_size``:
         the repository is a tmpfs of that size (e.g. "8m"), so that it can run full."""
         self.base = prepare_dir_for_postgres(tempfile.mkdtemp(prefix="hadr-pgt-", dir="/tmp"))
@@ -55,9 +62,18 @@ class PgEnv:
         self.port = free_port()
         self.write_policy(backup_timeout=backup_timeout)
         init_repo(self.policy)
-        self.cluster = PostgresCluster(self.base / "pg", self.port, settings={
-            "archive_mode": "on", "archive_command": archive_command_for(self.policy_path, "main"),
-            "track_commit_timestamp": "on", "max_wal_size": "1GB", **(settings or {})}, **(cluster_options or {}))
+        self.cluster = PostgresCluster(
+            self.base / "pg",
+            self.port,
+            settings={
+                "archive_mode": "on",
+                "archive_command": archive_command_for(self.policy_path, "main"),
+                "track_commit_timestamp": "on",
+                "max_wal_size": "1GB",
+                **(settings or {}),
+            },
+            **(cluster_options or {}),
+        )
         self.cluster.init()
         self.cluster.start()
         self.restored: list[Path] = []
@@ -65,10 +81,17 @@ class PgEnv:
     def write_policy(self, **source: Any) -> None:
         repository: dict[str, Any] = {"path": str(self.repo_dir)}
         if self.s3:
-            repository = {"url": f"s3://{self.s3[1]}/pg", "endpoint": self.s3[0], "access_key": "testing",
-                          "secret_key": "testing", "lock_dir": str(self.base)}
-        data: dict[str, Any] = {"repository": repository,
-                                "sources": {"postgres": [{"name": "main", "dsn": self.dsn(), **source}]}}
+            repository = {
+                "url": f"s3://{self.s3[1]}/pg",
+                "endpoint": self.s3[0],
+                "access_key": "testing",
+                "secret_key": "testing",
+                "lock_dir": str(self.base),
+            }
+        data: dict[str, Any] = {
+            "repository": repository,
+            "sources": {"postgres": [{"name": "main", "dsn": self.dsn(), **source}]},
+        }
         if self.key_file:
             data["encryption"] = {"key_file": str(self.key_file)}
         self.policy_path.write_text(yaml.safe_dump(data))
@@ -108,8 +131,13 @@ class PgEnv:
     # -- hadr --------------------------------------------------------------------------------------
 
     def hadr(self, *args: str, check: bool = False) -> subprocess.CompletedProcess:
-        done = subprocess.run([sys.executable, "-m", "hadr_backup", "--policy", str(self.policy_path), *args],
-                              capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=600)
+        done = subprocess.run(
+            [sys.executable, "-m", "hadr_backup", "--policy", str(self.policy_path), *args],
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            timeout=600,
+        )
         if check and done.returncode != 0:
             raise AssertionError(f"hadr {' '.join(args)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
         return done
@@ -152,8 +180,12 @@ class PgEnv:
 def mount_tmpfs(path: Path, size: str, mounts: list[Path]) -> Path:
     """Mount a tmpfs of ``size`` on ``path`` (root only; a failure fails the test, it never skips it)."""
     path.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(path)], check=True,
-                   capture_output=True, text=True)
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(path)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     mounts.append(path)
     return path
 

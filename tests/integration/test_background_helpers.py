@@ -24,7 +24,8 @@ def helper_log(archive, helper: str, timeout: float = 60) -> dict:
 
 
 def test_a_pusher_that_cannot_write_the_repository_says_why_in_the_log_hadr_info_names(
-        pg_cluster_factory, short_tmp_dir):
+    pg_cluster_factory, short_tmp_dir
+):
     archive = make_archive(short_tmp_dir)
     repo_root = Path(archive.data["repository"]["path"])
     os.chown(repo_root, 0, 0)  # the archiver runs as postgres: the repository refuses its writes
@@ -47,7 +48,8 @@ def test_a_pusher_that_cannot_write_the_repository_says_why_in_the_log_hadr_info
 
 
 def test_a_prefetcher_that_meets_a_damaged_segment_says_why_in_the_log_hadr_info_names(
-        pg_cluster_factory, short_tmp_dir):
+    pg_cluster_factory, short_tmp_dir
+):
     archive = make_archive(short_tmp_dir)
     cluster = archive.cluster(pg_cluster_factory)
     names = make_wal(cluster, 4)

@@ -28,8 +28,7 @@ pytestmark = pytest.mark.integration
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = REPO_ROOT / "scripts" / "by-hand.sh"
 PG_CTL = "/usr/lib/postgresql/15/bin/pg_ctl"
-PORT_VARIABLES = ("HADR_SANDBOX_PG_PORT", "HADR_SANDBOX_CACHE_PORT", "HADR_SANDBOX_QUEUES_PORT",
-                  "HADR_SANDBOX_S3_PORT")
+PORT_VARIABLES = ("HADR_SANDBOX_PG_PORT", "HADR_SANDBOX_CACHE_PORT", "HADR_SANDBOX_QUEUES_PORT", "HADR_SANDBOX_S3_PORT")
 AUDIT_ROWS = "SELECT count(*) FROM audit_log WHERE audit_date {} %s"
 REPLAYED_ROWS = "SELECT count(*) FROM audit_log WHERE audit_date > %s AND audit_date <= %s"
 
@@ -41,7 +40,7 @@ def script_steps() -> list[str]:
 
 def readme_steps() -> list[str]:
     readme = (REPO_ROOT / "README.md").read_text()
-    by_hand = readme[readme.index("By hand"):readme.index("## Configuration")]
+    by_hand = readme[readme.index("By hand") : readme.index("## Configuration")]
     blocks = re.findall(r"```sh\n(.*?)```", by_hand, re.DOTALL)
     return next(block for block in blocks if block.startswith("hadr sandbox up")).splitlines()
 
@@ -65,14 +64,21 @@ def by_hand_folder():
     ports: dict[str, int] = {}
     while len(set(ports.values())) < len(PORT_VARIABLES):
         ports = {name: free_port() for name in PORT_VARIABLES}
-    env = {**os.environ, **{k: str(v) for k, v in ports.items()}, "PYTHONPATH": str(REPO_ROOT),
-           "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    env = {
+        **os.environ,
+        **{k: str(v) for k, v in ports.items()},
+        "PYTHONPATH": str(REPO_ROOT),
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+    }
     try:
         yield work, env, ports
     finally:
         if (work / "restored" / "postmaster.pid").exists():
-            subprocess.run(["runuser", "-u", "postgres", "--", PG_CTL, "-D", str(work / "restored"), "-m",
-                            "immediate", "stop"], capture_output=True, timeout=60)
+            subprocess.run(
+                ["runuser", "-u", "postgres", "--", PG_CTL, "-D", str(work / "restored"), "-m", "immediate", "stop"],
+                capture_output=True,
+                timeout=60,
+            )
         run_dir = work / ".hadr-sandbox" / "run"
         pids = [int(p.read_text()) for p in run_dir.glob("*.pid")] if run_dir.exists() else []
         subprocess.run(["hadr", "sandbox", "down"], cwd=work, env=env, capture_output=True, timeout=120)
@@ -83,8 +89,9 @@ def by_hand_folder():
 
 def test_the_by_hand_steps_restore_to_the_target_and_promote(by_hand_folder) -> None:
     work, env, ports = by_hand_folder
-    done = subprocess.run(["bash", str(SCRIPT)], cwd=work, env=env, capture_output=True, text=True, timeout=900,
-                          stdin=subprocess.DEVNULL)
+    done = subprocess.run(
+        ["bash", str(SCRIPT)], cwd=work, env=env, capture_output=True, text=True, timeout=900, stdin=subprocess.DEVNULL
+    )
     assert done.returncode == 0, f"exit {done.returncode}\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
     policy = work / ".hadr-sandbox" / "policy.yaml"
 
@@ -101,9 +108,26 @@ def test_the_by_hand_steps_restore_to_the_target_and_promote(by_hand_folder) -> 
 
     # started again, it is a primary on a new timeline with the rows up to the target and none after it
     port = free_port()
-    started = subprocess.run(["runuser", "-u", "postgres", "--", PG_CTL, "-D", str(work / "restored"), "-l",
-                              str(work / "restored" / "again.log"), "-o", f"-p {port}", "-w", "start"],
-                             capture_output=True, text=True, timeout=120)
+    started = subprocess.run(
+        [
+            "runuser",
+            "-u",
+            "postgres",
+            "--",
+            PG_CTL,
+            "-D",
+            str(work / "restored"),
+            "-l",
+            str(work / "restored" / "again.log"),
+            "-o",
+            f"-p {port}",
+            "-w",
+            "start",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert started.returncode == 0, started.stdout + started.stderr
     settled = target - timedelta(seconds=1)  # a row inserted by then was committed before the target
     with psycopg.connect(f"host=127.0.0.1 port={port} user=postgres dbname=payment_service") as copy:
@@ -116,8 +140,9 @@ def test_the_by_hand_steps_restore_to_the_target_and_promote(by_hand_folder) -> 
     # production (the sandbox, up again with the policy file it wrote) wrote rows after the target
     up = subprocess.run(["hadr", "sandbox", "up"], cwd=work, env=env, capture_output=True, text=True, timeout=300)
     assert up.returncode == 0, up.stdout + up.stderr
-    with psycopg.connect(f"host=127.0.0.1 port={ports['HADR_SANDBOX_PG_PORT']} user=postgres "
-                         f"dbname=payment_service") as production:
+    with psycopg.connect(
+        f"host=127.0.0.1 port={ports['HADR_SANDBOX_PG_PORT']} user=postgres dbname=payment_service"
+    ) as production:
         before = production.execute(AUDIT_ROWS.format("<="), (settled,)).fetchone()[0]
         after = production.execute(AUDIT_ROWS.format(">"), (target,)).fetchone()[0]
         replayed = production.execute(REPLAYED_ROWS, (target - timedelta(seconds=8), settled)).fetchone()[0]

@@ -37,8 +37,7 @@ def test_kill_9_at_random_points_never_leaves_a_false_complete(tmp_path):
     rng = random.Random(1234)
     seen_states: set[str] = set()
     for round_ in range(24):
-        writer = subprocess.Popen([sys.executable, "-c", WRITER, str(policy_file)], stdout=subprocess.PIPE,
-                                  text=True)
+        writer = subprocess.Popen([sys.executable, "-c", WRITER, str(policy_file)], stdout=subprocess.PIPE, text=True)
         assert writer.stdout.readline().strip() == "open"
         time.sleep(rng.uniform(0.0, 0.25))
         writer.kill()

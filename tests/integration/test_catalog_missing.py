@@ -93,8 +93,9 @@ def test_both_catalog_files_damaged_is_repaired_too(env: PgEnv, two_backups) -> 
     assert done.returncode == 1 and "both unreadable" in done.stderr and "repair catalog" in done.stderr
     result = json.loads(env.hadr("--json", "repair", "catalog", check=True).stdout)
     assert result["notes"] and sorted(result["added"]) == sorted(i for i, s in before.items() if s == "complete")
-    assert {i: s for i, s in listed(env).items() if s == "complete"} == \
-        {i: s for i, s in before.items() if s == "complete"}
+    assert {i: s for i, s in listed(env).items() if s == "complete"} == {
+        i: s for i, s in before.items() if s == "complete"
+    }
 
 
 def test_undescribed_folder_is_reported_and_left_alone(env: PgEnv, two_backups) -> None:

@@ -27,9 +27,21 @@ from tests.integration.pg_support import PgEnv, new_key_file
 pytestmark = pytest.mark.integration
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-EVERY_CHECK = ["repository-reachable", "repository-identity", "repository-key", "repository-writable",
-               "server-reachable", "role", "wal-level", "archive-mode", "archive-command", "archive-timeout",
-               "clock-skew", "archive-identity", "archive-end-to-end"]
+EVERY_CHECK = [
+    "repository-reachable",
+    "repository-identity",
+    "repository-key",
+    "repository-writable",
+    "server-reachable",
+    "role",
+    "wal-level",
+    "archive-mode",
+    "archive-command",
+    "archive-timeout",
+    "clock-skew",
+    "archive-identity",
+    "archive-end-to-end",
+]
 
 
 @pytest.fixture(scope="module")
@@ -40,13 +52,21 @@ def env() -> Iterator[PgEnv]:
     env.close()
 
 
-def run_check(env: PgEnv, *args: str, policy: Path | None = None, as_postgres: bool = False
-              ) -> subprocess.CompletedProcess:
+def run_check(
+    env: PgEnv, *args: str, policy: Path | None = None, as_postgres: bool = False
+) -> subprocess.CompletedProcess:
     argv = [sys.executable, "-m", "hadr_backup", "--policy", str(policy or env.policy_path), "check", *args]
     if as_postgres:  # root would ignore permissions
         argv = ["runuser", "-u", "postgres", "--", *argv]
-    return subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=120, cwd=env.base,
-                          env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    return subprocess.run(
+        argv,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=120,
+        cwd=env.base,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+    )
 
 
 def line(done: subprocess.CompletedProcess, code: str) -> str:
@@ -128,9 +148,15 @@ def test_a_healthy_cluster_passes_every_check(env: PgEnv) -> None:
     # the probe object is gone again
     assert not [p for p in env.repo_dir.iterdir() if p.name.startswith(layout.PROBE)]
     # the JSON twin lists every check
-    as_json = json.loads(subprocess.run(
-        [sys.executable, "-m", "hadr_backup", "--json", "--policy", str(env.policy_path), "check"],
-        capture_output=True, text=True, check=True, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)}).stdout)
+    as_json = json.loads(
+        subprocess.run(
+            [sys.executable, "-m", "hadr_backup", "--json", "--policy", str(env.policy_path), "check"],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        ).stdout
+    )
     assert as_json["passed"] is True
     assert [(f["code"], f["level"]) for f in as_json["findings"]] == [(code, "ok") for code in EVERY_CHECK]
 
@@ -180,8 +206,12 @@ def test_archive_command_with_another_policy_file_fails(env: PgEnv) -> None:
     copy = other_policy(env, "copy.yaml", lambda data: None)
     with altered(env, archive_command=archive_command_for(copy, "main")):
         done = run_check(env)
-    failed(done, "archive-command", f"another policy file, {copy}, not {env.policy_path}",
-           f"ALTER SYSTEM SET archive_command = '{archive_command_for(env.policy_path, 'main')}'")
+    failed(
+        done,
+        "archive-command",
+        f"another policy file, {copy}, not {env.policy_path}",
+        f"ALTER SYSTEM SET archive_command = '{archive_command_for(env.policy_path, 'main')}'",
+    )
     assert status(done, "archive-end-to-end") == "ok"  # the copy stores into the same repository
 
 
@@ -189,8 +219,12 @@ def test_archive_command_with_another_source_name_fails(env: PgEnv) -> None:
     with altered(env, archive_command=f"{hadr_command(env.policy_path, 'other', 'wal-push')} %p"):
         done = run_check(env, "--timeout", "2")
     failed(done, "archive-command", "archives as source 'other', not 'main'")
-    failed(done, "archive-end-to-end", "did not reach the repository within 2 s", "pg_stat_archiver: the last "
-           "failure was on")
+    failed(
+        done,
+        "archive-end-to-end",
+        "did not reach the repository within 2 s",
+        "pg_stat_archiver: the last failure was on",
+    )
     caught_up(env)
 
 
@@ -203,31 +237,49 @@ def test_archive_command_that_is_not_hadr_fails_and_nothing_arrives(env: PgEnv) 
 
 def test_archive_mode_off_and_wal_level_minimal_fail(env: PgEnv, pg_cluster_factory) -> None:
     cluster = pg_cluster_factory(settings={"archive_mode": "off", "archive_timeout": "60"})
-    policy = other_policy(env, "off.yaml", lambda data: data["sources"]["postgres"][0].update(
-        name="off", dsn=cluster.dsn()))
+    policy = other_policy(
+        env, "off.yaml", lambda data: data["sources"]["postgres"][0].update(name="off", dsn=cluster.dsn())
+    )
     done = run_check(env, policy=policy)
-    failed(done, "archive-mode", "off: PostgreSQL archives nothing", "ALTER SYSTEM SET archive_mode = on; "
-           "then restart PostgreSQL")
+    failed(
+        done,
+        "archive-mode",
+        "off: PostgreSQL archives nothing",
+        "ALTER SYSTEM SET archive_mode = on; then restart PostgreSQL",
+    )
     assert status(done, "wal-level") == "ok"
     failed(done, "archive-command", "(disabled): archive_mode is off")
-    assert line(done, "archive-end-to-end").endswith("skip  off: not checked: archive_mode is off, so no segment "
-                                                      "is archived")
+    assert line(done, "archive-end-to-end").endswith(
+        "skip  off: not checked: archive_mode is off, so no segment is archived"
+    )
     cluster.stop()
     cluster.write_settings({"wal_level": "minimal", "max_wal_senders": 0})
     cluster.start()
-    failed(run_check(env, policy=policy), "wal-level", "minimal: its WAL cannot restore a base backup",
-           "ALTER SYSTEM SET wal_level = replica; then restart PostgreSQL")
+    failed(
+        run_check(env, policy=policy),
+        "wal-level",
+        "minimal: its WAL cannot restore a base backup",
+        "ALTER SYSTEM SET wal_level = replica; then restart PostgreSQL",
+    )
 
 
 # -- the repository ----------------------------------------------------------------------------------
 
 
 def test_a_wrong_or_missing_key_fails(env: PgEnv) -> None:
-    wrong = other_policy(env, "wrong-key.yaml", lambda data: data["encryption"].update(
-        key_file=str(new_key_file(env.base / "other.key"))))
+    wrong = other_policy(
+        env,
+        "wrong-key.yaml",
+        lambda data: data["encryption"].update(key_file=str(new_key_file(env.base / "other.key"))),
+    )
     done = run_check(env, policy=wrong)
-    failed(done, "repository-key", "is wrapped by master key", "but the master key given is",
-           "use the key file the repository was created with")
+    failed(
+        done,
+        "repository-key",
+        "is wrapped by master key",
+        "but the master key given is",
+        "use the key file the repository was created with",
+    )
     assert status(done, "archive-end-to-end") == "skip"
     assert not done.stderr.count("Traceback")
     keyless = other_policy(env, "no-key.yaml", lambda data: data.pop("encryption"))
@@ -240,15 +292,26 @@ def test_an_unwritable_repository_fails(env: PgEnv) -> None:
         done = run_check(env, as_postgres=True)
     finally:
         env.repo_dir.chmod(0o755)
-    failed(done, "repository-writable", "the probe object cannot be created", f"{env.repo_dir}/probe-",
-           "Permission denied", "archive_command runs as the postgres OS user")
+    failed(
+        done,
+        "repository-writable",
+        "the probe object cannot be created",
+        f"{env.repo_dir}/probe-",
+        "Permission denied",
+        "archive_command runs as the postgres OS user",
+    )
     assert status(done, "archive-end-to-end") == "ok"  # WAL folders are still writable
 
 
 def test_an_unreachable_repository_and_server_fail(env: PgEnv) -> None:
-    policy = other_policy(env, "gone.yaml", lambda data: (
-        data["repository"].update(path=str(env.base / "missing")),
-        data["sources"]["postgres"][0].update(dsn=f"host=127.0.0.1 port={free_port()} user=postgres")))
+    policy = other_policy(
+        env,
+        "gone.yaml",
+        lambda data: (
+            data["repository"].update(path=str(env.base / "missing")),
+            data["sources"]["postgres"][0].update(dsn=f"host=127.0.0.1 port={free_port()} user=postgres"),
+        ),
+    )
     done = run_check(env, policy=policy)
     failed(done, "repository-reachable", f"repository directory {env.base / 'missing'} does not exist")
     failed(done, "server-reachable", "cannot connect to PostgreSQL source main")
@@ -260,15 +323,27 @@ def test_an_archive_bound_to_another_cluster_fails(env: PgEnv) -> None:
     with open_repo(env.policy, write=True, lock=False, catalog=False) as repo:
         original = repo.store.get_versioned(key).data
         repo.store.delete(key)
-        repo.put_json(key, {"system_identifier": 1234567890123456789, "segment_size": 16 << 20,
-                            "page_magic": 0xD110, "pg_version": 15, "block_size": 8192})
+        repo.put_json(
+            key,
+            {
+                "system_identifier": 1234567890123456789,
+                "segment_size": 16 << 20,
+                "page_magic": 0xD110,
+                "pg_version": 15,
+                "block_size": 8192,
+            },
+        )
         try:
             done = run_check(env, "--timeout", "2")
         finally:
             repo.store.delete(key)
             repo.store.put(key, [original])
-    failed(done, "archive-identity", "belongs to the cluster with system identifier 1234567890123456789",
-           "give this cluster its own source name")
+    failed(
+        done,
+        "archive-identity",
+        "belongs to the cluster with system identifier 1234567890123456789",
+        "give this cluster its own source name",
+    )
     failed(done, "archive-end-to-end", "pg_stat_archiver: the last failure was on")  # wal-push refuses it
     caught_up(env)
 
@@ -293,11 +368,18 @@ def test_broken_archiving_names_the_archivers_last_failure(env: PgEnv) -> None:
 
 def test_a_role_that_may_not_switch_wal_fails(env: PgEnv) -> None:
     env.sql("create role hadr_check login")
-    policy = other_policy(env, "role.yaml", lambda data: data["sources"]["postgres"][0].update(
-        dsn=env.dsn().replace("user=postgres", "user=hadr_check")))
+    policy = other_policy(
+        env,
+        "role.yaml",
+        lambda data: data["sources"]["postgres"][0].update(dsn=env.dsn().replace("user=postgres", "user=hadr_check")),
+    )
     done = run_check(env, policy=policy)
-    failed(done, "role", "hadr_check is not a superuser and may not run pg_switch_wal()",
-           "GRANT EXECUTE ON FUNCTION pg_switch_wal() TO hadr_check")
+    failed(
+        done,
+        "role",
+        "hadr_check is not a superuser and may not run pg_switch_wal()",
+        "GRANT EXECUTE ON FUNCTION pg_switch_wal() TO hadr_check",
+    )
     assert status(done, "archive-end-to-end") == "skip"
     env.sql("grant execute on function pg_switch_wal() to hadr_check")
     granted = run_check(env, policy=policy)

@@ -16,8 +16,7 @@ from tests.schema_check import assert_schema
 
 pytestmark = pytest.mark.integration
 REPO_ROOT = Path(__file__).resolve().parents[2]
-PORT_VARIABLES = ("HADR_SANDBOX_PG_PORT", "HADR_SANDBOX_CACHE_PORT", "HADR_SANDBOX_QUEUES_PORT",
-                  "HADR_SANDBOX_S3_PORT")
+PORT_VARIABLES = ("HADR_SANDBOX_PG_PORT", "HADR_SANDBOX_CACHE_PORT", "HADR_SANDBOX_QUEUES_PORT", "HADR_SANDBOX_S3_PORT")
 
 
 def test_demo_restores_the_damaged_rows_and_measures_rto_and_rpo() -> None:
@@ -30,8 +29,15 @@ def test_demo_restores_the_damaged_rows_and_measures_rto_and_rpo() -> None:
     env = {**os.environ, **{k: str(v) for k, v in ports.items()}, "PYTHONPATH": str(REPO_ROOT)}
 
     def hadr(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "hadr_backup", *args], env=env, cwd=REPO_ROOT,
-                              capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+        return subprocess.run(
+            [sys.executable, "-m", "hadr_backup", *args],
+            env=env,
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            stdin=subprocess.DEVNULL,
+        )
 
     try:
         done = hadr("--json", "demo", "--dir", str(folder), "--seconds", "3")

@@ -33,10 +33,31 @@ def env():
 
 def psql(env: PgEnv, dbname: bytes, sql: bytes, port: int | None = None) -> bytes:
     """psql with raw bytes, as an old client of a SQL_ASCII cluster talks to it."""
-    argv = [f"{BIN}/psql", "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p",
-            str(port or env.port), "-U", "postgres", "-d", dbname, "-c", sql]
-    done = subprocess.run(argv, capture_output=True, stdin=subprocess.DEVNULL, timeout=60,
-                          env={**os.environ, "PGCLIENTENCODING": "SQL_ASCII"})
+    argv = [
+        f"{BIN}/psql",
+        "-X",
+        "-A",
+        "-t",
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-h",
+        "127.0.0.1",
+        "-p",
+        str(port or env.port),
+        "-U",
+        "postgres",
+        "-d",
+        dbname,
+        "-c",
+        sql,
+    ]
+    done = subprocess.run(
+        argv,
+        capture_output=True,
+        stdin=subprocess.DEVNULL,
+        timeout=60,
+        env={**os.environ, "PGCLIENTENCODING": "SQL_ASCII"},
+    )
     assert done.returncode == 0, done.stderr
     return done.stdout
 

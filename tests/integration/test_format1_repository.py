@@ -30,9 +30,17 @@ def old_repository():
     for path in [base / "hadr.key", *base.rglob("*")]:
         shutil.chown(path, "postgres", "postgres")
     policy = base / "policy.yaml"
-    policy.write_text(yaml.safe_dump({
-        "repository": {"path": str(base / "repo")}, "encryption": {"key_file": str(base / "hadr.key")},
-        "sources": {"postgres": [{"name": "main", "dsn": "host=127.0.0.1 port=9 user=postgres", "bin_dir": BIN}]}}))
+    policy.write_text(
+        yaml.safe_dump(
+            {
+                "repository": {"path": str(base / "repo")},
+                "encryption": {"key_file": str(base / "hadr.key")},
+                "sources": {
+                    "postgres": [{"name": "main", "dsn": "host=127.0.0.1 port=9 user=postgres", "bin_dir": BIN}]
+                },
+            }
+        )
+    )
     yield base, policy, json.loads((FIXTURE / "expected.json").read_text())
     if (base / "restored" / "postmaster.pid").exists():
         from hadr_backup.procs import run_as_owner
@@ -60,8 +68,20 @@ def test_format_1_repository_lists_verifies_and_restores(old_repository) -> None
     assert {f["code"] for f in json.loads(report.stdout)["findings"]} == {"description-missing"}
 
     to = base / "restored"
-    done = hadr_cli(policy, "--json", "restore", "pg", "--latest", "--to", str(to), "--start",
-                    "--target-action", "promote", "--socket-dir", str(base))  # its own was a temp dir
+    done = hadr_cli(
+        policy,
+        "--json",
+        "restore",
+        "pg",
+        "--latest",
+        "--to",
+        str(to),
+        "--start",
+        "--target-action",
+        "promote",
+        "--socket-dir",
+        str(base),
+    )  # its own was a temp dir
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["backup"] == expected["backup_id"]
     import psycopg

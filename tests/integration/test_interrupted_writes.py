@@ -31,8 +31,10 @@ def env(request):
         s3 = (server.endpoint_url, bucket)
     env = PgEnv(encrypted=True, s3=s3)
     # about 90 MB of barely compressible rows: several multipart parts, a few seconds of streaming
-    env.sql("create table bulk as select g, md5(random()::text) || md5(random()::text) || md5(random()::text) "
-            "as filler from generate_series(1, 900000) g")
+    env.sql(
+        "create table bulk as select g, md5(random()::text) || md5(random()::text) || md5(random()::text) "
+        "as filler from generate_series(1, 900000) g"
+    )
     yield env
     env.close()
 
@@ -40,8 +42,11 @@ def env(request):
 def kill_mid_write(env: PgEnv) -> str:
     """Start a backup, SIGKILL it as soon as a write of its is half done; return the entry id."""
     store = make_storage(env.policy)
-    process = subprocess.Popen([sys.executable, "-m", "hadr_backup", "--policy", str(env.policy_path), "backup", "pg"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "hadr_backup", "--policy", str(env.policy_path), "backup", "pg"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and process.poll() is None:
         leftovers = list(store.list_temporary("backups/"))

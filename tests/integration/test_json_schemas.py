@@ -81,8 +81,19 @@ def test_wal_commands(env: PgEnv, tmp_path: Path) -> None:
     fetched = assert_schema("wal-fetch", run_json(env, "wal-fetch", "--prefetch", "0", segment, str(dest), "--json"))
     assert fetched["status"] == "fetched" and fetched["size"] == dest.stat().st_size
 
-    absent = assert_schema("wal-fetch", run_json(env, "--json", "wal-fetch", "--prefetch", "0",
-                                                 "0000000100000000000000FE", str(tmp_path / "absent"), expect=1))
+    absent = assert_schema(
+        "wal-fetch",
+        run_json(
+            env,
+            "--json",
+            "wal-fetch",
+            "--prefetch",
+            "0",
+            "0000000100000000000000FE",
+            str(tmp_path / "absent"),
+            expect=1,
+        ),
+    )
     assert absent["status"] == "absent" and absent["size"] is None and not (tmp_path / "absent").exists()
 
 

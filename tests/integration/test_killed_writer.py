@@ -50,8 +50,9 @@ def version_held(target: Path, candidates: list[int]) -> int:
     assert len(data) == SIZE, f"{target} is {len(data)} bytes, not {SIZE}: a torn write"
     for version in candidates:
         if data[:32] == hashlib.sha256(str(version).encode()).digest():
-            assert hashlib.sha256(data).hexdigest() == version_digest(version), \
+            assert hashlib.sha256(data).hexdigest() == version_digest(version), (
                 f"{target} starts as version {version} but does not hold it whole"
+            )
             return version
     raise AssertionError(f"{target} holds none of versions {candidates[0]}..{candidates[-1]}")
 
@@ -60,8 +61,12 @@ def kill_mid_write(target: Path, first_version: int, rng: random.Random) -> list
     """Run the writer from ``first_version`` and SIGKILL it at a random moment; the versions it reported
     written."""
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(target), str(first_version), str(SIZE)],
-                              stdout=subprocess.PIPE, text=True, env=env)
+    writer = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(target), str(first_version), str(SIZE)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     try:
         assert writer.stdout.readline() == "ready\n"
         time.sleep(rng.uniform(0.0, 0.4))

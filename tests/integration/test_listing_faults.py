@@ -28,8 +28,10 @@ from hadr_backup.verify.repo import run_verify_repo
 from tests.faultproxy import FaultProxy
 from tests.helpers import hadr_cli, seed_wal, wal_policy_data, write_policy
 
-pytestmark = pytest.mark.skipif(not postgres_user_can([sys.executable, "-c", "import hadr_backup"]),
-                                reason=f"the postgres OS user cannot run {sys.executable}")
+pytestmark = pytest.mark.skipif(
+    not postgres_user_can([sys.executable, "-c", "import hadr_backup"]),
+    reason=f"the postgres OS user cannot run {sys.executable}",
+)
 
 FOLDER = "wal/main/0000000100000000"
 PRESENT, ABSENT = "000000010000000000000003", "000000010000000000000004"
@@ -48,8 +50,17 @@ class Fetcher:
         return parse_policy(yaml.safe_load(self.policy_file.read_text()), str(self.policy_file))
 
     def fetch(self, name: str, policy_file: Path | None = None):
-        return hadr_cli(policy_file or self.policy_file, "wal-fetch", "--prefetch", "0", "--source", "main",
-                        name, str(self.pg_wal / "RECOVERYXLOG"), as_postgres=True)
+        return hadr_cli(
+            policy_file or self.policy_file,
+            "wal-fetch",
+            "--prefetch",
+            "0",
+            "--source",
+            "main",
+            name,
+            str(self.pg_wal / "RECOVERYXLOG"),
+            as_postgres=True,
+        )
 
     def assert_stops_recovery(self, name: str, *needles: str, policy_file: Path | None = None) -> str:
         fetched = self.fetch(name, policy_file)
@@ -107,10 +118,20 @@ def test_missing_repository_root_and_unmounted_empty_mount_point(local, short_tm
 
 
 def test_an_archive_that_is_gone_or_never_was_is_not_an_absence(local):
-    never = write_policy(local.base / "never.yaml", wal_policy_data({"path": local.policy.repository.path},
-                                                                    name="other"))
-    fetched = hadr_cli(never, "wal-fetch", "--prefetch", "0", "--source", "other", ABSENT,
-                       str(local.pg_wal / "RECOVERYXLOG"), as_postgres=True)
+    never = write_policy(
+        local.base / "never.yaml", wal_policy_data({"path": local.policy.repository.path}, name="other")
+    )
+    fetched = hadr_cli(
+        never,
+        "wal-fetch",
+        "--prefetch",
+        "0",
+        "--source",
+        "other",
+        ABSENT,
+        str(local.pg_wal / "RECOVERYXLOG"),
+        as_postgres=True,
+    )
     assert fetched.returncode == EXIT_FETCH_FAILED
     assert "nothing was ever archived for source 'other'" in fetched.stderr, fetched.stderr
     shutil.rmtree(Path(local.policy.repository.path) / "wal" / "main")
@@ -139,8 +160,12 @@ def test_verify_reports_a_listing_it_could_not_make(local):
 @pytest.fixture
 def s3(s3_server, s3_bucket, short_tmp_dir):
     """(fetcher whose policy goes through the proxy, proxy): the bucket holds segment PRESENT."""
-    repository = {"url": f"s3://{s3_bucket}/hadr", "access_key": "testing", "secret_key": "testing",
-                  "lock_dir": str(short_tmp_dir / "locks")}
+    repository = {
+        "url": f"s3://{s3_bucket}/hadr",
+        "access_key": "testing",
+        "secret_key": "testing",
+        "lock_dir": str(short_tmp_dir / "locks"),
+    }
     direct = Fetcher(short_tmp_dir, {**repository, "endpoint": s3_server.endpoint_url})
     init_repo(direct.policy)
     seed_wal(direct.policy, {PRESENT: b"segment three"})
@@ -164,13 +189,15 @@ def test_s3_listing_failing_500_stops_recovery(s3):
     assert len(proxy.requests("GET", faulted=True)) >= 3  # the S3 client and hadr retried before giving up
 
 
-@pytest.mark.parametrize("status, code, error", [(500, "InternalError", TransientStorageError),
-                                                 (403, "AccessDenied", StorageUnreadable)])
+@pytest.mark.parametrize(
+    "status, code, error", [(500, "InternalError", TransientStorageError), (403, "AccessDenied", StorageUnreadable)]
+)
 def test_s3_error_on_a_later_page_fails_the_whole_listing(s3_server, s3_bucket, status, code, error):
     with FaultProxy(s3_server.endpoint_url) as proxy:
         client = s3_client(proxy.endpoint_url, "testing", "testing")
-        client.meta.events.register("before-parameter-build.s3.ListObjectsV2",
-                                    lambda params, **kwargs: params.setdefault("MaxKeys", 2))
+        client.meta.events.register(
+            "before-parameter-build.s3.ListObjectsV2", lambda params, **kwargs: params.setdefault("MaxKeys", 2)
+        )
         store = S3Storage(s3_bucket, "hadr", client=client, endpoint=proxy.endpoint_url)
         names = [f"{FOLDER}/00000001000000000000000{n}-{'a' * 64}" for n in range(1, 6)]
         for name in names:
@@ -215,31 +242,50 @@ def wait_until(condition, timeout: float, what: str) -> None:
         time.sleep(0.1)
 
 
-def test_recovery_stops_instead_of_promoting_when_the_wal_folder_becomes_unreadable(pg_cluster_factory,
-                                                                                      short_tmp_dir):
+def test_recovery_stops_instead_of_promoting_when_the_wal_folder_becomes_unreadable(pg_cluster_factory, short_tmp_dir):
     from hadr_backup.errors import ServerError
     from hadr_backup.postgres.archive import restore_command_for
 
     repo_dir = prepare_dir_for_postgres(short_tmp_dir / "repo")
     policy_file = write_policy(short_tmp_dir / "policy.yaml", wal_policy_data({"path": str(repo_dir)}))
     init_repo(parse_policy(yaml.safe_load(policy_file.read_text()), str(policy_file)))
-    cluster = pg_cluster_factory(settings={"archive_mode": "on",
-                                           "archive_command": archive_command_for(policy_file, "main")})
+    cluster = pg_cluster_factory(
+        settings={"archive_mode": "on", "archive_command": archive_command_for(policy_file, "main")}
+    )
     cluster.execute("create table t(x int)")
     backup = short_tmp_dir / "restored"
-    run_as_owner([cluster.tool("pg_basebackup"), "-D", str(backup / "data"), "-X", "none", "-d", cluster.dsn(),
-                  "--checkpoint=fast"])
+    run_as_owner(
+        [
+            cluster.tool("pg_basebackup"),
+            "-D",
+            str(backup / "data"),
+            "-X",
+            "none",
+            "-d",
+            cluster.dsn(),
+            "--checkpoint=fast",
+        ]
+    )
     names = make_segments(cluster, 8)
-    wait_until(lambda: (cluster.query("select last_archived_wal from pg_stat_archiver")[0][0] or "") >= names[-1],
-               60, "the segments were not archived")
+    wait_until(
+        lambda: (cluster.query("select last_archived_wal from pg_stat_archiver")[0][0] or "") >= names[-1],
+        60,
+        "the segments were not archived",
+    )
     expected = cluster.query("select count(*) from t")[0][0]
 
     # recovery reaches a consistent state, then the WAL folder turns unreadable before segment `trip`
     folder, trip = repo_dir / FOLDER, names[5]
     fetch = f"{hadr_command(policy_file, 'main', 'wal-fetch', '--prefetch', '0')} %f %p"
-    restored = PostgresCluster(backup, free_port(), settings={
-        "restore_command": f"if [ %f = {trip} ]; then chmod 000 {folder}; fi; {fetch}",
-        "recovery_target_action": "promote", "archive_mode": "off"})
+    restored = PostgresCluster(
+        backup,
+        free_port(),
+        settings={
+            "restore_command": f"if [ %f = {trip} ]; then chmod 000 {folder}; fi; {fetch}",
+            "recovery_target_action": "promote",
+            "archive_mode": "off",
+        },
+    )
     restored.write_settings({})
     (backup / "data" / "recovery.signal").touch()
     shutil.chown(backup / "data" / "recovery.signal", "postgres", "postgres")

@@ -68,9 +68,16 @@ def s3_policy(s3_server, tmp_path: Path, name: str, **repository) -> Path:
         create_key_file(key)
     bucket = f"mw-{uuid.uuid4().hex[:12]}"
     s3_server.client().create_bucket(Bucket=bucket)
-    data = {"repository": {"url": f"s3://{bucket}/repo", "endpoint": s3_server.endpoint_url,
-                           "access_key": "testing", "secret_key": "testing", **repository},
-            "encryption": {"key_file": str(key)}}
+    data = {
+        "repository": {
+            "url": f"s3://{bucket}/repo",
+            "endpoint": s3_server.endpoint_url,
+            "access_key": "testing",
+            "secret_key": "testing",
+            **repository,
+        },
+        "encryption": {"key_file": str(key)},
+    }
     return write_policy(tmp_path / name, data)
 
 
@@ -90,17 +97,24 @@ def shared_policy(request, tmp_path) -> Path:
     else:
         key = tmp_path / "hadr.key"
         create_key_file(key)
-        policy_file = write_policy(tmp_path / "p.yaml", {"repository": {"path": str(tmp_path / "repo")},
-                                                         "encryption": {"key_file": str(key)}})
+        policy_file = write_policy(
+            tmp_path / "p.yaml", {"repository": {"path": str(tmp_path / "repo")}, "encryption": {"key_file": str(key)}}
+        )
     init_repo(load_policy(str(policy_file)))
     return policy_file
 
 
 def test_concurrent_catalog_writers_never_lose_an_entry(shared_policy: Path) -> None:
     rounds = 12
-    writers = [subprocess.Popen(on_host(host, [sys.executable, "-c", WRITER, str(shared_policy), str(rounds),
-                                               source]), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-               for host, source in (("hosta", "a"), ("hostb", "b"))]
+    writers = [
+        subprocess.Popen(
+            on_host(host, [sys.executable, "-c", WRITER, str(shared_policy), str(rounds), source]),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for host, source in (("hosta", "a"), ("hostb", "b"))
+    ]
     finished = []
     for writer in writers:
         out, err = writer.communicate(timeout=300)
@@ -121,13 +135,21 @@ def test_two_hosts_backing_up_one_cluster_into_one_s3_repository(s3_server, tmp_
     try:
         env.sql("create table item as select g as id from generate_series(1, 20000) g")
         # each host has its own lock_dir (as two machines would): the lock must not live there
-        policies = [with_repository(env.policy_path, tmp_path, f"{host}.yaml", lock_dir=str(tmp_path / host),
-                                    lock_wait=300) for host in ("hosta", "hostb")]
+        policies = [
+            with_repository(env.policy_path, tmp_path, f"{host}.yaml", lock_dir=str(tmp_path / host), lock_wait=300)
+            for host in ("hosta", "hostb")
+        ]
         rounds = 3
-        script = ("for i in $(seq %d); do %s -m hadr_backup --json --policy %s backup pg || echo FAILED; done")
-        runs = [subprocess.Popen(on_host(host, ["sh", "-c", script % (rounds, sys.executable, policy)]),
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-                for host, policy in zip(("hosta", "hostb"), policies, strict=True)]
+        script = "for i in $(seq %d); do %s -m hadr_backup --json --policy %s backup pg || echo FAILED; done"
+        runs = [
+            subprocess.Popen(
+                on_host(host, ["sh", "-c", script % (rounds, sys.executable, policy)]),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for host, policy in zip(("hosta", "hostb"), policies, strict=True)
+        ]
         succeeded = []
         for run in runs:
             out, err = run.communicate(timeout=600)
@@ -146,8 +168,13 @@ def test_two_hosts_backing_up_one_cluster_into_one_s3_repository(s3_server, tmp_
 
 
 def start_holder(policy_file: Path, host: str) -> tuple[subprocess.Popen, str]:
-    holder = subprocess.Popen(on_host(host, [sys.executable, "-c", HOLDER, str(policy_file)]), stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        on_host(host, [sys.executable, "-c", HOLDER, str(policy_file)]),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     line = holder.stdout.readline().split()
     assert line[:1] == ["began"], holder.stderr.read()
     return holder, line[1]
@@ -160,8 +187,12 @@ def test_a_live_lease_is_never_taken_over(s3_server, tmp_path: Path) -> None:
     try:
         time.sleep(6)  # three TTLs: renewals keep it alive
         other = with_repository(policy_file, tmp_path, "b.yaml", lock_wait=3)
-        done = subprocess.run(on_host("hostb", [sys.executable, "-m", "hadr_backup", "--policy", str(other),
-                                                "repair", "catalog"]), capture_output=True, text=True, timeout=60)
+        done = subprocess.run(
+            on_host("hostb", [sys.executable, "-m", "hadr_backup", "--policy", str(other), "repair", "catalog"]),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert done.returncode == 1
         assert "locked by pid" in done.stderr and "on hosta" in done.stderr
         holder.stdin.write("go\n")

@@ -127,10 +127,27 @@ def env() -> Iterator[PgEnv]:
 
 def hadr_as_postgres(env: PgEnv, *args: str) -> subprocess.CompletedProcess:
     """hadr as archive_command runs it: as the postgres OS user (root would ignore permissions)."""
-    argv = ["runuser", "-u", "postgres", "--", sys.executable, "-m", "hadr_backup", "--policy",
-            str(env.policy_path), *args]
-    return subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=120,
-                          cwd=env.base, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    argv = [
+        "runuser",
+        "-u",
+        "postgres",
+        "--",
+        sys.executable,
+        "-m",
+        "hadr_backup",
+        "--policy",
+        str(env.policy_path),
+        *args,
+    ]
+    return subprocess.run(
+        argv,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=120,
+        cwd=env.base,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+    )
 
 
 def current_segment_copy(env: PgEnv) -> Path:
@@ -151,8 +168,25 @@ def archiver_failures(env: PgEnv) -> int:
 
 def hand_folders(path: Path, user: str, mode: str) -> None:
     """Give the folders under ``path`` (not the files) to ``user`` with ``mode``."""
-    subprocess.run(["find", str(path), "-type", "d", "-exec", "chown", f"{user}:{user}", "{}", "+",
-                    "-exec", "chmod", mode, "{}", "+"], check=True)
+    subprocess.run(
+        [
+            "find",
+            str(path),
+            "-type",
+            "d",
+            "-exec",
+            "chown",
+            f"{user}:{user}",
+            "{}",
+            "+",
+            "-exec",
+            "chmod",
+            mode,
+            "{}",
+            "+",
+        ],
+        check=True,
+    )
 
 
 def test_wal_push_into_a_folder_postgres_may_not_write(env: PgEnv) -> None:

@@ -68,8 +68,9 @@ def test_restore_of_a_backup_alone_is_that_backup(env: PgEnv, first_backup) -> N
     auto = (to / "postgresql.auto.conf").read_text()
     assert "recovery_target = 'immediate'" in auto and "archive_mode = 'off'" in auto
     assert "wal-fetch" in auto and (to / "recovery.signal").exists()
-    assert env.sql("select count(*), max(payload) from item", port=restored_port(to)) == \
-        [(5000, env.sql("select max(payload) from item")[0][0])]
+    assert env.sql("select count(*), max(payload) from item", port=restored_port(to)) == [
+        (5000, env.sql("select max(payload) from item")[0][0])
+    ]
     env.stop_restored(to)
 
 
@@ -137,8 +138,11 @@ def test_kill_9_midway_leaves_nothing_complete_and_the_next_backup_works(env: Pg
     env.sql("create table bulk as select g, repeat(md5(g::text), 8) as filler from generate_series(1, 600000) g")
     with open_repo(env.policy) as repo:
         before = {e.id for e in repo.catalog.entries}
-    process = subprocess.Popen([sys.executable, "-m", "hadr_backup", "--policy", str(env.policy_path), "backup", "pg"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "hadr_backup", "--policy", str(env.policy_path), "backup", "pg"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     killed = _kill_when_running(env, process, before)
     with open_repo(env.policy) as repo:  # read-only: sees the entry as the dead process left it
         entry = repo.catalog.get(killed)

@@ -45,13 +45,15 @@ def commit(env: PgEnv, sql: str, apply: tuple, port: int | None = None) -> Op:
         with conn.transaction():
             xid = conn.execute("select txid_current()::bigint % 4294967296").fetchone()[0]
             conn.execute(sql)
-        at, lsn = conn.execute("select pg_xact_commit_timestamp(%s::text::xid), pg_current_wal_insert_lsn()::text",
-                               (str(xid),)).fetchone()
+        at, lsn = conn.execute(
+            "select pg_xact_commit_timestamp(%s::text::xid), pg_current_wal_insert_lsn()::text", (str(xid),)
+        ).fetchone()
     return Op(at, int(xid), wal.parse_lsn(lsn), sql, apply)
 
 
-def expected(ops: list[Op], *, until: datetime | None = None, upto: int | None = None,
-             exclusive: bool = False) -> set[tuple]:
+def expected(
+    ops: list[Op], *, until: datetime | None = None, upto: int | None = None, exclusive: bool = False
+) -> set[tuple]:
     state: dict[int, str] = {}
     for index, op in enumerate(ops):
         if until is not None and (op.at > until or exclusive and op.at >= until):
@@ -75,13 +77,20 @@ def workload(env: PgEnv, first_id: int, count: int, *, label: str, port: int | N
     for n in range(count):
         key = first_id + n
         if n % 7 == 5:
-            ops.append(commit(env, f"update ledger set note = '{label}{key - 3}v2' where id = {key - 3}",
-                              ("upd", key - 3, f"{label}{key - 3}v2"), port))
+            ops.append(
+                commit(
+                    env,
+                    f"update ledger set note = '{label}{key - 3}v2' where id = {key - 3}",
+                    ("upd", key - 3, f"{label}{key - 3}v2"),
+                    port,
+                )
+            )
         elif n % 11 == 9:
             ops.append(commit(env, f"delete from ledger where id = {key - 5}", ("del", key - 5), port))
         else:
-            ops.append(commit(env, f"insert into ledger values ({key}, '{label}{key}')", ("put", key, f"{label}{key}"),
-                              port))
+            ops.append(
+                commit(env, f"insert into ledger values ({key}, '{label}{key}')", ("put", key, f"{label}{key}"), port)
+            )
         if n % 6 not in (2, 3):  # ops 2->3 and 3->4 of every six commit back to back
             time.sleep(0.03)
     return ops
@@ -129,8 +138,17 @@ def close_pair(ops: list[Op]) -> int:
     return pairs[0]
 
 
-@pytest.mark.parametrize("case", ["between 3 and 4", "exactly at 10", "exactly at 10, exclusive",
-                                  "between two commits < 10 ms apart", "between 30 and 31", "before the first"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "between 3 and 4",
+        "exactly at 10",
+        "exactly at 10, exclusive",
+        "between two commits < 10 ms apart",
+        "between 30 and 31",
+        "before the first",
+    ],
+)
 def test_time_targets_match_the_oracle(oracle, case: str) -> None:
     env, backup, ops = oracle
     exclusive = "exclusive" in case
@@ -150,8 +168,12 @@ def test_time_targets_match_the_oracle(oracle, case: str) -> None:
     found, result = restore_and_read(env, time=text(target), exclusive=exclusive)
     assert found == expected(ops, until=target, exclusive=exclusive)
     assert result.state == "paused"
-    assert result.plan.stop_record is not None and result.plan.stop_record.time > target or \
-        exclusive and result.plan.stop_record.time >= target
+    assert (
+        result.plan.stop_record is not None
+        and result.plan.stop_record.time > target
+        or exclusive
+        and result.plan.stop_record.time >= target
+    )
 
 
 def test_xid_lsn_and_name_targets(oracle) -> None:
@@ -186,8 +208,9 @@ def test_cli_takes_an_offset_and_prints_the_resolved_utc_instant(oracle) -> None
     target = between(ops, 5)
     shifted = target.astimezone(timezone(timedelta(hours=5, minutes=30)))  # the same instant, written in +05:30
     to = env.new_restore_dir()
-    done = env.hadr("restore", "pg", "--target-time", shifted.strftime("%Y-%m-%d %H:%M:%S.%f+05:30"), "--to", str(to),
-                    "--start")
+    done = env.hadr(
+        "restore", "pg", "--target-time", shifted.strftime("%Y-%m-%d %H:%M:%S.%f+05:30"), "--to", str(to), "--start"
+    )
     try:
         assert done.returncode == 0, done.stderr
         utc = target.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f+00")
@@ -197,14 +220,21 @@ def test_cli_takes_an_offset_and_prints_the_resolved_utc_instant(oracle) -> None
         env.stop_restored(to)
 
 
-@pytest.mark.parametrize("when, why", [("before", "before the end of the oldest"),
-                                       ("after", "no transaction ended after"),
-                                       ("future", "no transaction ended after")])
+@pytest.mark.parametrize(
+    "when, why",
+    [
+        ("before", "before the end of the oldest"),
+        ("after", "no transaction ended after"),
+        ("future", "no transaction ended after"),
+    ],
+)
 def test_unreachable_targets_exit_2_with_the_window(oracle, when: str, why: str) -> None:
     env, backup, ops = oracle
-    target = {"before": datetime.fromtimestamp(backup.start_time - 60).astimezone(),
-              "after": ops[-1].at + timedelta(milliseconds=1),
-              "future": ops[-1].at + timedelta(days=1)}[when]
+    target = {
+        "before": datetime.fromtimestamp(backup.start_time - 60).astimezone(),
+        "after": ops[-1].at + timedelta(milliseconds=1),
+        "future": ops[-1].at + timedelta(days=1),
+    }[when]
     to = env.new_restore_dir()
     done = env.hadr("restore", "pg", "--target-time", text(target), "--to", str(to))
     assert done.returncode == 2, done.stderr
@@ -349,8 +379,7 @@ def test_corrupted_segment_is_never_replayed(segmented, staged: bool) -> None:
         message = str(failed.value)
         # staged: the copy's check names the object; fetched: wal-fetch's own line in PostgreSQL's log does
         assert segments[1] in message, message
-        assert "is damaged" in message if staged else "could not fetch" in message, \
-            message
+        assert "is damaged" in message if staged else "could not fetch" in message, message
         assert recovery.postmaster_pid(to) is None
     finally:
         victim.write_bytes(original)

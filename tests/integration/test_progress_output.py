@@ -52,8 +52,9 @@ def test_backup_on_a_terminal_draws_a_bar_with_bytes_and_rate(env: PgEnv) -> Non
     frames = [frame for frame in re.split(r"[\r\n]", drawn) if frame.startswith("backup ") and "━" in frame]
     assert frames, text
     # bytes read of the estimate, and the rate (the time left, too, while below the estimate)
-    assert any(re.search(r"\d+\.\d MiB of about \d+\.\d MiB, \d+\.\d MiB/s(, .* left)?; stored", f) for f in frames), \
+    assert any(re.search(r"\d+\.\d MiB of about \d+\.\d MiB, \d+\.\d MiB/s(, .* left)?; stored", f) for f in frames), (
         frames
+    )
     assert re.search(r"pg_basebackup of main .*: done, \d+\.\d MiB in", text)
 
 
@@ -72,8 +73,7 @@ def test_quiet_draws_no_progress(env: PgEnv) -> None:
 
 def test_restore_shows_extraction_and_replay_phases(env: PgEnv) -> None:
     to = env.new_restore_dir()
-    done = env.hadr("restore", "pg", "--latest", "--to", str(to), "--start", "--target-action", "promote",
-                    check=True)
+    done = env.hadr("restore", "pg", "--latest", "--to", str(to), "--start", "--target-action", "promote", check=True)
     extracting = phase_lines(done.stderr, f"restore {to}: extracting backup")
     assert len(extracting) == 2, done.stderr
     assert re.search(r"backup \S+, \d+\.\d MiB$", extracting[0])  # the backup's size: the total

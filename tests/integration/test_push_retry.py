@@ -47,15 +47,20 @@ class Pusher:
 
     def __init__(self, s3_server, bucket: str, base: Path):
         self.s3_server, self.bucket, self.base = s3_server, bucket, base
-        self.repository = {"url": f"s3://{bucket}/hadr", "access_key": "testing", "secret_key": "testing",
-                           "lock_dir": str(base / "locks")}
+        self.repository = {
+            "url": f"s3://{bucket}/hadr",
+            "access_key": "testing",
+            "secret_key": "testing",
+            "lock_dir": str(base / "locks"),
+        }
         direct = self.policy_file(s3_server.endpoint_url)
         init_repo(parse_policy(yaml.safe_load(direct.read_text()), str(direct)))
 
     def policy_file(self, endpoint: str, retry: dict | None = None, **source) -> Path:
         repository = {**self.repository, "endpoint": endpoint, **({"retry": retry} if retry else {})}
-        return write_policy(self.base / f"policy-{len(list(self.base.glob('policy-*')))}.yaml",
-                            wal_policy_data(repository, **source))
+        return write_policy(
+            self.base / f"policy-{len(list(self.base.glob('policy-*')))}.yaml", wal_policy_data(repository, **source)
+        )
 
     def stored(self, name: str) -> list[str]:
         listed = self.s3_server.client().list_objects_v2(Bucket=self.bucket, Prefix="hadr/wal/main/")
@@ -63,8 +68,7 @@ class Pusher:
 
     def fetched(self, name: str) -> bytes:
         dest = self.base / "fetched"
-        done = hadr_cli(self.policy_file(self.s3_server.endpoint_url), "wal-fetch", "--prefetch", "0", name,
-                        str(dest))
+        done = hadr_cli(self.policy_file(self.s3_server.endpoint_url), "wal-fetch", "--prefetch", "0", name, str(dest))
         assert done.returncode == 0, done.stderr
         return dest.read_bytes()
 
@@ -134,8 +138,7 @@ def test_throttling_outlasting_the_attempts_fails_with_the_cause(pusher, real_se
 def test_throttling_outlasting_max_seconds_fails_in_time(pusher, real_segment):
     with FaultProxy(pusher.s3_server.endpoint_url) as proxy:
         proxy.fail(method="PUT", status=503, code="SlowDown")
-        done, seconds = push(pusher.policy_file(proxy.endpoint_url, {"attempts": 100, "max_seconds": 3}),
-                             real_segment)
+        done, seconds = push(pusher.policy_file(proxy.endpoint_url, {"attempts": 100, "max_seconds": 3}), real_segment)
         assert done.returncode == 1, done.stderr
         assert "SlowDown" in done.stderr and "repository.retry allows 100 in 3s" in done.stderr
         attempts = int(done.stderr.split("gave up after ")[1].split(" attempt")[0])

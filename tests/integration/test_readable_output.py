@@ -80,8 +80,9 @@ def test_archive_lag_is_the_age_of_the_oldest_commit_not_archived(env: PgEnv, ba
     assert archive["lag_seconds"] == 0 and "unknown" not in archive["lag_basis"]
     # a commit waits in the current segment (no archive_timeout here): its age, not 0
     env.sql("insert into item values (-1, 'first unarchived')")
-    committed = env.sql("select extract(epoch from pg_xact_commit_timestamp(xmin))::float8 from item "
-                        "where id = -1")[0][0]
+    committed = env.sql("select extract(epoch from pg_xact_commit_timestamp(xmin))::float8 from item where id = -1")[0][
+        0
+    ]
     time.sleep(2.5)
     env.sql("insert into item values (-2, 'second unarchived')")
     before = time.time()
@@ -92,9 +93,12 @@ def test_archive_lag_is_the_age_of_the_oldest_commit_not_archived(env: PgEnv, ba
     assert archive["lag_seconds"] >= 2.5
     assert format_time(committed) in archive["lag_basis"]
     text = env.hadr("info", check=True).stdout
-    assert re.search(r"lag: \d+(\.\d)? (B|KiB) of WAL not archived \(the current segment: archived when it fills or "
-                     r"archive_timeout passes\); \d+ s: the age of the oldest commit not archived, at "
-                     + re.escape(format_time(committed)), text), text
+    assert re.search(
+        r"lag: \d+(\.\d)? (B|KiB) of WAL not archived \(the current segment: archived when it fills or "
+        r"archive_timeout passes\); \d+ s: the age of the oldest commit not archived, at "
+        + re.escape(format_time(committed)),
+        text,
+    ), text
 
 
 def test_archive_lag_that_cannot_be_read_is_unknown_not_zero(env: PgEnv, backups) -> None:
@@ -121,10 +125,18 @@ def test_info_says_what_the_window_means(env: PgEnv, backups) -> None:
 
 def test_verify_repo_says_what_it_checked_and_what_only_deep_does(env: PgEnv, backups) -> None:
     done = env.hadr("verify", "repo", check=True)
-    assert re.search(r"^OK +wal-chain: main: WAL continuous from each of the \d+ backups to the newest archived "
-                     r"segment \(timeline 1\)", done.stdout, re.MULTILINE), done.stdout
-    assert re.search(r"verify repo: PASSED — checked \d+ backups, \d+ objects, \d+ needed objects, \d+ WAL "
-                     r"segments$", done.stdout, re.MULTILINE), done.stdout
+    assert re.search(
+        r"^OK +wal-chain: main: WAL continuous from each of the \d+ backups to the newest archived "
+        r"segment \(timeline 1\)",
+        done.stdout,
+        re.MULTILINE,
+    ), done.stdout
+    assert re.search(
+        r"verify repo: PASSED — checked \d+ backups, \d+ objects, \d+ needed objects, \d+ WAL "
+        r"segments$",
+        done.stdout,
+        re.MULTILINE,
+    ), done.stdout
     helped = env.hadr("verify", "repo", "--help", check=True).stdout
     assert "WAL continuous" in helped and "Only --deep reads the objects themselves" in helped
     assert re.search(r"--deep\s+Also read every object \(backups and WAL\) back: decrypt", helped)
@@ -162,8 +174,9 @@ def wait_for(dsn: str, sql: str, expected, timeout: float = 60) -> None:
 @pytest.mark.parametrize("how", ["resume", "promote"])
 def test_restore_says_how_to_connect_resume_promote_and_stop(env: PgEnv, backups, how: str) -> None:
     to = env.new_restore_dir()
-    done = env.hadr("restore", "pg", "--backup", backups[0].backup_id, "--to", str(to), "--start", "--verify",
-                    check=True)
+    done = env.hadr(
+        "restore", "pg", "--backup", backups[0].backup_id, "--to", str(to), "--start", "--verify", check=True
+    )
     rows = kv(done.stdout)
     assert rows["verified"] == "passed: pg_verifybackup found every file as the backup's manifest lists it"
     assert rows["state"] == "paused"
@@ -183,12 +196,12 @@ def test_restore_says_how_to_connect_resume_promote_and_stop(env: PgEnv, backups
 
 def test_restore_without_start_says_how_to_start_it(env: PgEnv, backups) -> None:
     to, port = env.new_restore_dir(), free_port()
-    done = env.hadr("restore", "pg", "--backup", backups[0].backup_id, "--to", str(to), "--port", str(port),
-                    check=True)
+    done = env.hadr("restore", "pg", "--backup", backups[0].backup_id, "--to", str(to), "--port", str(port), check=True)
     rows = kv(done.stdout)
     assert rows["state"] == "configured, not started" and "verified" not in rows
     assert "it replays WAL to the target, then pauses there, read-only" in done.stdout
     run_printed(rows["start"])
-    wait_for(f"host=127.0.0.1 port={port} user=postgres dbname=postgres", "select pg_get_wal_replay_pause_state()",
-             "paused")
+    wait_for(
+        f"host=127.0.0.1 port={port} user=postgres dbname=postgres", "select pg_get_wal_replay_pause_state()", "paused"
+    )
     env.stop_restored(to)

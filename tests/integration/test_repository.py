@@ -18,8 +18,13 @@ from tests.helpers import local_policy, local_policy_data, write_policy
 
 
 def hadr(policy_file: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "hadr_backup", "--policy", str(policy_file), *args],
-                          capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "hadr_backup", "--policy", str(policy_file), *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=120,
+    )
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -31,10 +36,16 @@ def policy_data(request, tmp_path):
     server = request.getfixturevalue("s3_server")
     bucket = f"repo-{uuid.uuid4().hex[:10]}"
     server.client().create_bucket(Bucket=bucket)
-    return {"repository": {"url": f"s3://{bucket}/hadr", "endpoint": server.endpoint_url,
-                           "access_key": "testing", "secret_key": "testing",
-                           "lock_dir": str(tmp_path / "locks")},
-            "encryption": {"key_file": str(key)}}
+    return {
+        "repository": {
+            "url": f"s3://{bucket}/hadr",
+            "endpoint": server.endpoint_url,
+            "access_key": "testing",
+            "secret_key": "testing",
+            "lock_dir": str(tmp_path / "locks"),
+        },
+        "encryption": {"key_file": str(key)},
+    }
 
 
 def add_backup(policy, payload: bytes, kind="pg", source="main"):
@@ -117,8 +128,13 @@ def test_key_rotation_rewraps_without_rewriting_data(tmp_path):
         with open_repo(local_policy(tmp_path / "repo", old_key)):
             pass
     # finishing an already-finished rotation is harmless
-    again = hadr(write_policy(tmp_path / "p2.yaml", local_policy_data(tmp_path / "repo", old_key)),
-                 "key", "rotate", "--new-key-file", str(new_key))
+    again = hadr(
+        write_policy(tmp_path / "p2.yaml", local_policy_data(tmp_path / "repo", old_key)),
+        "key",
+        "rotate",
+        "--new-key-file",
+        str(new_key),
+    )
     assert again.returncode == 2  # the old key no longer opens the repository
     assert "wrapped by master key" in again.stderr
 
@@ -168,23 +184,38 @@ def test_commands_on_a_missing_repository_say_run_init(tmp_path):
 
 
 def test_unreachable_s3_repository_is_a_clear_error(tmp_path):
-    policy_file = write_policy(tmp_path / "p.yaml", {
-        "repository": {"url": "s3://nowhere-bucket/x", "endpoint": "http://127.0.0.1:9",
-                       "access_key": "a", "secret_key": "b", "lock_dir": str(tmp_path)}})
+    policy_file = write_policy(
+        tmp_path / "p.yaml",
+        {
+            "repository": {
+                "url": "s3://nowhere-bucket/x",
+                "endpoint": "http://127.0.0.1:9",
+                "access_key": "a",
+                "secret_key": "b",
+                "lock_dir": str(tmp_path),
+            }
+        },
+    )
     run = hadr(policy_file, "list")
     assert run.returncode == 1
     assert "cannot reach" in run.stderr and "Traceback" not in run.stderr
 
 
 def test_info_shows_sources_hadr_cannot_back_up_yet_as_such(tmp_path):
-    data = {**local_policy_data(tmp_path / "repo"), "sources": {
-        "redis": [{"name": "queues", "url": "redis://127.0.0.1:9"}],
-        "buckets": [{"name": "items", "endpoint": "http://127.0.0.1:9", "buckets": ["raw-data-items"]}]}}
+    data = {
+        **local_policy_data(tmp_path / "repo"),
+        "sources": {
+            "redis": [{"name": "queues", "url": "redis://127.0.0.1:9"}],
+            "buckets": [{"name": "items", "endpoint": "http://127.0.0.1:9", "buckets": ["raw-data-items"]}],
+        },
+    }
     policy_file = write_policy(tmp_path / "policy.yaml", data)
     assert hadr(policy_file, "init").returncode == 0
     shown = json.loads(hadr(policy_file, "--json", "info").stdout)["sources"]
-    assert [(s["kind"], s["name"], s["supported"]) for s in shown] == [("redis", "queues", False),
-                                                                        ("s3", "items", False)]
+    assert [(s["kind"], s["name"], s["supported"]) for s in shown] == [
+        ("redis", "queues", False),
+        ("s3", "items", False),
+    ]
     human = hadr(policy_file, "info").stdout
     assert "redis queues: not backed up: hadr has no Redis engine yet" in human
     assert "0 complete" not in human

@@ -50,8 +50,13 @@ def backups(env: PgEnv) -> tuple[str, str, str]:
 
 
 def hadr(policy: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "hadr_backup", "--policy", str(policy), *args],
-                          capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "hadr_backup", "--policy", str(policy), *args],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=600,
+    )
 
 
 def tree(path: Path) -> dict[str, int]:
@@ -60,8 +65,9 @@ def tree(path: Path) -> dict[str, int]:
     for directory, names, files in os.walk(path):
         for name in names + files:
             entry = Path(directory) / name
-            found[str(entry.relative_to(path))] = -1 if entry.is_dir() and not entry.is_symlink() else \
-                entry.lstat().st_size
+            found[str(entry.relative_to(path))] = (
+                -1 if entry.is_dir() and not entry.is_symlink() else entry.lstat().st_size
+            )
     return found
 
 
@@ -128,8 +134,10 @@ def test_force_refuses_a_folder_holding_the_repository_key_policy_and_cluster(en
     assert siblings_aside(env.base) == []
 
 
-@pytest.mark.parametrize("where, says", [("", "is the repository"), ("backups", "is inside the repository"),
-                                         ("backups/new", "is inside the repository")])
+@pytest.mark.parametrize(
+    "where, says",
+    [("", "is the repository"), ("backups", "is inside the repository"), ("backups/new", "is inside the repository")],
+)
 def test_the_repository_itself_or_inside_it_is_refused(env: PgEnv, backups, where: str, says: str) -> None:
     before = tree(env.repo_dir)
     to = env.repo_dir / where if where else env.repo_dir
@@ -142,12 +150,17 @@ def test_the_repository_itself_or_inside_it_is_refused(env: PgEnv, backups, wher
 def test_a_running_cluster_below_or_above_is_refused(env: PgEnv, backups) -> None:
     data, pid = env.cluster.data_dir, env.cluster.pid
     inside = f"is inside {data},"
-    for to, force, how in ((data.parent, ["--force"], f"contains {data},"), (data, ["--force"], "is"),
-                           (data / "base", ["--force"], inside), (data / "restore-here", [], inside)):
+    for to, force, how in (
+        (data.parent, ["--force"], f"contains {data},"),
+        (data, ["--force"], "is"),
+        (data / "base", ["--force"], inside),
+        (data / "restore-here", [], inside),
+    ):
         done = env.hadr("restore", "pg", "--backup", backups[0], "--to", str(to), *force)
         assert done.returncode == 2, done.stderr
-        assert f"--to {to} {how} the data directory of a running PostgreSQL server (postmaster.pid {pid})" \
-            in done.stderr
+        assert (
+            f"--to {to} {how} the data directory of a running PostgreSQL server (postmaster.pid {pid})" in done.stderr
+        )
     assert not (data / "restore-here").exists() and siblings_aside(data.parent) == []
     assert (data / "PG_VERSION").exists() and (data / "base").is_dir() and env.cluster.pid == pid
     assert env.sql("select count(*) from item")[0][0] >= 2000
@@ -160,8 +173,10 @@ def test_a_stale_postmaster_pid_deep_down_is_refused_and_links_are_not_followed(
     before = tree(to)
     done = env.hadr("restore", "pg", "--backup", backups[0], "--to", str(to), "--force", "--discard")
     assert done.returncode == 2, done.stderr
-    assert f"--to {to} contains {to}/notes/old-cluster, the data directory of a PostgreSQL server that is " \
-           f"running or was not shut down cleanly" in done.stderr
+    assert (
+        f"--to {to} contains {to}/notes/old-cluster, the data directory of a PostgreSQL server that is "
+        f"running or was not shut down cleanly" in done.stderr
+    )
     assert tree(to) == before
     # a link to the live cluster is not followed: it is deleted as a link, the cluster is untouched
     shutil.rmtree(to / "notes")
@@ -172,10 +187,16 @@ def test_a_stale_postmaster_pid_deep_down_is_refused_and_links_are_not_followed(
     assert env.sql("select count(*) from item")[0][0] >= 2000
 
 
-@pytest.mark.parametrize("kept, what", [
-    ("key_file", "the key file"), ("policy", "the policy file"),
-    ("data_dir", "the data directory of PostgreSQL source main"),
-    ("spool_dir", "the WAL spool of PostgreSQL source main"), ("aof_dir", "the AOF directory of Redis source cache")])
+@pytest.mark.parametrize(
+    "kept, what",
+    [
+        ("key_file", "the key file"),
+        ("policy", "the policy file"),
+        ("data_dir", "the data directory of PostgreSQL source main"),
+        ("spool_dir", "the WAL spool of PostgreSQL source main"),
+        ("aof_dir", "the AOF directory of Redis source cache"),
+    ],
+)
 def test_keys_policies_and_sources_data_are_refused(env: PgEnv, backups, kept: str, what: str) -> None:
     scratch = Path(tempfile.mkdtemp(prefix="kept-", dir=env.base))
     thing = scratch / "kept" / ("hadr.key" if kept == "key_file" else "policy.yaml" if kept == "policy" else kept)
@@ -287,8 +308,15 @@ def test_a_backup_that_is_not_whole_is_passed_over_for_an_older_one(env: PgEnv, 
     key = object_key(env, newer)
     to = env.new_restore_dir()
     with changed(env.repo_dir / key, lambda data: None):
-        done = env.hadr("--json", "restore", "pg", *([target] if target == "--latest" else [target, between]),
-                        "--to", str(to), "--start")
+        done = env.hadr(
+            "--json",
+            "restore",
+            "pg",
+            *([target] if target == "--latest" else [target, between]),
+            "--to",
+            str(to),
+            "--start",
+        )
     try:
         assert done.returncode == 0, done.stderr
         result = json.loads(done.stdout)
@@ -319,8 +347,7 @@ def test_no_whole_backup_at_all_is_a_failure_naming_each(env: PgEnv, backups) ->
 
 
 @pytest.mark.parametrize("before", ["absent", "empty", "moved aside"])
-def test_corruption_mid_stream_names_the_object_and_puts_the_directory_back(env: PgEnv, backups,
-                                                                            before: str) -> None:
+def test_corruption_mid_stream_names_the_object_and_puts_the_directory_back(env: PgEnv, backups, before: str) -> None:
     older, newer, _ = backups
     key = object_key(env, newer)
     if before == "moved aside":
@@ -374,7 +401,10 @@ def test_a_full_disk_names_the_object_and_empties_the_directory(env: PgEnv, back
         done = env.hadr("restore", "pg", "--backup", backups[0], "--to", str(to))
         assert done.returncode == 1, done.stderr
         # the object being read, and the file the disk refused
-        assert re.search(rf"restoring backup {backups[0]}: {re.escape(key)}: {re.escape(str(to))}/\S+: "
-                         r"No space left on device", done.stderr), done.stderr
+        assert re.search(
+            rf"restoring backup {backups[0]}: {re.escape(key)}: {re.escape(str(to))}/\S+: "
+            r"No space left on device",
+            done.stderr,
+        ), done.stderr
         assert "free space on that filesystem" in done.stderr and f"{to} was emptied again" in done.stderr
         assert list(to.iterdir()) == []

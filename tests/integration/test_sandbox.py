@@ -25,8 +25,7 @@ from hadr_backup.procs import free_port, pid_alive, port_open, stop_pid
 from tests.schema_check import assert_schema
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-PORT_VARIABLES = ("HADR_SANDBOX_PG_PORT", "HADR_SANDBOX_CACHE_PORT", "HADR_SANDBOX_QUEUES_PORT",
-                  "HADR_SANDBOX_S3_PORT")
+PORT_VARIABLES = ("HADR_SANDBOX_PG_PORT", "HADR_SANDBOX_CACHE_PORT", "HADR_SANDBOX_QUEUES_PORT", "HADR_SANDBOX_S3_PORT")
 
 
 class SandboxCLI:
@@ -34,16 +33,22 @@ class SandboxCLI:
 
     def __init__(self, folder: Path, ports: dict[str, int], policy: Path | None = None):
         self.folder, self.ports, self.policy = folder, ports, policy
-        self.env = {**os.environ, **{k: str(v) for k, v in ports.items()},
-                    "PYTHONPATH": str(REPO_ROOT)}
+        self.env = {**os.environ, **{k: str(v) for k, v in ports.items()}, "PYTHONPATH": str(REPO_ROOT)}
 
     def argv(self, *args: str) -> list[str]:
         policy = ["--policy", str(self.policy)] if self.policy else []
         return [sys.executable, "-m", "hadr_backup", *policy, "sandbox", *args, "--dir", str(self.folder)]
 
     def run(self, *args: str, expect: int = 0, timeout: float = 120) -> subprocess.CompletedProcess:
-        done = subprocess.run(self.argv(*args), env=self.env, cwd=REPO_ROOT, capture_output=True, text=True,
-                              timeout=timeout, stdin=subprocess.DEVNULL)
+        done = subprocess.run(
+            self.argv(*args),
+            env=self.env,
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )
         assert done.returncode == expect, f"exit {done.returncode}\n{done.stdout}\n{done.stderr}"
         return done
 
@@ -118,8 +123,14 @@ def test_sandbox_lifecycle(sandbox_cli: SandboxCLI) -> None:
     status = assert_schema("sandbox-status", sandbox_cli.json("status"))
     assert status["running"] is True and status["problems"] == []
     counts = counts_of(status)
-    for key in ("payment_service.user", "payment_service.audit_log", "upload_service.new_data_item",
-                "raw-data-items.objects", "keys", "jobs.wait"):
+    for key in (
+        "payment_service.user",
+        "payment_service.audit_log",
+        "upload_service.new_data_item",
+        "raw-data-items.objects",
+        "keys",
+        "jobs.wait",
+    ):
         assert counts[key] > 0, key
     before = {k: v for k, v in counts.items() if k.startswith(("payment_service", "upload_service", "raw-"))}
 
@@ -128,8 +139,14 @@ def test_sandbox_lifecycle(sandbox_cli: SandboxCLI) -> None:
     assert "already running" in refused.stderr
 
     # Ctrl-C stops a load cleanly
-    loading = subprocess.Popen(sandbox_cli.argv("load", "--seconds", "60", "--json"), env=sandbox_cli.env,
-                               cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    loading = subprocess.Popen(
+        sandbox_cli.argv("load", "--seconds", "60", "--json"),
+        env=sandbox_cli.env,
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     time.sleep(3)
     loading.send_signal(signal.SIGINT)
     out, err = loading.communicate(timeout=30)
@@ -192,14 +209,14 @@ sandbox: {{dir: {sandbox_cli.folder}}}
 sources:
   postgres:
     - name: pg
-      dsn: host=127.0.0.1 port={ports['HADR_SANDBOX_PG_PORT']} user=postgres dbname=postgres
+      dsn: host=127.0.0.1 port={ports["HADR_SANDBOX_PG_PORT"]} user=postgres dbname=postgres
       data_dir: {sandbox_cli.folder}/pgdata/data
       databases: [payment_service, upload_service]
   redis:
-    - {{name: cache, url: "redis://127.0.0.1:{ports['HADR_SANDBOX_CACHE_PORT']}/0", role: cache}}
-    - {{name: queues, url: "redis://127.0.0.1:{ports['HADR_SANDBOX_QUEUES_PORT']}/0", role: queue}}
+    - {{name: cache, url: "redis://127.0.0.1:{ports["HADR_SANDBOX_CACHE_PORT"]}/0", role: cache}}
+    - {{name: queues, url: "redis://127.0.0.1:{ports["HADR_SANDBOX_QUEUES_PORT"]}/0", role: queue}}
   buckets:
-    - {{name: items, endpoint: "http://127.0.0.1:{ports['HADR_SANDBOX_S3_PORT']}", buckets: [raw-data-items]}}
+    - {{name: items, endpoint: "http://127.0.0.1:{ports["HADR_SANDBOX_S3_PORT"]}", buckets: [raw-data-items]}}
 """)
     sandbox_cli.policy = policy
     sandbox_cli.env = {k: v for k, v in sandbox_cli.env.items() if k not in PORT_VARIABLES}

@@ -36,13 +36,13 @@ from hadr_backup.repo.repository import init_repo, open_repo
 MiB = 1 << 20
 
 
-
 @pytest.fixture(autouse=True, scope="module")
 def _postgres_can_run_hadr() -> None:
     """archive_command runs hadr as the postgres OS user: when it cannot, every test here fails (a skip
     would hide a broken install)."""
-    assert postgres_user_can([sys.executable, "-c", "import hadr_backup"]), \
+    assert postgres_user_can([sys.executable, "-c", "import hadr_backup"]), (
         f"the postgres OS user cannot run {sys.executable} -c 'import hadr_backup' (run scripts/setup.sh)"
+    )
 
 
 def to_postgres(path: Path) -> Path:
@@ -93,8 +93,9 @@ class Archive:
     def cluster(self, factory, **source_settings):
         """A started cluster archiving into this repository (source ``main`` gets its DSN)."""
         self.source(**source_settings)
-        cluster = factory(settings={"archive_mode": "on", "archive_command": archive_command_for(
-            self.policy_file, "main")})
+        cluster = factory(
+            settings={"archive_mode": "on", "archive_command": archive_command_for(self.policy_file, "main")}
+        )
         self.source(dsn=cluster.dsn(), **source_settings)
         return cluster
 
@@ -138,8 +139,9 @@ def archiver(cluster) -> tuple[str | None, int]:
 def wait_archived(cluster, name: str, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while (archiver(cluster)[0] or "") < name:
-        assert time.monotonic() < deadline, f"{name} was not archived: {archiver(cluster)}; " \
-                                            f"log: {cluster.log_path.read_text()[-2000:]}"
+        assert time.monotonic() < deadline, (
+            f"{name} was not archived: {archiver(cluster)}; log: {cluster.log_path.read_text()[-2000:]}"
+        )
         time.sleep(0.05)
 
 
@@ -207,7 +209,8 @@ def test_failure_to_store_is_never_reported_as_success(archive, pg_cluster_facto
 
 
 def test_identical_repush_succeeds_and_different_content_fails_and_changes_nothing(
-        archive, pg_cluster_factory, short_tmp_dir):
+    archive, pg_cluster_factory, short_tmp_dir
+):
     cluster = archive.cluster(pg_cluster_factory)
     name = make_wal(cluster, 1)[0]
     wait_archived(cluster, name)
@@ -243,8 +246,7 @@ def test_history_files_are_never_overwritten(archive, short_tmp_dir):
     assert (short_tmp_dir / "h").read_bytes() == b"1\t0/3000158\tno recovery target specified\n"
 
 
-def test_partial_is_stored_under_its_own_name_and_never_served_for_the_plain_name(
-        archive, pg_cluster, short_tmp_dir):
+def test_partial_is_stored_under_its_own_name_and_never_served_for_the_plain_name(archive, pg_cluster, short_tmp_dir):
     segment = "000000010000000000000001"
     partial = copy_segment(pg_cluster, segment, short_tmp_dir / "wal", f"{segment}.partial")
     pushed = archive.hadr("wal-push", "--source", "main", str(partial))
@@ -264,8 +266,9 @@ def test_wal_from_another_cluster_is_refused(archive, pg_cluster_factory, short_
     ours = archive.cluster(pg_cluster_factory)
     name = make_wal(ours, 1)[0]
     wait_archived(ours, name)
-    other = pg_cluster_factory(settings={"archive_mode": "on",
-                                         "archive_command": archive_command_for(archive.policy_file, "main")})
+    other = pg_cluster_factory(
+        settings={"archive_mode": "on", "archive_command": archive_command_for(archive.policy_file, "main")}
+    )
     make_wal(other, 1)
     wait_failed(other, 1)
     assert archiver(other)[0] is None
@@ -291,8 +294,9 @@ def test_fetch_exit_codes_absent_corrupt_and_wrong_key(archive, pg_cluster, shor
     dest = dest_dir / "RECOVERYXLOG"
 
     def fetch(name: str, policy_file: Path | None = None):
-        return archive.hadr("wal-fetch", "--prefetch", "0", "--source", "main", name, str(dest),
-                            policy_file=policy_file)
+        return archive.hadr(
+            "wal-fetch", "--prefetch", "0", "--source", "main", name, str(dest), policy_file=policy_file
+        )
 
     assert fetch(segment).returncode == 0
     assert sha256(dest.read_bytes()) == archive.archived().find(segment).sha256
@@ -321,20 +325,34 @@ def test_fetch_exit_codes_absent_corrupt_and_wrong_key(archive, pg_cluster, shor
 def test_fetch_from_an_unreachable_s3_endpoint_stops_recovery(short_tmp_dir):
     from hadr_backup.procs import free_port
 
-    archive = Archive(short_tmp_dir, {"repository": {"url": "s3://absent-bucket/hadr",
-                                                     "endpoint": f"http://127.0.0.1:{free_port()}",
-                                                     "access_key": "testing", "secret_key": "testing"}})
+    archive = Archive(
+        short_tmp_dir,
+        {
+            "repository": {
+                "url": "s3://absent-bucket/hadr",
+                "endpoint": f"http://127.0.0.1:{free_port()}",
+                "access_key": "testing",
+                "secret_key": "testing",
+            }
+        },
+    )
     archive.source()
     started = time.monotonic()
-    failed = archive.hadr("wal-fetch", "--prefetch", "0", "--source", "main", "000000010000000000000001",
-                          str(short_tmp_dir / "RECOVERYXLOG"))
+    failed = archive.hadr(
+        "wal-fetch",
+        "--prefetch",
+        "0",
+        "--source",
+        "main",
+        "000000010000000000000001",
+        str(short_tmp_dir / "RECOVERYXLOG"),
+    )
     assert failed.returncode == EXIT_FETCH_FAILED, failed.stderr
     assert "cannot reach" in failed.stderr and not (short_tmp_dir / "RECOVERYXLOG").exists()
     assert time.monotonic() - started < 240
 
 
-def test_prefetch_serves_verified_segments_and_skips_history_and_partial(
-        archive, pg_cluster_factory, short_tmp_dir):
+def test_prefetch_serves_verified_segments_and_skips_history_and_partial(archive, pg_cluster_factory, short_tmp_dir):
     cluster = archive.cluster(pg_cluster_factory)
     names = make_wal(cluster, 6)
     wait_archived(cluster, names[-1])
@@ -373,15 +391,31 @@ def test_recovery_through_restore_command_replays_the_archive(archive, pg_cluste
     cluster = archive.cluster(pg_cluster_factory)
     make_wal(cluster, 1)
     backup = short_tmp_dir / "restored"
-    run_as_owner([str(cluster.tool("pg_basebackup")), "-D", str(backup / "data"), "-X", "none",
-                  "-d", cluster.dsn(), "--checkpoint=fast"])
+    run_as_owner(
+        [
+            str(cluster.tool("pg_basebackup")),
+            "-D",
+            str(backup / "data"),
+            "-X",
+            "none",
+            "-d",
+            cluster.dsn(),
+            "--checkpoint=fast",
+        ]
+    )
     names = make_wal(cluster, 12)
     wait_archived(cluster, names[-1])
     expected = cluster.query("select count(*) from t")[0][0]
 
-    restored = PostgresCluster(backup, free_port(), settings={
-        "restore_command": restore_command_for(archive.policy_file, "main"),
-        "recovery_target_action": "promote", "archive_mode": "off"})
+    restored = PostgresCluster(
+        backup,
+        free_port(),
+        settings={
+            "restore_command": restore_command_for(archive.policy_file, "main"),
+            "recovery_target_action": "promote",
+            "archive_mode": "off",
+        },
+    )
     restored.write_settings({})
     (backup / "data" / "recovery.signal").touch()
     to_postgres(backup / "data" / "recovery.signal")
@@ -393,7 +427,7 @@ def test_recovery_through_restore_command_replays_the_archive(archive, pg_cluste
             time.sleep(0.1)
         assert restored.query("select count(*) from t")[0][0] == expected
         log = restored.log_path.read_text()
-        assert f"restored log file \"{names[-1]}\" from archive" in log
+        assert f'restored log file "{names[-1]}" from archive' in log
     finally:
         restored.stop("immediate")
 
@@ -402,7 +436,8 @@ def test_recovery_through_restore_command_replays_the_archive(archive, pg_cluste
 
 
 def test_async_pushes_the_backlog_in_parallel_and_acknowledges_only_stored_files(
-        archive, pg_cluster_factory, short_tmp_dir):
+    archive, pg_cluster_factory, short_tmp_dir
+):
     spool = postgres_dir(short_tmp_dir / "spool")
     settings = {"async_archive": True, "spool_dir": str(spool), "archive_workers": 2}
     archive.source(**settings)
@@ -458,8 +493,9 @@ def test_async_acknowledges_a_stored_file_cheaply_and_only_that_very_file(archiv
     no_interpreter = command.replace(sys.executable, "/nonexistent/python")
 
     def archive_command(text: str) -> subprocess.CompletedProcess:  # as the archiver runs it
-        return subprocess.run(text.replace("%p", f"pg_wal/{segment.name}"), shell=True, capture_output=True,
-                              text=True, cwd=data)
+        return subprocess.run(
+            text.replace("%p", f"pg_wal/{segment.name}"), shell=True, capture_output=True, text=True, cwd=data
+        )
 
     assert archive_command(no_interpreter).returncode == 0  # the shell test alone answered
     links = list((spool / "link").iterdir())
@@ -483,9 +519,16 @@ def test_async_acknowledges_a_stored_file_cheaply_and_only_that_very_file(archiv
 
 
 def test_push_and_fetch_on_s3(s3_server, s3_bucket, pg_cluster_factory, short_tmp_dir):
-    archive = make_archive(short_tmp_dir, {"url": f"s3://{s3_bucket}/hadr", "endpoint": s3_server.endpoint_url,
-                                           "access_key": "testing", "secret_key": "testing",
-                                           "lock_dir": str(short_tmp_dir / "locks")})
+    archive = make_archive(
+        short_tmp_dir,
+        {
+            "url": f"s3://{s3_bucket}/hadr",
+            "endpoint": s3_server.endpoint_url,
+            "access_key": "testing",
+            "secret_key": "testing",
+            "lock_dir": str(short_tmp_dir / "locks"),
+        },
+    )
     cluster = archive.cluster(pg_cluster_factory)
     names = make_wal(cluster, 2)
     wait_archived(cluster, names[-1])
@@ -495,8 +538,7 @@ def test_push_and_fetch_on_s3(s3_server, s3_bucket, pg_cluster_factory, short_tm
         fetched = archive.hadr("wal-fetch", "--prefetch", "0", "--source", "main", name, str(dest))
         assert fetched.returncode == 0, fetched.stderr
         assert dest.read_bytes() == (cluster.data_dir / "pg_wal" / name).read_bytes()
-    absent = archive.hadr("wal-fetch", "--prefetch", "0", "--source", "main", wal.next_segment(names[-1]),
-                          str(dest))
+    absent = archive.hadr("wal-fetch", "--prefetch", "0", "--source", "main", wal.next_segment(names[-1]), str(dest))
     assert absent.returncode == 1
 
 

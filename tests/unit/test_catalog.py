@@ -77,9 +77,25 @@ def test_format_1_catalog_is_read_with_unknown_host():
     import hashlib
     import json
 
-    body = {"format": 1, "entries": [{"id": "b1", "kind": "pg", "source": "main", "state": "running",
-                                      "started_at": 100.0, "stopped_at": None, "raw_size": 0, "stored_size": 0,
-                                      "objects": [], "meta": {}, "error": None, "pid": 4242}]}
+    body = {
+        "format": 1,
+        "entries": [
+            {
+                "id": "b1",
+                "kind": "pg",
+                "source": "main",
+                "state": "running",
+                "started_at": 100.0,
+                "stopped_at": None,
+                "raw_size": 0,
+                "stored_size": 0,
+                "objects": [],
+                "meta": {},
+                "error": None,
+                "pid": 4242,
+            }
+        ],
+    }
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
     raw = json.dumps({"checksum": hashlib.sha256(canonical.encode()).hexdigest(), "catalog": body}).encode()
     catalog = Catalog.from_bytes(raw, "catalog.json")
@@ -90,8 +106,16 @@ def test_format_1_catalog_is_read_with_unknown_host():
 
 
 def running(entry_id: str, host: str | None, pid: int, heartbeat: float | None, started: float = 0.0):
-    return BackupEntry(id=entry_id, kind="pg", source="main", state=RUNNING, started_at=started, pid=pid,
-                       host=host, heartbeat_at=heartbeat)
+    return BackupEntry(
+        id=entry_id,
+        kind="pg",
+        source="main",
+        state=RUNNING,
+        started_at=started,
+        pid=pid,
+        host=host,
+        heartbeat_at=heartbeat,
+    )
 
 
 def test_interrupted_is_judged_from_the_entrys_own_heartbeat():

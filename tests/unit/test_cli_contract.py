@@ -36,11 +36,18 @@ def policy(tmp_path: Path) -> str:
 # -- --json before or after the subcommand, at any depth ---------------------------------------------------
 
 PLACEMENTS = [
-    (("--json", "list"), "list"), (("list", "--json"), "list"), (("list", "--json", "pg"), "list"),
-    (("list", "pg", "--json"), "list"), (("--json", "info"), "info"), (("info", "--json"), "info"),
-    (("--json", "verify", "repo"), "verify-repo"), (("verify", "--json", "repo"), "verify-repo"),
-    (("verify", "repo", "--json"), "verify-repo"), (("verify", "repo", "--deep", "--json"), "verify-repo"),
-    (("repair", "catalog", "--json"), "repair-catalog"), (("init", "--json"), "init"),
+    (("--json", "list"), "list"),
+    (("list", "--json"), "list"),
+    (("list", "--json", "pg"), "list"),
+    (("list", "pg", "--json"), "list"),
+    (("--json", "info"), "info"),
+    (("info", "--json"), "info"),
+    (("--json", "verify", "repo"), "verify-repo"),
+    (("verify", "--json", "repo"), "verify-repo"),
+    (("verify", "repo", "--json"), "verify-repo"),
+    (("verify", "repo", "--deep", "--json"), "verify-repo"),
+    (("repair", "catalog", "--json"), "repair-catalog"),
+    (("init", "--json"), "init"),
     (("-q", "init", "--json", "-v"), "init"),
 ]
 
@@ -63,8 +70,11 @@ def test_without_json_the_output_is_for_people(policy: str) -> None:
 def test_sandbox_commands_take_the_same_json_option(tmp_path: Path, where: str) -> None:
     folder = str(tmp_path / "no-sandbox")  # nothing there: status says so, down has nothing to stop
     for command, schema in (("status", "sandbox-status"), ("down", "sandbox-down")):
-        args = ["--json", "sandbox", command, "--dir", folder] if where == "before" else \
-            ["sandbox", command, "--dir", folder, "--json"]
+        args = (
+            ["--json", "sandbox", command, "--dir", folder]
+            if where == "before"
+            else ["sandbox", command, "--dir", folder, "--json"]
+        )
         done = hadr(*args)
         assert done.exit_code == 0, done.output
         assert assert_schema(schema, done.stdout)["dir"] == folder
@@ -138,13 +148,16 @@ def test_two_targets_exit_2(policy: str, tmp_path: Path) -> None:
     assert "give one recovery target, not 2" in done.stderr
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (("list", "mysql"), "'mysql' is not one of 'pg', 'redis', 's3'"),
-    (("backup", "mysql"), "No such command 'mysql'"),
-    (("restore", "pg"), "Missing option '--to'"),
-    (("frobnicate",), "No such command 'frobnicate'"),
-    (("list", "--jsn"), "No such option '--jsn'"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("list", "mysql"), "'mysql' is not one of 'pg', 'redis', 's3'"),
+        (("backup", "mysql"), "No such command 'mysql'"),
+        (("restore", "pg"), "Missing option '--to'"),
+        (("frobnicate",), "No such command 'frobnicate'"),
+        (("list", "--jsn"), "No such option '--jsn'"),
+    ],
+)
 def test_bad_usage_exits_2_with_clicks_message(policy: str, args: tuple[str, ...], message: str) -> None:
     done = hadr("--policy", policy, *args)
     assert done.exit_code == 2
@@ -191,10 +204,17 @@ def test_top_level_help_lists_every_command_and_no_hidden_one() -> None:
     assert "--json" in done.stdout and "--policy FILE" in done.stdout
 
 
-@pytest.mark.parametrize(("group", "subcommands"), [
-    ("verify", ["repo"]), ("repair", ["catalog"]), ("key", ["create", "rotate"]), ("backup", ["pg"]),
-    ("restore", ["pg"]), ("sandbox", ["up", "down", "status", "load"]),
-])
+@pytest.mark.parametrize(
+    ("group", "subcommands"),
+    [
+        ("verify", ["repo"]),
+        ("repair", ["catalog"]),
+        ("key", ["create", "rotate"]),
+        ("backup", ["pg"]),
+        ("restore", ["pg"]),
+        ("sandbox", ["up", "down", "status", "load"]),
+    ],
+)
 def test_group_help_lists_its_subcommands(group: str, subcommands: list[str]) -> None:
     done = hadr(group, "--help")
     assert done.exit_code == 0, done.output

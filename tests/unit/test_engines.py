@@ -11,18 +11,25 @@ from hadr_backup.postgres import KIND as PG
 
 
 def policy_with_every_kind():
-    return parse_policy({"repository": {"path": "/tmp/unused"}, "sources": {
-        "postgres": [{"name": "main", "dsn": "host=x"}],
-        "redis": [{"name": "queues", "url": "redis://127.0.0.1:6381"}],
-        "buckets": [{"name": "items", "endpoint": "http://127.0.0.1:9000", "buckets": ["raw-data-items"]}]}},
-        "test")
+    return parse_policy(
+        {
+            "repository": {"path": "/tmp/unused"},
+            "sources": {
+                "postgres": [{"name": "main", "dsn": "host=x"}],
+                "redis": [{"name": "queues", "url": "redis://127.0.0.1:6381"}],
+                "buckets": [{"name": "items", "endpoint": "http://127.0.0.1:9000", "buckets": ["raw-data-items"]}],
+            },
+        },
+        "test",
+    )
 
 
 def test_every_configured_source_is_listed_with_its_kind():
     assert engines.configured(policy_with_every_kind()) == [
         ("pg", policy_with_every_kind().sources.postgres[0]),
         ("redis", policy_with_every_kind().sources.redis[0]),
-        ("s3", policy_with_every_kind().sources.buckets[0])]
+        ("s3", policy_with_every_kind().sources.buckets[0]),
+    ]
 
 
 def test_postgres_has_an_engine_and_the_others_say_they_have_none_yet():

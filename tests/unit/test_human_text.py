@@ -32,35 +32,52 @@ def test_a_window_without_a_commit_at_its_end_says_what_that_means() -> None:
     window = Window(1, 1767225600.0, None, 0x2000100, 0x5000000, ("B1",))
     text = window.describe()
     assert "no commit found" not in text and "(no" not in text
-    assert text == ("timeline 1: from 2026-01-01 00:00:00.000000+00 (LSN 0/2000100 .. 0/5000000); the newest time "
-                    "it reaches is not known: no transaction ended in the last archived WAL (up to 4 segments "
-                    "read), and a --target-time needs a commit after it; --latest and --target-lsn reach 0/5000000")
+    assert text == (
+        "timeline 1: from 2026-01-01 00:00:00.000000+00 (LSN 0/2000100 .. 0/5000000); the newest time "
+        "it reaches is not known: no transaction ended in the last archived WAL (up to 4 segments "
+        "read), and a --target-time needs a commit after it; --latest and --target-lsn reach 0/5000000"
+    )
     ended = Window(1, 1767225600.0, 1767225700.5, 0x2000100, 0x5000000, ("B1",)).describe()
-    assert ended == ("timeline 1: 2026-01-01 00:00:00.000000+00 .. 2026-01-01 00:01:40.500000+00 (the last "
-                     "archived commit; LSN 0/2000100 .. 0/5000000)")
+    assert ended == (
+        "timeline 1: 2026-01-01 00:00:00.000000+00 .. 2026-01-01 00:01:40.500000+00 (the last "
+        "archived commit; LSN 0/2000100 .. 0/5000000)"
+    )
 
 
 def status(**lag) -> ArchiveStatus:
-    return ArchiveStatus("main", None, 3, [1], "000000010000000000000003", 1767225600.0, 0, 0, [],
-                         cluster={"failed_count": 0}, **lag)
+    return ArchiveStatus(
+        "main", None, 3, [1], "000000010000000000000003", 1767225600.0, 0, 0, [], cluster={"failed_count": 0}, **lag
+    )
 
 
 def test_archive_lag_in_words() -> None:
-    assert status(lag_segments=0, lag_bytes=0, lag_seconds=0.0).lag_text() == \
-        "lag: none, every WAL byte the cluster wrote is archived"
-    waiting = status(lag_segments=2, lag_bytes=40 << 20, lag_seconds=45.4, lag_basis="the age of the oldest commit "
-                     "not archived, at T (LSN 0/5000100), read from /pg/pg_wal").lag_text()
-    assert waiting == ("lag: 2 full segments (40.0 MiB in all) not archived; 45 s: the age of the oldest commit not "
-                       "archived, at T (LSN 0/5000100), read from /pg/pg_wal")
-    unknown = status(lag_segments=0, lag_bytes=2048, lag_seconds=None,
-                     lag_basis="unknown: this host has no /pg/pg_wal (...)").lag_text()
-    assert unknown == ("lag: 2.0 KiB of WAL not archived (the current segment: archived when it fills or "
-                       "archive_timeout passes); age of the oldest commit among it unknown: this host has no "
-                       "/pg/pg_wal (...)")
+    assert (
+        status(lag_segments=0, lag_bytes=0, lag_seconds=0.0).lag_text()
+        == "lag: none, every WAL byte the cluster wrote is archived"
+    )
+    waiting = status(
+        lag_segments=2,
+        lag_bytes=40 << 20,
+        lag_seconds=45.4,
+        lag_basis="the age of the oldest commit not archived, at T (LSN 0/5000100), read from /pg/pg_wal",
+    ).lag_text()
+    assert waiting == (
+        "lag: 2 full segments (40.0 MiB in all) not archived; 45 s: the age of the oldest commit not "
+        "archived, at T (LSN 0/5000100), read from /pg/pg_wal"
+    )
+    unknown = status(
+        lag_segments=0, lag_bytes=2048, lag_seconds=None, lag_basis="unknown: this host has no /pg/pg_wal (...)"
+    ).lag_text()
+    assert unknown == (
+        "lag: 2.0 KiB of WAL not archived (the current segment: archived when it fills or "
+        "archive_timeout passes); age of the oldest commit among it unknown: this host has no "
+        "/pg/pg_wal (...)"
+    )
     assert "0 s" not in unknown
     summary = status(lag_segments=0, lag_bytes=0, lag_seconds=0.0).summary()
-    assert summary.splitlines()[0] == ("archive: 3 segments (timeline 1), newest 000000010000000000000003 stored "
-                                       "2026-01-01 00:00:00 UTC")
+    assert summary.splitlines()[0] == (
+        "archive: 3 segments (timeline 1), newest 000000010000000000000003 stored 2026-01-01 00:00:00 UTC"
+    )
     empty = ArchiveStatus("main", None, 0, [], None, None, 0, 0, [])
     assert empty.summary() == "archive: no WAL archived yet"
 
@@ -70,9 +87,10 @@ def test_info_of_a_source_without_backups_says_so() -> None:
     assert text == "pg main: no complete backup yet\n" and "newest - UTC" not in text
     assert rendered(SourceInfo("pg", "main", 0, 2, None)) == "pg main: no complete backup yet (2 failed)\n"
     one = rendered(SourceInfo("pg", "main", 1, 0, 1767225600.0))
-    assert one.splitlines() == ["pg main: 1 complete backup, newest finished 2026-01-01 00:00:00 UTC",
-                                "  restorable: nowhere, no backup has all the WAL it needs archived (`hadr verify "
-                                "repo` says what is missing)"]
+    assert one.splitlines() == [
+        "pg main: 1 complete backup, newest finished 2026-01-01 00:00:00 UTC",
+        "  restorable: nowhere, no backup has all the WAL it needs archived (`hadr verify repo` says what is missing)",
+    ]
 
 
 def test_a_verify_report_says_what_it_checked_in_words() -> None:
@@ -83,13 +101,15 @@ def test_a_verify_report_says_what_it_checked_in_words() -> None:
     report.add(OK, "wal-chain", "main", "WAL continuous from the backup to the newest archived segment")
     assert rendered(report).splitlines() == [
         "OK      wal-chain: main: WAL continuous from the backup to the newest archived segment",
-        "verify repo: PASSED — checked 1 backup, 2 objects, 1 WAL segment"]
+        "verify repo: PASSED — checked 1 backup, 2 objects, 1 WAL segment",
+    ]
     report.add(ERROR, "wal-gap", "000000010000000000000004", "missing")
     assert rendered(report).splitlines()[-1].startswith("verify repo: FAILED (1 problem) — checked")
 
 
-@pytest.mark.parametrize("text", ["yesterday", "2025-02-30 00:00:00", "2025-01-02 03:04:05+16",
-                                  "2025-01-02 03:04:05.1234567"])
+@pytest.mark.parametrize(
+    "text", ["yesterday", "2025-02-30 00:00:00", "2025-01-02 03:04:05+16", "2025-01-02 03:04:05.1234567"]
+)
 def test_every_target_time_error_names_the_accepted_formats(text: str) -> None:
     with pytest.raises(BadTarget) as caught:
         parse_target_time(text)
@@ -101,8 +121,14 @@ def test_every_target_time_error_names_the_accepted_formats(text: str) -> None:
 def test_the_missing_target_hint_lists_every_target_and_backup_id() -> None:
     with pytest.raises(BadTarget) as caught:
         make_target()
-    for option in ("--target-time T", "--target-lsn LSN", "--target-xid XID", "--target-name NAME", "--latest",
-                   "--backup ID"):
+    for option in (
+        "--target-time T",
+        "--target-lsn LSN",
+        "--target-xid XID",
+        "--target-name NAME",
+        "--latest",
+        "--backup ID",
+    ):
         assert option in caught.value.hint
 
 
@@ -130,8 +156,10 @@ def test_next_steps_for_a_restored_server(monkeypatch, root: bool) -> None:
     promoted = dict(next_steps("/r", "/pg/bin", "promoted", "promote", "host=h", 5))
     assert set(promoted) == {"connect", "stop"}
     configured = dict(next_steps("/r", "/pg/bin", "configured", "shutdown", None, None))
-    assert configured["start"].startswith(f"{as_user}/pg/bin/pg_ctl -D /r -l /r/hadr-recovery.log start  (it "
-                                          f"replays WAL to the target, then shuts down; it listens on the port")
+    assert configured["start"].startswith(
+        f"{as_user}/pg/bin/pg_ctl -D /r -l /r/hadr-recovery.log start  (it "
+        f"replays WAL to the target, then shuts down; it listens on the port"
+    )
     shut = dict(next_steps("/r", "/pg/bin", "shut down", "shutdown", None, 5))
     assert shut["start"].startswith("set recovery_target_action = 'promote' in /r/postgresql.auto.conf, then ")
 
@@ -155,5 +183,6 @@ def test_unarchived_wal_of_another_cluster_is_not_read(tmp_path: Path) -> None:
     (tmp_path / "000000010000000000000005").write_bytes(header + b"\0" * 64)
     other = oldest_unarchived_commit("/bin", tmp_path, 1, 0x5000000, 0x5000100, 16 << 20, 7000000000000000002, 0.0)
     assert other.seconds is None
-    assert other.basis == f"unknown: {tmp_path} holds the WAL of another cluster (system identifier " \
-                          f"7000000000000000001)"
+    assert (
+        other.basis == f"unknown: {tmp_path} holds the WAL of another cluster (system identifier 7000000000000000001)"
+    )

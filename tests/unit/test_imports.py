@@ -78,7 +78,12 @@ def test_cycles_are_found() -> None:
 
 
 def test_no_module_level_getattr() -> None:
-    offenders = [module_name(path) for path in PACKAGE.rglob("*.py")
-                 if any(isinstance(node, ast.FunctionDef) and node.name == "__getattr__"
-                        for node in ast.parse(path.read_text()).body)]
+    offenders = [
+        module_name(path)
+        for path in PACKAGE.rglob("*.py")
+        if any(
+            isinstance(node, ast.FunctionDef) and node.name == "__getattr__"
+            for node in ast.parse(path.read_text()).body
+        )
+    ]
     assert offenders == []

@@ -93,8 +93,12 @@ def test_subfolder_vanishing_between_listing_and_reading_raises(store, monkeypat
 
 def test_vanished_root_raises_for_list_stat_and_get(store):
     shutil.rmtree(store.root)
-    for read in (lambda: store.list(f"{FOLDER}/000000010000000000000004"), lambda: store.list(),
-                 lambda: store.stat("hadr.repo.json"), lambda: read_all(store, "hadr.repo.json")):
+    for read in (
+        lambda: store.list(f"{FOLDER}/000000010000000000000004"),
+        lambda: store.list(),
+        lambda: store.stat("hadr.repo.json"),
+        lambda: read_all(store, "hadr.repo.json"),
+    ):
         with pytest.raises(StorageUnreadable, match="mounted") as failed:
             read()
         assert str(store.root) in str(failed.value)

@@ -65,9 +65,11 @@ def test_no_policy_anywhere_fails_with_exit_2_and_says_how_to_make_one(lookup, c
     assert exited.value.code == 2
     cwd, system = lookup
     err = capsys.readouterr().err
-    assert (f"hadr: error: no policy: pass --policy FILE, set HADR_POLICY, or create ./hadr.yaml or {system}\n"
-            "  hint: start from policies/example.yaml; for the sandbox, run `hadr sandbox up` and export the line "
-            "it prints\n") == err
+    assert (
+        f"hadr: error: no policy: pass --policy FILE, set HADR_POLICY, or create ./hadr.yaml or {system}\n"
+        "  hint: start from policies/example.yaml; for the sandbox, run `hadr sandbox up` and export the line "
+        "it prints\n"
+    ) == err
 
 
 def test_the_sandbox_policy_is_written_with_absolute_paths_and_its_ports(tmp_path, monkeypatch):
@@ -144,45 +146,74 @@ def test_env_expansion(monkeypatch):
     assert policy.sources.postgres[0].port == 7
 
 
-@pytest.mark.parametrize("data, message", [
-    ({"repository": {"path": "/r"}, "sources": {"postgres": [{"name": "m", "dsn": 42}]}},
-     "p.yaml: sources.postgres[0].dsn: expected a string, got int 42"),
-    ({"repository": {"path": "/r"}, "sources": {"postgres": [{"dsn": "host=x"}]}},
-     "p.yaml: sources.postgres[0].name: required"),
-    ({"repository": {}}, "p.yaml: repository: expected exactly one of path"),
-    ({"repository": {"path": "/r", "url": "s3://bbb"}}, "expected exactly one of path"),
-    ({"repository": {"url": "http://x"}}, "repository.url: expected s3://bucket[/prefix]"),
-    ({"sources": {}}, "repository: required"),
-    ({"repository": {"path": "/r"}, "retention": {"hourly": -1}},
-     "retention.hourly: expected an integer from 0 to 100000, got int -1"),
-    ({"repository": {"path": "/r"}, "retention": {"daily": "seven"}}, "retention.daily: expected an integer"),
-    ({"repository": {"path": "/r"}, "compression": {"level": 40}}, "compression.level: expected an integer from 1"),
-    ({"repository": {"path": "/r"}, "retention": {"dayly": 7}}, "retention: unknown key 'dayly'"),
-    ({"repository": {"path": "/r"}, "sources": {"redis": [{"name": "c", "url": "http://x"}]}},
-     "sources.redis[0].url: expected redis://host:port[/db]"),
-    ({"repository": {"path": "/r"}, "sources": {"redis": [{"name": "c", "url": "redis://x", "role": "db"}]}},
-     "sources.redis[0].role: expected cache or queue"),
-    ({"repository": {"path": "/r"}, "sources": {"redis": [{"name": "c", "url": "redis://a"},
-                                                          {"name": "c", "url": "redis://b"}]}},
-     "sources.redis: name 'c' used twice"),
-    ({"repository": {"path": "/r"}, "schedules": [{"name": "x", "job": "prune", "cron": "daily"}]},
-     "schedules[0].cron: expected five cron fields"),
-    ({"repository": {"path": "/r"}, "encryption": {"key_file": "/k", "key_env": "K"}}, "not both"),
-    ({"repository": {"path": "/r"}, "sources": {"postgres": [{"name": "m", "dsn": "${UNSET_VAR_X}"}]}},
-     "sources.postgres[0].dsn: environment variable UNSET_VAR_X is not set"),
-    (["not", "a", "mapping"], "p.yaml: (top level): expected a mapping"),
-    ({"repository": {"path": "/r", "retry": {"attempts": 0}}},
-     "repository.retry.attempts: expected an integer from 1 to 100, got int 0"),
-    ({"repository": {"path": "/r", "retry": {"max_seconds": -1}}},
-     "repository.retry.max_seconds: expected a positive number up to 3600, got int -1"),
-    ({"repository": {"path": "/r", "retry": {"max_seconds": "soon"}}}, "repository.retry.max_seconds: expected"),
-    ({"repository": {"path": "/r", "retry": {"tries": 3}}}, "repository.retry: unknown key 'tries'"),
-    ({"repository": {"path": "/r", "retry": 5}}, "repository.retry: expected a mapping, got int 5"),
-    ({"repository": {"path": "/r"}, "sources": {"postgres": [{"name": "m", "dsn": "host=h", "rpo": 0}]}},
-     "sources.postgres[0].rpo: expected a positive number, got int 0"),
-    ({"repository": {"path": "/r"}, "sources": {"postgres": [{"name": "m", "dsn": "host=h", "rpo": "5min"}]}},
-     "sources.postgres[0].rpo: expected a positive number, got str '5min'"),
-])
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (
+            {"repository": {"path": "/r"}, "sources": {"postgres": [{"name": "m", "dsn": 42}]}},
+            "p.yaml: sources.postgres[0].dsn: expected a string, got int 42",
+        ),
+        (
+            {"repository": {"path": "/r"}, "sources": {"postgres": [{"dsn": "host=x"}]}},
+            "p.yaml: sources.postgres[0].name: required",
+        ),
+        ({"repository": {}}, "p.yaml: repository: expected exactly one of path"),
+        ({"repository": {"path": "/r", "url": "s3://bbb"}}, "expected exactly one of path"),
+        ({"repository": {"url": "http://x"}}, "repository.url: expected s3://bucket[/prefix]"),
+        ({"sources": {}}, "repository: required"),
+        (
+            {"repository": {"path": "/r"}, "retention": {"hourly": -1}},
+            "retention.hourly: expected an integer from 0 to 100000, got int -1",
+        ),
+        ({"repository": {"path": "/r"}, "retention": {"daily": "seven"}}, "retention.daily: expected an integer"),
+        ({"repository": {"path": "/r"}, "compression": {"level": 40}}, "compression.level: expected an integer from 1"),
+        ({"repository": {"path": "/r"}, "retention": {"dayly": 7}}, "retention: unknown key 'dayly'"),
+        (
+            {"repository": {"path": "/r"}, "sources": {"redis": [{"name": "c", "url": "http://x"}]}},
+            "sources.redis[0].url: expected redis://host:port[/db]",
+        ),
+        (
+            {"repository": {"path": "/r"}, "sources": {"redis": [{"name": "c", "url": "redis://x", "role": "db"}]}},
+            "sources.redis[0].role: expected cache or queue",
+        ),
+        (
+            {
+                "repository": {"path": "/r"},
+                "sources": {"redis": [{"name": "c", "url": "redis://a"}, {"name": "c", "url": "redis://b"}]},
+            },
+            "sources.redis: name 'c' used twice",
+        ),
+        (
+            {"repository": {"path": "/r"}, "schedules": [{"name": "x", "job": "prune", "cron": "daily"}]},
+            "schedules[0].cron: expected five cron fields",
+        ),
+        ({"repository": {"path": "/r"}, "encryption": {"key_file": "/k", "key_env": "K"}}, "not both"),
+        (
+            {"repository": {"path": "/r"}, "sources": {"postgres": [{"name": "m", "dsn": "${UNSET_VAR_X}"}]}},
+            "sources.postgres[0].dsn: environment variable UNSET_VAR_X is not set",
+        ),
+        (["not", "a", "mapping"], "p.yaml: (top level): expected a mapping"),
+        (
+            {"repository": {"path": "/r", "retry": {"attempts": 0}}},
+            "repository.retry.attempts: expected an integer from 1 to 100, got int 0",
+        ),
+        (
+            {"repository": {"path": "/r", "retry": {"max_seconds": -1}}},
+            "repository.retry.max_seconds: expected a positive number up to 3600, got int -1",
+        ),
+        ({"repository": {"path": "/r", "retry": {"max_seconds": "soon"}}}, "repository.retry.max_seconds: expected"),
+        ({"repository": {"path": "/r", "retry": {"tries": 3}}}, "repository.retry: unknown key 'tries'"),
+        ({"repository": {"path": "/r", "retry": 5}}, "repository.retry: expected a mapping, got int 5"),
+        (
+            {"repository": {"path": "/r"}, "sources": {"postgres": [{"name": "m", "dsn": "host=h", "rpo": 0}]}},
+            "sources.postgres[0].rpo: expected a positive number, got int 0",
+        ),
+        (
+            {"repository": {"path": "/r"}, "sources": {"postgres": [{"name": "m", "dsn": "host=h", "rpo": "5min"}]}},
+            "sources.postgres[0].rpo: expected a positive number, got str '5min'",
+        ),
+    ],
+)
 def test_bad_policies_name_file_field_and_expectation(data, message):
     with pytest.raises(PolicyError) as caught:
         parse_policy(data, "p.yaml")
@@ -205,8 +236,9 @@ def test_cli_reports_bad_policy_in_one_line(tmp_path):
 
     bad = tmp_path / "bad.yaml"
     bad.write_text("repository: {path: /tmp/r}\nretention: {hourly: lots}\n")
-    run = subprocess.run([sys.executable, "-m", "hadr_backup", "--policy", str(bad), "list"],
-                         capture_output=True, text=True)
+    run = subprocess.run(
+        [sys.executable, "-m", "hadr_backup", "--policy", str(bad), "list"], capture_output=True, text=True
+    )
     assert run.returncode == 2
     assert "retention.hourly: expected an integer from 0 to 100000, got str 'lots'" in run.stderr
     assert "Traceback" not in run.stderr

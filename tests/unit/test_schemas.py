@@ -70,20 +70,55 @@ def test_the_json_conventions_are_documented_and_linked() -> None:
 # -- strict: what the conventions rule out is refused ---------------------------------------------------
 
 INFO = {
-    "repository": "/srv/hadr", "id": "0123456789abcdef", "encryption": None, "stored_bytes": 10, "warnings": [],
-    "sources": [{
-        "kind": "pg", "name": "main", "supported": True, "complete_backups": 1, "failed_backups": 0,
-        "newest_backup": "2026-12-01T10:15:00.123456Z",
-        "restorable_window": [{"timeline": 1, "start": "2026-12-01T10:15:00.123456Z", "end": None,
-                               "start_lsn": "0/3000028", "end_lsn": "0/5000000",
-                               "backups": ["20261201T101500Z-pg-1a2b"]}],
-        "archive": {"source": "main", "identity": {"system_identifier": "7714291793327515997",
-                                                   "segment_size": 16777216, "page_magic": 53520,
-                                                   "pg_version": 15, "block_size": 8192},
-                    "segments": 3, "timelines": [1], "newest_segment": "000000010000000000000004",
-                    "newest_time": "2026-12-01T10:15:00.123456Z", "history_files": 0, "partial_files": 0,
-                    "conflicts": [], "cluster": None, "cluster_error": "connection refused", "lag_segments": None,
-                    "lag_bytes": None, "lag_seconds": None, "lag_basis": None, "logs": []}}],
+    "repository": "/srv/hadr",
+    "id": "0123456789abcdef",
+    "encryption": None,
+    "stored_bytes": 10,
+    "warnings": [],
+    "sources": [
+        {
+            "kind": "pg",
+            "name": "main",
+            "supported": True,
+            "complete_backups": 1,
+            "failed_backups": 0,
+            "newest_backup": "2026-12-01T10:15:00.123456Z",
+            "restorable_window": [
+                {
+                    "timeline": 1,
+                    "start": "2026-12-01T10:15:00.123456Z",
+                    "end": None,
+                    "start_lsn": "0/3000028",
+                    "end_lsn": "0/5000000",
+                    "backups": ["20261201T101500Z-pg-1a2b"],
+                }
+            ],
+            "archive": {
+                "source": "main",
+                "identity": {
+                    "system_identifier": "7714291793327515997",
+                    "segment_size": 16777216,
+                    "page_magic": 53520,
+                    "pg_version": 15,
+                    "block_size": 8192,
+                },
+                "segments": 3,
+                "timelines": [1],
+                "newest_segment": "000000010000000000000004",
+                "newest_time": "2026-12-01T10:15:00.123456Z",
+                "history_files": 0,
+                "partial_files": 0,
+                "conflicts": [],
+                "cluster": None,
+                "cluster_error": "connection refused",
+                "lag_segments": None,
+                "lag_bytes": None,
+                "lag_seconds": None,
+                "lag_basis": None,
+                "logs": [],
+            },
+        }
+    ],
 }
 REPORT = {"title": "verify repo", "passed": True, "checked": {"backups": 1, "wal_objects": 4}, "findings": []}
 
@@ -104,25 +139,30 @@ def test_the_samples_conform() -> None:
     assert_schema("verify-repo", REPORT)
 
 
-@pytest.mark.parametrize(("path", "value", "why"), [
-    ("sources/0/newest_backup", 1796123527.38, "an instant as a float"),
-    ("sources/0/newest_backup", "2026-12-01 10:15:00.123456+00", "an instant not in RFC 3339 UTC"),
-    ("sources/0/newest_backup", "-", "a dash for an absent instant"),
-    ("sources/0/restorable_window/0/end", "(no commit found near the end)", "prose for an absent value"),
-    ("sources/0/archive/identity/system_identifier", 7714291793327515997, "the system identifier as a number"),
-    ("sources/0/restorable_window/0/start_lsn", 50331688, "an LSN as a number"),
-    ("stored_bytes", "12.3 MiB", "a size as text"),
-    ("encryption", {}, "an empty object for no encryption"),
-    ("sources/0/unknown_key", 1, "a key the schema does not know"),
-])
+@pytest.mark.parametrize(
+    ("path", "value", "why"),
+    [
+        ("sources/0/newest_backup", 1796123527.38, "an instant as a float"),
+        ("sources/0/newest_backup", "2026-12-01 10:15:00.123456+00", "an instant not in RFC 3339 UTC"),
+        ("sources/0/newest_backup", "-", "a dash for an absent instant"),
+        ("sources/0/restorable_window/0/end", "(no commit found near the end)", "prose for an absent value"),
+        ("sources/0/archive/identity/system_identifier", 7714291793327515997, "the system identifier as a number"),
+        ("sources/0/restorable_window/0/start_lsn", 50331688, "an LSN as a number"),
+        ("stored_bytes", "12.3 MiB", "a size as text"),
+        ("encryption", {}, "an empty object for no encryption"),
+        ("sources/0/unknown_key", 1, "a key the schema does not know"),
+    ],
+)
 def test_info_refuses(path: str, value: Any, why: str) -> None:
     with pytest.raises(AssertionError, match="does not conform"):
         assert_schema("info", changed(INFO, path, value))
 
 
 @pytest.mark.parametrize("name", ["verify-repo", "check"])
-@pytest.mark.parametrize(("path", "value"), [("checked/wal objects", 4), ("checked/wal-objects", 4),
-                                             ("checked/backups", "1"), ("passed", None)])
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [("checked/wal objects", 4), ("checked/wal-objects", 4), ("checked/backups", "1"), ("passed", None)],
+)
 def test_reports_refuse(name: str, path: str, value: Any) -> None:
     with pytest.raises(AssertionError, match="does not conform"):
         assert_schema(name, changed(REPORT, path, value))

@@ -166,9 +166,14 @@ def test_no_new_try_starts_past_max_seconds():
     operation, calls = failing(100)
     seen = []
     with pytest.raises(TransientStorageError, match="SlowDown"):
-        retry_transient(operation, Backoff(attempts=100, base_delay=1.0, max_delay=4.0, max_seconds=10),
-                        sleep=clock.sleep, clock=lambda: clock.now, jitter=lambda: 1.0,
-                        on_retry=lambda error, delay: seen.append(delay))
+        retry_transient(
+            operation,
+            Backoff(attempts=100, base_delay=1.0, max_delay=4.0, max_seconds=10),
+            sleep=clock.sleep,
+            clock=lambda: clock.now,
+            jitter=lambda: 1.0,
+            on_retry=lambda error, delay: seen.append(delay),
+        )
     assert clock.slept == [1.0, 2.0, 4.0] and seen == clock.slept  # a fourth wait would end past 10 s
     assert len(calls) == 4 and clock.now <= 10
 
@@ -186,8 +191,13 @@ def test_wal_push_retries_the_whole_push_and_reports_the_attempts():
     from hadr_backup.postgres.archive import PushOutcome, push_retrying
 
     operation, calls = failing(2)
-    outcome = push_retrying(lambda: operation() and PushOutcome("n", "k", "s", 1, 1, False),
-                            RetryConfig(attempts=5, max_seconds=30), "n", "repo", sleep=lambda s: None)
+    outcome = push_retrying(
+        lambda: operation() and PushOutcome("n", "k", "s", 1, 1, False),
+        RetryConfig(attempts=5, max_seconds=30),
+        "n",
+        "repo",
+        sleep=lambda s: None,
+    )
     assert outcome.attempts == 3 and len(calls) == 3
 
 
@@ -197,8 +207,13 @@ def test_wal_push_gives_up_with_the_cause_and_the_bound():
 
     operation, calls = failing(100)
     with pytest.raises(WalPushFailed) as failed:
-        push_retrying(operation, RetryConfig(attempts=3, max_seconds=30), "000000010000000000000007",
-                      "s3://bucket/hadr", sleep=lambda s: None)
+        push_retrying(
+            operation,
+            RetryConfig(attempts=3, max_seconds=30),
+            "000000010000000000000007",
+            "s3://bucket/hadr",
+            sleep=lambda s: None,
+        )
     assert len(calls) == 3 and failed.value.exit_code == 1
     message = str(failed.value)
     assert "000000010000000000000007" in message and "s3://bucket/hadr" in message and "SlowDown" in message

@@ -11,26 +11,40 @@ from hadr_backup.postgres.targets import RecoveryTarget, make_target, recovery_s
 from hadr_backup.timefmt import format_time, parse_target_time, rfc3339
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("2025-01-02 03:04:05", datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)),
-    ("2025-01-02T03:04:05Z", datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)),
-    ("2025-01-02 03:04:05.5", datetime(2025, 1, 2, 3, 4, 5, 500000, tzinfo=UTC)),
-    ("2025-01-02 03:04:05.123456+02", datetime(2025, 1, 2, 1, 4, 5, 123456, tzinfo=UTC)),
-    ("2025-01-02 03:04:05.123456-05:30", datetime(2025, 1, 2, 8, 34, 5, 123456, tzinfo=UTC)),
-    ("2025-01-02T03:04:05+0100", datetime(2025, 1, 2, 2, 4, 5, tzinfo=UTC)),
-    ("2025-01-02 03:04", datetime(2025, 1, 2, 3, 4, tzinfo=UTC)),
-    ("2025-01-02 03:04:05 UTC", datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)),
-    ("2025-01-02 23:30:00-01", datetime(2025, 1, 3, 0, 30, tzinfo=UTC)),
-    ("2025-01-02 03:04:05.123456000Z", datetime(2025, 1, 2, 3, 4, 5, 123456, tzinfo=UTC)),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("2025-01-02 03:04:05", datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)),
+        ("2025-01-02T03:04:05Z", datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)),
+        ("2025-01-02 03:04:05.5", datetime(2025, 1, 2, 3, 4, 5, 500000, tzinfo=UTC)),
+        ("2025-01-02 03:04:05.123456+02", datetime(2025, 1, 2, 1, 4, 5, 123456, tzinfo=UTC)),
+        ("2025-01-02 03:04:05.123456-05:30", datetime(2025, 1, 2, 8, 34, 5, 123456, tzinfo=UTC)),
+        ("2025-01-02T03:04:05+0100", datetime(2025, 1, 2, 2, 4, 5, tzinfo=UTC)),
+        ("2025-01-02 03:04", datetime(2025, 1, 2, 3, 4, tzinfo=UTC)),
+        ("2025-01-02 03:04:05 UTC", datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)),
+        ("2025-01-02 23:30:00-01", datetime(2025, 1, 3, 0, 30, tzinfo=UTC)),
+        ("2025-01-02 03:04:05.123456000Z", datetime(2025, 1, 2, 3, 4, 5, 123456, tzinfo=UTC)),
+    ],
+)
 def test_times_resolve_to_utc(text: str, expected: datetime) -> None:
     assert parse_target_time(text) == expected
     assert parse_target_time(text).tzinfo == UTC
 
 
-@pytest.mark.parametrize("text", ["yesterday", "2025-13-01 00:00:00", "2025-02-30 00:00:00", "2025-01-02",
-                                  "2025-01-02 25:00:00", "2025-01-02 03:04:05+16", "2025-01-02 03:04:05.1234567",
-                                  "", "2025-01-02 03:04:05 CET"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "yesterday",
+        "2025-13-01 00:00:00",
+        "2025-02-30 00:00:00",
+        "2025-01-02",
+        "2025-01-02 25:00:00",
+        "2025-01-02 03:04:05+16",
+        "2025-01-02 03:04:05.1234567",
+        "",
+        "2025-01-02 03:04:05 CET",
+    ],
+)
 def test_bad_times_are_refused_with_exit_2(text: str) -> None:
     with pytest.raises(BadTarget) as caught:
         parse_target_time(text)
@@ -54,8 +68,10 @@ def test_exactly_one_target() -> None:
     assert make_target(time="2025-01-02 03:04:05", exclusive=True).inclusive is False
 
 
-@pytest.mark.parametrize("kwargs", [{"lsn": "3000028"}, {"lsn": "0/xyz"}, {"xid": "-4"}, {"xid": "1"},
-                                    {"xid": str(1 << 32)}, {"name": "n" * 64}])
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"lsn": "3000028"}, {"lsn": "0/xyz"}, {"xid": "-4"}, {"xid": "1"}, {"xid": str(1 << 32)}, {"name": "n" * 64}],
+)
 def test_bad_lsn_xid_name(kwargs: dict) -> None:
     with pytest.raises(BadTarget):
         make_target(**kwargs)
@@ -64,16 +80,25 @@ def test_bad_lsn_xid_name(kwargs: dict) -> None:
 def test_recovery_settings_have_one_target() -> None:
     when = datetime(2025, 1, 2, 3, 4, 5, 123456, tzinfo=UTC)
     settings = recovery_settings(RecoveryTarget("time", when), 3, "pause")
-    assert settings == {"recovery_target_time": "2025-01-02 03:04:05.123456+00", "recovery_target_timeline": "3",
-                        "recovery_target_action": "pause", "recovery_target_inclusive": "on"}
+    assert settings == {
+        "recovery_target_time": "2025-01-02 03:04:05.123456+00",
+        "recovery_target_timeline": "3",
+        "recovery_target_action": "pause",
+        "recovery_target_inclusive": "on",
+    }
     latest = recovery_settings(RecoveryTarget("latest", 0x3000028), 1, "promote")
     assert latest["recovery_target_lsn"] == "0/3000028"
     immediate = recovery_settings(RecoveryTarget("immediate"), 1, "shutdown")
     assert immediate["recovery_target"] == "immediate" and "recovery_target_inclusive" not in immediate
     for target in (RecoveryTarget("xid", 77, False), RecoveryTarget("name", "p")):
-        assert sum(key.startswith("recovery_target") and key not in (
-            "recovery_target_timeline", "recovery_target_action", "recovery_target_inclusive")
-            for key in recovery_settings(target, 1, "pause")) == 1
+        assert (
+            sum(
+                key.startswith("recovery_target")
+                and key not in ("recovery_target_timeline", "recovery_target_action", "recovery_target_inclusive")
+                for key in recovery_settings(target, 1, "pause")
+            )
+            == 1
+        )
     with pytest.raises(BadTarget):
         recovery_settings(RecoveryTarget("xid", 77), 1, "explode")
 

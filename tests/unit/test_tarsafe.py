@@ -25,8 +25,13 @@ def _tar(members: list[tuple], fmt: int = tarfile.GNU_FORMAT) -> bytes:
                 info.size = len(value)
                 archive.addfile(info, io.BytesIO(value))
                 continue
-            info.type = {"dir": tarfile.DIRTYPE, "symlink": tarfile.SYMTYPE, "hardlink": tarfile.LNKTYPE,
-                         "fifo": tarfile.FIFOTYPE, "chr": tarfile.CHRTYPE}[kind]
+            info.type = {
+                "dir": tarfile.DIRTYPE,
+                "symlink": tarfile.SYMTYPE,
+                "hardlink": tarfile.LNKTYPE,
+                "fifo": tarfile.FIFOTYPE,
+                "chr": tarfile.CHRTYPE,
+            }[kind]
             info.mode = 0o700 if kind == "dir" else 0o600
             if kind in ("symlink", "hardlink"):
                 info.linkname = value
@@ -38,7 +43,7 @@ def _pieces(data: bytes, seed: int = 1) -> list[bytes]:
     rng, out, position = random.Random(seed), [], 0
     while position < len(data):
         size = rng.choice([1, 7, 511, 512, 513, 4096, 65536])
-        out.append(data[position:position + size])
+        out.append(data[position : position + size])
         position += size
     return out
 
@@ -52,10 +57,19 @@ def _extract(tmp_path: Path, data: bytes) -> Path:
 
 def test_ordinary_archive_extracts_exactly(tmp_path: Path) -> None:
     big = os.urandom(300_000)
-    data = _tar([("base", "dir", None), ("base/1", "dir", None), ("base/1/1259", "file", big),
-                 ("./PG_VERSION", "file", b"15\n"), ("empty", "file", b""),
-                 ("base/link", "symlink", "1/1259"), ("base/hard", "hardlink", "base/1/1259"),
-                 ("pg_wal/archive_status", "dir", None), ("deep/er/" + "n" * 120, "file", b"long name")])
+    data = _tar(
+        [
+            ("base", "dir", None),
+            ("base/1", "dir", None),
+            ("base/1/1259", "file", big),
+            ("./PG_VERSION", "file", b"15\n"),
+            ("empty", "file", b""),
+            ("base/link", "symlink", "1/1259"),
+            ("base/hard", "hardlink", "base/1/1259"),
+            ("pg_wal/archive_status", "dir", None),
+            ("deep/er/" + "n" * 120, "file", b"long name"),
+        ]
+    )
     root = _extract(tmp_path, data)
     assert (root / "base/1/1259").read_bytes() == big
     assert (root / "PG_VERSION").read_bytes() == b"15\n"
@@ -104,9 +118,16 @@ COLLIDING = [
     ([("l", "symlink", "x"), ("l", "file", b"y")], {"l": "symlink"}),
     ([("d", "dir", None), ("d", "symlink", "e")], {"d": "dir"}),
 ]
-COLLIDING_IDS = ["file-then-dir", "file-then-path-through-it", "file-then-deeper-dir",
-                 "dangling-link-then-path-through-it", "dangling-link-then-link-through-it",
-                 "link-to-file-then-path-through-it", "link-then-file-of-that-name", "dir-then-link-of-that-name"]
+COLLIDING_IDS = [
+    "file-then-dir",
+    "file-then-path-through-it",
+    "file-then-deeper-dir",
+    "dangling-link-then-path-through-it",
+    "dangling-link-then-link-through-it",
+    "link-to-file-then-path-through-it",
+    "link-then-file-of-that-name",
+    "dir-then-link-of-that-name",
+]
 
 
 @pytest.mark.parametrize("members, left", COLLIDING, ids=COLLIDING_IDS)
@@ -196,7 +217,7 @@ def test_truncated_and_damaged_streams_are_refused(tmp_path: Path) -> None:
         SafeExtractor(tmp_path / "again").extract([bytes(damaged)])
     (tmp_path / "third").mkdir()
     with pytest.raises(UnsafeArchive, match="end-of-archive"):
-        SafeExtractor(tmp_path / "third").extract([data[:512 + 5120]])
+        SafeExtractor(tmp_path / "third").extract([data[: 512 + 5120]])
 
 
 def test_safe_name_normalises() -> None:
@@ -208,9 +229,16 @@ def test_safe_name_normalises() -> None:
 
 def test_scanner_follows_members_and_captures() -> None:
     manifest = b'{"PostgreSQL-Backup-Manifest-Version": 1}' * 100
-    data = _tar([("backup_label", "file", b"START WAL LOCATION: 0/2000028\n"), ("base", "dir", None),
-                 ("base/big", "file", os.urandom(70_000)), ("global/pg_control", "file", b"c" * 8192),
-                 ("backup_manifest", "file", manifest)], fmt=tarfile.USTAR_FORMAT)
+    data = _tar(
+        [
+            ("backup_label", "file", b"START WAL LOCATION: 0/2000028\n"),
+            ("base", "dir", None),
+            ("base/big", "file", os.urandom(70_000)),
+            ("global/pg_control", "file", b"c" * 8192),
+            ("backup_manifest", "file", manifest),
+        ],
+        fmt=tarfile.USTAR_FORMAT,
+    )
     scanner = TarScanner(capture=("backup_label", "backup_manifest"))
     for piece in _pieces(data, seed=7):
         scanner.feed(piece)

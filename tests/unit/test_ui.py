@@ -26,8 +26,13 @@ class Clock:
 
 
 def meter(clock: Clock, **kwargs) -> Meter:
-    options = {"phase": "backup X: pg_basebackup of main", "label": "backup", "total": 100 << 20,
-               "estimate": True, **kwargs}
+    options = {
+        "phase": "backup X: pg_basebackup of main",
+        "label": "backup",
+        "total": 100 << 20,
+        "estimate": True,
+        **kwargs,
+    }
     return Meter(**options, started=clock.now, clock=clock)
 
 
@@ -43,8 +48,9 @@ def test_a_bar_on_a_terminal_shows_bytes_rate_and_time_left() -> None:
     assert "━" in text
     assert "backup" in text and "40.0 MiB of about 100.0 MiB, 20.0 MiB/s, 3.0 s left; stored 10.0 MiB" in text
     assert "60.0 MiB of about 100.0 MiB, 20.0 MiB/s, 2.0 s left; stored 15.0 MiB" in text
-    assert text.rstrip().endswith("backup X: pg_basebackup of main: done, 60.0 MiB in 3.0 s (20.0 MiB/s); "
-                                  "stored 15.0 MiB")
+    assert text.rstrip().endswith(
+        "backup X: pg_basebackup of main: done, 60.0 MiB in 3.0 s (20.0 MiB/s); stored 15.0 MiB"
+    )
 
 
 def test_off_a_terminal_a_phase_is_a_start_line_and_an_end_line() -> None:
@@ -53,14 +59,18 @@ def test_off_a_terminal_a_phase_is_a_start_line_and_an_end_line() -> None:
         for done in range(1, 11):
             clock.now += 0.5
             progress.update(done * (10 << 20), note="stored 1.0 MiB")
-    assert lines == ["backup X: pg_basebackup of main, about 100.0 MiB",
-                     "backup X: pg_basebackup of main: done, 100.0 MiB in 5.0 s (20.0 MiB/s); stored 1.0 MiB"]
+    assert lines == [
+        "backup X: pg_basebackup of main, about 100.0 MiB",
+        "backup X: pg_basebackup of main: done, 100.0 MiB in 5.0 s (20.0 MiB/s); stored 1.0 MiB",
+    ]
 
 
 def test_a_phase_that_fails_says_where_it_stopped() -> None:
     clock, lines = Clock(), []
-    with pytest.raises(RuntimeError), LineProgress(meter(clock, unit="segments", total=40, estimate=False),
-                                                   None, lines.append).start() as progress:
+    with (
+        pytest.raises(RuntimeError),
+        LineProgress(meter(clock, unit="segments", total=40, estimate=False), None, lines.append).start() as progress,
+    ):
         clock.now += 3
         progress.update(12)
         raise RuntimeError("boom")
@@ -112,11 +122,16 @@ def test_the_log_file_takes_lines_up_to_its_level(tmp_path: Path, level: str) ->
         shown.update(3)
     ui.end(0)
     logged = read_log(path)
-    expected = {"error": [("ERROR", "it broke"), ("ERROR", "hint: fix it")],
-                "warn": [("WARN", "careful")],
-                "info": [("INFO", "begin: hadr backup pg (version 0.1.0)"), ("INFO", "working"),
-                         ("INFO", "phase P, 3 segments")],
-                "debug": [("DEBUG", "Traceback (most recent call last):"), ("DEBUG", "boom")]}
+    expected = {
+        "error": [("ERROR", "it broke"), ("ERROR", "hint: fix it")],
+        "warn": [("WARN", "careful")],
+        "info": [
+            ("INFO", "begin: hadr backup pg (version 0.1.0)"),
+            ("INFO", "working"),
+            ("INFO", "phase P, 3 segments"),
+        ],
+        "debug": [("DEBUG", "Traceback (most recent call last):"), ("DEBUG", "boom")],
+    }
     for name in LEVELS:
         for line in expected[name]:
             assert (line in logged) is (LEVELS.index(name) <= LEVELS.index(level)), (name, line, logged)
@@ -157,13 +172,24 @@ def test_a_table_too_wide_for_the_terminal_wraps_rows_and_never_cuts_a_cell(monk
     monkeypatch.setenv("COLUMNS", "80")
     screen = Terminal()
     columns = ["id", "kind", "source", "state", "started (UTC)", "stopped (UTC)", "size", "WAL"]
-    row = ["20261201T101500Z-pg-1a2b", "pg", "main", "complete", "2026-12-01 10:15:00", "2026-12-01 10:15:04",
-           "30.1 MiB", "000000010000000000000002 .. 000000010000000000000003"]
+    row = [
+        "20261201T101500Z-pg-1a2b",
+        "pg",
+        "main",
+        "complete",
+        "2026-12-01 10:15:00",
+        "2026-12-01 10:15:04",
+        "30.1 MiB",
+        "000000010000000000000002 .. 000000010000000000000003",
+    ]
     Human(screen).table("backups", columns, [row], key_columns=4)
     lines = screen.getvalue().splitlines()
-    assert lines == ["backups", "20261201T101500Z-pg-1a2b  pg  main  complete",
-                     "  started (UTC) 2026-12-01 10:15:00, stopped (UTC) 2026-12-01 10:15:04",
-                     "  size 30.1 MiB, WAL 000000010000000000000002 .. 000000010000000000000003"]
+    assert lines == [
+        "backups",
+        "20261201T101500Z-pg-1a2b  pg  main  complete",
+        "  started (UTC) 2026-12-01 10:15:00, stopped (UTC) 2026-12-01 10:15:04",
+        "  size 30.1 MiB, WAL 000000010000000000000002 .. 000000010000000000000003",
+    ]
     monkeypatch.setenv("COLUMNS", "200")
     wide = Terminal()
     Human(wide).table("backups", columns, [row], key_columns=4)

@@ -40,9 +40,20 @@ def repo(tmp_path):
 
 def streamed(start_number: int, stop_number: int) -> Streamed:
     """A backup that started in segment ``start_number`` and stopped in ``stop_number`` on timeline 1."""
-    return Streamed(objects=[], label="", manifest={}, timeline=1, start_lsn=start_number * SEGMENT_SIZE + 40,
-                    stop_lsn=stop_number * SEGMENT_SIZE + 100, start_time=0.0, stop_time=0.0,
-                    segment_size=SEGMENT_SIZE, files=0, raw_size=0, checksum_failures=[])
+    return Streamed(
+        objects=[],
+        label="",
+        manifest={},
+        timeline=1,
+        start_lsn=start_number * SEGMENT_SIZE + 40,
+        stop_lsn=stop_number * SEGMENT_SIZE + 100,
+        start_time=0.0,
+        stop_time=0.0,
+        segment_size=SEGMENT_SIZE,
+        files=0,
+        raw_size=0,
+        checksum_failures=[],
+    )
 
 
 def test_list_archived_for_lists_the_folders_of_the_names_only(repo):

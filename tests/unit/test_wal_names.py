@@ -47,10 +47,16 @@ SHA_B = "b" * 64
 # -- LSNs ------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("text, value", [
-    ("0/0", 0), ("0/3000028", 0x3000028), ("16/B374D848", (0x16 << 32) | 0xB374D848),
-    ("FFFFFFFF/FFFFFFFF", (1 << 64) - 1), ("a/b", (10 << 32) | 11),
-])
+@pytest.mark.parametrize(
+    "text, value",
+    [
+        ("0/0", 0),
+        ("0/3000028", 0x3000028),
+        ("16/B374D848", (0x16 << 32) | 0xB374D848),
+        ("FFFFFFFF/FFFFFFFF", (1 << 64) - 1),
+        ("a/b", (10 << 32) | 11),
+    ],
+)
 def test_lsn_round_trip(text, value):
     assert parse_lsn(text) == value
     assert format_lsn(value) == text.upper()
@@ -157,11 +163,16 @@ def test_parse_history_refuses_damage(bad):
 
 def test_timeline_ancestry():
     spans = timeline_ancestry(3, {3: HISTORY_3})
-    assert spans == [TimelineSpan(1, 0, 0x3000158), TimelineSpan(2, 0x3000158, 0x5000000),
-                     TimelineSpan(3, 0x5000000, None)]
+    assert spans == [
+        TimelineSpan(1, 0, 0x3000158),
+        TimelineSpan(2, 0x3000158, 0x5000000),
+        TimelineSpan(3, 0x5000000, None),
+    ]
     assert timeline_ancestry(1, {}) == [TimelineSpan(1, 0, None)]
     assert timeline_ancestry(2, {2: [HistoryEntry(1, 0x100, "")]}) == [
-        TimelineSpan(1, 0, 0x100), TimelineSpan(2, 0x100, None)]
+        TimelineSpan(1, 0, 0x100),
+        TimelineSpan(2, 0x100, None),
+    ]
 
 
 def test_timeline_ancestry_without_history_is_an_error():
@@ -190,10 +201,12 @@ def test_descends_from_and_timeline_at():
 def test_segments_for_range_switches_timeline_at_the_fork_segment():
     spans = timeline_ancestry(3, {3: HISTORY_3})
     assert segments_for_range(0x1000028, 0x6000000, spans) == [
-        "000000010000000000000001", "000000010000000000000002",
+        "000000010000000000000001",
+        "000000010000000000000002",
         "000000020000000000000003",  # holds the switch to timeline 2: read from the child
         "000000020000000000000004",
-        "000000030000000000000005", "000000030000000000000006",
+        "000000030000000000000005",
+        "000000030000000000000006",
     ]
     assert segments_for_range(0x1000000, 0x1000000, spans) == ["000000010000000000000001"]
     with pytest.raises(ValueError):
@@ -203,8 +216,15 @@ def test_segments_for_range_switches_timeline_at_the_fork_segment():
 # -- segment headers -------------------------------------------------------------------------------
 
 
-def make_header(sysid=7_300_000_000_000_000_001, tli=1, pageaddr=0x1000000, seg_size=16 * MiB,
-                magic=0xD110, info=0x0002, blcksz=8192) -> bytes:
+def make_header(
+    sysid=7_300_000_000_000_000_001,
+    tli=1,
+    pageaddr=0x1000000,
+    seg_size=16 * MiB,
+    magic=0xD110,
+    info=0x0002,
+    blcksz=8192,
+) -> bytes:
     return struct.pack("<HHIQI4xQII", magic, info, tli, pageaddr, 0, sysid, seg_size, blcksz) + b"\0" * 24
 
 
@@ -220,10 +240,17 @@ def test_read_segment_header():
     assert read_segment_header(make_header(magic=0xD1FF)).pg_version is None
 
 
-@pytest.mark.parametrize("data", [
-    b"", b"\x10\xd1" * 10, make_header(info=0), make_header(magic=0x1234), make_header(seg_size=3 * MiB),
-    b"00000001\t0/3000158\tno recovery target specified\n" * 2,
-])
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"\x10\xd1" * 10,
+        make_header(info=0),
+        make_header(magic=0x1234),
+        make_header(seg_size=3 * MiB),
+        b"00000001\t0/3000158\tno recovery target specified\n" * 2,
+    ],
+)
 def test_read_segment_header_refuses_non_segments(data):
     with pytest.raises(WalNameError):
         read_segment_header(data)
@@ -234,11 +261,15 @@ def test_read_segment_header_refuses_non_segments(data):
 
 def test_keys():
     assert archive_info_key("main") == "wal/main/archive.json"
-    assert wal_object_key("main", "000000010000000A000000FF", SHA_A) == \
-        f"wal/main/000000010000000A/000000010000000A000000FF-{SHA_A}"
+    assert (
+        wal_object_key("main", "000000010000000A000000FF", SHA_A)
+        == f"wal/main/000000010000000A/000000010000000A000000FF-{SHA_A}"
+    )
     assert wal_object_key("main", "00000002.history", SHA_A) == f"wal/main/history/00000002.history-{SHA_A}"
-    assert wal_object_key("main", "000000010000000A000000FF.partial", SHA_A) == \
-        f"wal/main/000000010000000A/000000010000000A000000FF.partial-{SHA_A}"
+    assert (
+        wal_object_key("main", "000000010000000A000000FF.partial", SHA_A)
+        == f"wal/main/000000010000000A/000000010000000A000000FF.partial-{SHA_A}"
+    )
     assert wal_dir_key("m", "000000020000000300000004.00000028.backup") == "wal/m/0000000200000003"
     assert wal_name_prefix("m", "00000002.history") == "wal/m/history/00000002.history"
     with pytest.raises(ValueError):
@@ -248,8 +279,12 @@ def test_keys():
 
 
 def test_parse_wal_key_round_trips_and_refuses_others():
-    for name in ["000000010000000A000000FF", "00000002.history", "000000010000000A000000FF.partial",
-                 "000000010000000000000002.00000028.backup"]:
+    for name in [
+        "000000010000000A000000FF",
+        "00000002.history",
+        "000000010000000A000000FF.partial",
+        "000000010000000000000002.00000028.backup",
+    ]:
         assert parse_wal_key(wal_object_key("src", name, SHA_B)) == ("src", name, SHA_B)
     assert parse_wal_key("wal/src/archive.json") is None
     assert parse_wal_key(f"wal/src/0000000100000000/000000020000000000000001-{SHA_A}") is None  # wrong dir
@@ -263,15 +298,24 @@ def infos(*names_and_shas):
 
 
 def test_group_archived_sorts_everything():
-    listing = infos(("000000020000000000000005", SHA_A), ("000000010000000000000003", SHA_A),
-                    ("00000002.history", SHA_A), ("000000010000000000000005.partial", SHA_A),
-                    ("000000010000000000000001", SHA_A), ("000000010000000000000002.00000028.backup", SHA_A),
-                    ("000000010000000000000002", SHA_A), ("000000010000000000000002", SHA_B))
+    listing = infos(
+        ("000000020000000000000005", SHA_A),
+        ("000000010000000000000003", SHA_A),
+        ("00000002.history", SHA_A),
+        ("000000010000000000000005.partial", SHA_A),
+        ("000000010000000000000001", SHA_A),
+        ("000000010000000000000002.00000028.backup", SHA_A),
+        ("000000010000000000000002", SHA_A),
+        ("000000010000000000000002", SHA_B),
+    )
     listing.append(ObjectInfo("wal/main/archive.json", 10, 1.0))
     listing.append(ObjectInfo(wal_object_key("other", "000000010000000000000009", SHA_A), 1, 1.0))
     archived = group_archived("main", listing)
     assert [f.name for f in archived.segments[1]] == [
-        "000000010000000000000001", "000000010000000000000002", "000000010000000000000003"]
+        "000000010000000000000001",
+        "000000010000000000000002",
+        "000000010000000000000003",
+    ]
     assert [f.name for f in archived.segments[2]] == ["000000020000000000000005"]
     assert [f.name for f in archived.histories] == ["00000002.history"]
     assert [f.name for f in archived.partials] == ["000000010000000000000005.partial"]
