@@ -27,7 +27,8 @@ KINDS: dict[str, tuple[str, str]] = {
     "redis": ("redis", "Redis"),
     "s3": ("buckets", "S3 buckets"),
 }
-_ENGINES = {"pg": "hadr_backup.postgres.engine"}  # kind -> module whose ENGINE implements it
+# kind -> module whose ENGINE implements it
+_ENGINES = {"pg": "hadr_backup.postgres.engine", "redis": "hadr_backup.redis.engine"}
 
 
 @dataclass(frozen=True)

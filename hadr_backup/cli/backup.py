@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from hadr_backup.postgres import KIND as PG
+from hadr_backup.redis import KIND as REDIS
 
 
 @click.group()
@@ -23,3 +24,13 @@ def backup_pg(app, source_name: str | None) -> None:
     from hadr_backup.engines import EngineContext, engine
 
     app.ui.render(engine(PG).backup(EngineContext(app.policy(), app.ui), source_name))
+
+
+@backup.command(REDIS)
+@click.option("--source", "source_name", metavar="NAME", help="Which sources.redis entry (default: the only one).")
+@click.pass_obj
+def backup_redis(app, source_name: str | None) -> None:
+    """Stream an RDB snapshot of a Redis instance into the repository (over the replication protocol)."""
+    from hadr_backup.engines import EngineContext, engine
+
+    app.ui.render(engine(REDIS).backup(EngineContext(app.policy(), app.ui), source_name))

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from hadr_backup.postgres import KIND as PG
+from hadr_backup.redis import KIND as REDIS
 
 
 @click.group()
@@ -95,3 +96,28 @@ def restore_pg(
         verify=verify,
     )
     app.ui.render(engine(PG).restore(EngineContext(app.policy(), app.ui), options))
+
+
+@restore.command(REDIS)
+@click.option("--to", "to", type=click.Path(path_type=Path), help="Directory to write dump.rdb into.")
+@click.option("--into", "into", metavar="URL", help="A running instance (not supported yet).")
+@click.option("--target-time", metavar="T", help="The newest snapshot at or before T; no offset = UTC.")
+@click.option("--latest", is_flag=True, help="The newest snapshot.")
+@click.option("--backup", "backup_id", metavar="ID", help="This snapshot.")
+@click.option("--force", is_flag=True, help="Write dump.rdb into a non-empty --to.")
+@click.option("--source", "source_name", metavar="NAME", help="Which sources.redis entry (default: the only one).")
+@click.pass_obj
+def restore_redis(app, to, into, target_time, latest, backup_id, force, source_name) -> None:
+    """Restore a Redis snapshot to a directory, proven by a scratch redis-server loading it."""
+    from hadr_backup.engines import EngineContext, engine
+    from hadr_backup.errors import UsageError
+    from hadr_backup.redis.restore import RedisRestoreOptions
+
+    if into:
+        raise UsageError("--into a running instance is not supported yet", hint="restore --to DIR")
+    if to is None:
+        raise UsageError("--to DIR is required", hint="the directory redis-server will start from")
+    options = RedisRestoreOptions(
+        to=to, source=source_name, backup_id=backup_id, latest=latest, target_time=target_time, force=force
+    )
+    app.ui.render(engine(REDIS).restore(EngineContext(app.policy(), app.ui), options))

@@ -167,6 +167,9 @@ class Sources:
     def postgres_named(self, name: str | None) -> PostgresSource:
         return _pick(self.postgres, name, "postgres")
 
+    def redis_named(self, name: str | None) -> RedisSource:
+        return _pick(self.redis, name, "redis")
+
     def buckets_named(self, name: str | None) -> BucketSource:
         return _pick(self.buckets, name, "buckets")
 

@@ -134,7 +134,7 @@ def run_backup_pg(policy: Policy, source_name: str | None = None, ui=None) -> Ba
                 needs=consistency_wal(repo, source.name, streamed),
             )
         except BaseException as error:
-            _abandon(repo, entry, error)
+            repo.abandon_backup(entry, error)
             raise
         return _result(entry, streamed, facts, time.monotonic() - began, repo.warnings)
 
@@ -142,15 +142,6 @@ def run_backup_pg(policy: Policy, source_name: str | None = None, ui=None) -> Ba
 def _say(ui, message: str) -> None:
     if ui is not None:
         ui.info(message)
-
-
-def _abandon(repo: Repository, entry, error: BaseException) -> None:
-    """Mark the entry failed and remove what it stored (best effort: the entry says failed either way)."""
-    reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-    try:
-        repo.fail_backup(entry, reason)
-    except Exception:  # the original error is what matters; the next writer cleans up
-        pass
 
 
 def backup_prefix(source: str, backup_id: str) -> str:

@@ -275,6 +275,15 @@ class Repository:
         """Mark it failed, then remove what it stored (and the leftovers of interrupted writes)."""
         lifecycle.fail_backup(self, entry, reason)
 
+    def abandon_backup(self, entry: BackupEntry, error: BaseException) -> None:
+        """``fail_backup`` with the error's first line, best effort: the entry never reads complete either
+        way, the original error is what the caller raises, and the next writer cleans up."""
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        try:
+            self.fail_backup(entry, reason)
+        except Exception:
+            pass
+
     def _require_write(self) -> None:
         if not self.writable:
             raise RepositoryError("the repository is open read-only")

@@ -1,0 +1,95 @@
+"""The Redis engine: how the registry (``hadr_backup.engines``) reaches Redis snapshots.
+
+Each method is a thin call into the module that does the work: backup (snapshots over the replication
+protocol), restore (to a directory), checks (``hadr check`` and ``verify repo --deep``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from hadr_backup.engines import EngineContext, Needs
+from hadr_backup.policy.model import Policy, RedisSource
+from hadr_backup.redis import KIND
+from hadr_backup.redis.backup import run_backup_redis
+from hadr_backup.redis.backupmeta import RedisBackupMeta, meta_json
+from hadr_backup.redis.checks import check_rdb_objects, check_source
+from hadr_backup.redis.restore import run_restore_redis
+from hadr_backup.repo import layout
+from hadr_backup.repo.catalog import BackupEntry
+from hadr_backup.timefmt import format_time, rfc3339
+from hadr_backup.ui import plural
+from hadr_backup.verify.findings import Report
+
+
+@dataclass(frozen=True)
+class SnapshotWindow:
+    """Without archived AOF a Redis source is restorable to the instants of its snapshots only."""
+
+    instants: tuple[float, ...]
+    backups: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": "snapshots",
+            "start": rfc3339(self.instants[0]),
+            "end": rfc3339(self.instants[-1]),
+            "instants": [rfc3339(t) for t in self.instants],
+            "backups": list(self.backups),
+        }
+
+    def describe(self) -> str:
+        return (
+            f"the instants of its {plural(len(self.instants), 'snapshot')} only, "
+            f"{format_time(self.instants[0])} .. {format_time(self.instants[-1])}"
+        )
+
+
+class RedisEngine:
+    kind = KIND
+    section = "redis"
+    title = "Redis"
+
+    def sources(self, policy: Policy) -> tuple[RedisSource, ...]:
+        return policy.sources.redis
+
+    def backup(self, ctx: EngineContext, source_name: str | None):
+        return run_backup_redis(ctx.policy, source_name, ctx.ui)
+
+    def restore(self, ctx: EngineContext, options):
+        return run_restore_redis(ctx.policy, options, ctx.ui)
+
+    def windows(self, repo, source_name: str, now: float) -> list[SnapshotWindow]:
+        snapshots = sorted(
+            repo.catalog.select(kind=KIND, source=source_name, state="complete"), key=lambda e: e.consistent_at
+        )
+        if not snapshots:
+            return []
+        return [SnapshotWindow(tuple(e.consistent_at for e in snapshots), tuple(e.id for e in snapshots))]
+
+    def status(self, repo, source_name: str, now: float):
+        return None  # no AOF archive yet: nothing beyond the snapshots
+
+    def describe(self, entry: BackupEntry) -> list[tuple[str, str]]:
+        if "snapshot_at" not in entry.meta:  # a snapshot that failed before the RDB arrived
+            return []
+        meta = RedisBackupMeta.of(entry)
+        return [("snapshot", format_time(meta.snapshot_at)), ("keys", str(sum(meta.keys.values())))]
+
+    def needs(self, entry: BackupEntry) -> Needs:
+        own = [o.key for o in entry.objects] + [layout.backup_description(entry.kind, entry.source, entry.id)]
+        return Needs(objects=tuple(own))
+
+    def meta_json(self, entry: BackupEntry) -> dict:
+        return meta_json(entry.meta)
+
+    def verify(self, repo, source_name: str, report: Report, deep: bool) -> None:
+        if deep:
+            check_rdb_objects(repo, repo.catalog.select(kind=KIND, source=source_name, state="complete"), report)
+
+    def check(self, ctx: EngineContext, source_name: str, timeout: float) -> Report:
+        return check_source(ctx.policy.sources.redis_named(source_name))
+
+
+ENGINE = RedisEngine()

@@ -1,0 +1,180 @@
+"""A minimal Redis connection: RESP over TCP (TLS for ``rediss://``), AUTH from the URL, and the raw
+socket the replication stream is read from (client libraries do not speak that part of the protocol).
+
+``redis://[user:password@]host[:port][/db]``: a user and password -> ``AUTH user password`` (an ACL
+user), a password alone (``redis://:pw@host``) -> ``AUTH pw``. ``rediss://`` verifies the server's
+certificate against the system CAs, or ``?ssl_ca_certs=FILE``; ``?ssl_cert_reqs=none`` turns that off.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+from dataclasses import dataclass
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from hadr_backup.errors import ServerError, UsageError
+
+READ_SIZE = 1 << 20
+
+
+class RedisError(ServerError):
+    """Redis refused a command or could not be reached."""
+
+
+@dataclass(frozen=True)
+class Address:
+    host: str
+    port: int
+    username: str | None
+    password: str | None
+    tls: bool
+    ca_file: str | None = None
+    verify: bool = True
+
+    @classmethod
+    def parse(cls, url: str) -> Address:
+        parts = urlsplit(url)
+        if parts.scheme not in ("redis", "rediss"):
+            raise UsageError(f"not a Redis URL: {url!r}", hint="redis://[user:password@]host:port or rediss://…")
+        query = parse_qs(parts.query)
+        return cls(
+            host=parts.hostname or "127.0.0.1",
+            port=parts.port or 6379,
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password is not None else None,
+            tls=parts.scheme == "rediss",
+            ca_file=(query.get("ssl_ca_certs") or [None])[0],
+            verify=(query.get("ssl_cert_reqs") or ["required"])[0] != "none",
+        )
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+class Connection:
+    """One connection: ``call(*args)`` for commands, ``readline``/``read_some`` for the raw stream."""
+
+    def __init__(self, address: Address, timeout: float = 30.0):
+        self.address = address
+        try:
+            sock = socket.create_connection((address.host, address.port), timeout=timeout)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if address.tls:
+                sock = _tls_context(address).wrap_socket(sock, server_hostname=address.host)
+        except OSError as error:
+            raise RedisError(f"cannot connect to Redis at {address}: {error}") from error
+        self.sock = sock
+        self.buffer = bytearray()
+        if address.password is not None:
+            auth = ("AUTH", address.username, address.password) if address.username else ("AUTH", address.password)
+            try:
+                self.call(*auth)
+            except RedisError as error:
+                self.close()
+                raise RedisError(
+                    f"Redis at {address} refused the credentials: {error.message}",
+                    hint="check the user and password in the source's url",
+                ) from None
+
+    def __enter__(self) -> Connection:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    # -- commands ----------------------------------------------------------------------------------
+
+    def send(self, *args: str | bytes) -> None:
+        parts = [b"*%d\r\n" % len(args)]
+        for arg in args:
+            data = arg if isinstance(arg, bytes) else str(arg).encode()
+            parts += [b"$%d\r\n" % len(data), data, b"\r\n"]
+        self._io(lambda: self.sock.sendall(b"".join(parts)))
+
+    def call(self, *args: str | bytes):
+        """Send one command and return its reply (str, int, list, None); RedisError on an error reply."""
+        self.send(*args)
+        return self.reply(str(args[0]).upper())
+
+    def reply(self, command: str = ""):
+        line = self.readline()
+        kind, rest = line[:1], line[1:]
+        if kind == b"+":
+            return rest.decode()
+        if kind == b"-":
+            raise RedisError(f"{command}: {rest.decode(errors='replace')}" if command else rest.decode())
+        if kind == b":":
+            return int(rest)
+        if kind == b"$":
+            size = int(rest)
+            return None if size < 0 else self.read_exact(size + 2)[:-2].decode(errors="replace")
+        if kind == b"*":
+            size = int(rest)
+            return None if size < 0 else [self.reply(command) for _ in range(size)]
+        raise RedisError(f"unexpected reply from Redis at {self.address}: {bytes(line[:60])!r}")
+
+    # -- the raw stream ----------------------------------------------------------------------------
+
+    def readline(self) -> bytes:
+        """One line without its CRLF (a bare LF also ends it: the replication keep-alives)."""
+        while (end := self.buffer.find(b"\n")) < 0:
+            self._fill()
+        line = bytes(self.buffer[:end]).rstrip(b"\r")
+        del self.buffer[: end + 1]
+        return line
+
+    def read_exact(self, size: int) -> bytes:
+        while len(self.buffer) < size:
+            self._fill()
+        data = bytes(self.buffer[:size])
+        del self.buffer[:size]
+        return data
+
+    def read_some(self, limit: int = READ_SIZE) -> bytes:
+        """What is buffered, or else one read from the socket (at most ``limit`` bytes); b"" at the end."""
+        if self.buffer:
+            data = bytes(self.buffer[:limit])
+            del self.buffer[:limit]
+            return data
+        return self._io(lambda: self.sock.recv(limit))
+
+    def _fill(self) -> None:
+        data = self._io(lambda: self.sock.recv(READ_SIZE))
+        if not data:
+            raise RedisError(f"Redis at {self.address} closed the connection")
+        self.buffer += data
+
+    def _io(self, operation):
+        try:
+            return operation()
+        except OSError as error:
+            raise RedisError(f"connection to Redis at {self.address} failed: {error}") from error
+
+
+def _tls_context(address: Address) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=address.ca_file)
+    if not address.verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def parse_info(text: str) -> dict[str, str]:
+    """INFO's ``key:value`` lines as a dict (section headers and blank lines dropped)."""
+    return dict(line.split(":", 1) for line in text.splitlines() if ":" in line and not line.startswith("#"))
+
+
+def keys_per_db(info: dict[str, str]) -> dict[str, int]:
+    """``db0:keys=3,expires=0,avg_ttl=0`` -> {"db0": 3}."""
+    return {
+        name: int(dict(field.split("=", 1) for field in value.split(","))["keys"])
+        for name, value in info.items()
+        if name.startswith("db") and name[2:].isdigit()
+    }
