@@ -20,6 +20,7 @@ from hadr_backup.redis.wire import Connection, RedisError
 
 EOF_MARK_SIZE = 40
 MAGIC = b"REDIS"
+SYNC_HINT = "the user needs +sync and +replconf (see the README's Redis section)"
 TRAILER = 9  # the EOF opcode and the CRC64 that follow the last key
 
 
@@ -41,7 +42,12 @@ class Transfer:
 
 def start_sync(conn: Connection) -> None:
     """Announce what this client understands, then ask for the snapshot."""
-    conn.call("REPLCONF", "capa", "eof")
+    try:
+        conn.call("REPLCONF", "capa", "eof")
+    except RedisError as error:
+        raise SnapshotFailed(
+            f"Redis at {conn.address} refused the replication protocol: {error.message}", hint=SYNC_HINT
+        ) from None
     try:
         conn.call("REPLCONF", "rdb-only", "1")
     except RedisError:
@@ -79,7 +85,7 @@ def _preamble(conn: Connection) -> bytes:
         if line.startswith(b"-"):
             raise SnapshotFailed(
                 f"Redis at {conn.address} refused SYNC: {line[1:].decode(errors='replace')}",
-                hint="the user needs +sync and +replconf (see the README's Redis section)",
+                hint=SYNC_HINT,
             )
         if line.startswith(b"$"):
             return line[1:]
