@@ -213,11 +213,14 @@ def test_info_shows_sources_hadr_cannot_back_up_yet_as_such(tmp_path):
     assert hadr(policy_file, "init").returncode == 0
     shown = json.loads(hadr(policy_file, "--json", "info").stdout)["sources"]
     assert [(s["kind"], s["name"], s["supported"]) for s in shown] == [
-        ("redis", "queues", False),
+        ("redis", "queues", True),
         ("s3", "items", False),
     ]
     human = hadr(policy_file, "info").stdout
-    assert "redis queues: not backed up: hadr has no Redis engine yet" in human
+    assert "s3 items: not backed up: hadr has no S3 buckets engine yet" in human
     assert "0 complete" not in human
     refused = hadr(policy_file, "list", "redis")
-    assert refused.returncode == 0 and "no backups yet — take one with `hadr backup pg`" in refused.stdout
+    assert (
+        refused.returncode == 0
+        and "no backups yet — take one with `hadr backup pg` or `hadr backup redis`" in refused.stdout
+    )

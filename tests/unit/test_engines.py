@@ -32,13 +32,15 @@ def test_every_configured_source_is_listed_with_its_kind():
     ]
 
 
-def test_postgres_has_an_engine_and_the_others_say_they_have_none_yet():
+def test_postgres_and_redis_have_an_engine_and_s3_says_it_has_none_yet():
     engine = engines.engine(PG)
     assert (engine.kind, engine.section) == (PG, "postgres")
     assert engine.sources(policy_with_every_kind())[0].name == "main"
-    assert engines.find("redis") is None and engines.find("s3") is None
-    with pytest.raises(UsageError, match="cannot back up or restore Redis sources yet"):
-        engines.engine("redis")
+    redis = engines.engine("redis")
+    assert (redis.kind, redis.section) == ("redis", "redis")
+    assert engines.find("s3") is None
+    with pytest.raises(UsageError, match="cannot back up or restore S3 buckets sources yet"):
+        engines.engine("s3")
     with pytest.raises(UsageError, match="unknown kind"):
         engines.find("mysql")
 
