@@ -179,7 +179,7 @@ def test_the_async_archive_command_passes_too(env: PgEnv) -> None:
 def test_sources_of_kinds_without_an_engine_are_not_checked(env: PgEnv) -> None:
     original = env.policy_path.read_text()
     data = yaml.safe_load(original)
-    data["sources"]["redis"] = [{"name": "cache", "url": "redis://127.0.0.1:1/0"}]
+    data["sources"]["buckets"] = [{"name": "items", "endpoint": "http://127.0.0.1:1", "buckets": ["raw"]}]
     env.policy_path.write_text(yaml.safe_dump(data))
     try:
         done = run_check(env)
@@ -187,9 +187,9 @@ def test_sources_of_kinds_without_an_engine_are_not_checked(env: PgEnv) -> None:
     finally:
         env.policy_path.write_text(original)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert line(done, "source") == "source                skip  cache: not checked: hadr has no Redis engine yet"
+    assert line(done, "source") == "source                skip  items: not checked: hadr has no S3 buckets engine yet"
     assert unknown.returncode == 2
-    assert "no source named 'nope'" in unknown.stderr and "main, cache" in unknown.stderr
+    assert "no source named 'nope'" in unknown.stderr and "main, items" in unknown.stderr
 
 
 # -- settings ----------------------------------------------------------------------------------------
