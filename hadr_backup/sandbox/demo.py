@@ -44,6 +44,7 @@ class DemoResult:
     repaired: int = 0  # production balances set back from the restored copy
     ledger_problems: int | None = None  # ledger invariant problems in production after the repair
     kept: str | None = None  # the side cluster's directory when --keep
+    sandbox_stopped: bool = False  # --stop-sandbox: the sandbox was stopped at the end (its data stays)
 
     @property
     def exit_code(self) -> int:
@@ -86,6 +87,12 @@ class DemoResult:
             ]
         )
         out.line("demo: " + ("PASSED" if self.exit_code == 0 else "FAILED"))
+        if self.sandbox_stopped:
+            out.line(
+                f"the sandbox in {self.sandbox} is stopped (its data stays): start it again with `hadr sandbox up "
+                f"--dir {self.sandbox}`, or remove it with `hadr sandbox down --dir {self.sandbox} --purge`"
+            )
+            return
         out.line(
             f"the sandbox is still running in {self.sandbox}: use it by hand after "
             f"`export HADR_POLICY={self.sandbox}/policy.yaml`; stop it with `hadr sandbox down --dir "
@@ -99,6 +106,7 @@ def run_demo(
     *,
     seconds: float = 6.0,
     keep: bool = False,
+    stop_sandbox: bool = False,
     progress: Progress | None = None,
 ) -> DemoResult:
     """Run the whole story; the sandbox is started when it is not running. ``policy_path``: --policy or
@@ -131,6 +139,11 @@ def run_demo(
         else:
             tear_down(Path(restored.directory), policy.sources.postgres_named(None).bin_dir)
     result.kept = restored.directory if keep else None
+    if stop_sandbox:  # so that another sandbox (the README's by-hand steps) can take the ports
+        from hadr_backup.sandbox.run import run_sandbox_down
+
+        run_sandbox_down(policy, folder, progress=lambda message: say("    " + message))
+        result.sandbox_stopped = True
     return result
 
 

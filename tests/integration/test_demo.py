@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from hadr_backup.procs import free_port, stop_pid
+from hadr_backup.procs import free_port, port_open, stop_pid
 from tests.schema_check import assert_schema
 
 pytestmark = pytest.mark.integration
@@ -40,7 +40,7 @@ def test_demo_restores_the_damaged_rows_and_measures_rto_and_rpo() -> None:
         )
 
     try:
-        done = hadr("--json", "demo", "--dir", str(folder), "--seconds", "3")
+        done = hadr("--json", "demo", "--dir", str(folder), "--seconds", "3", "--stop-sandbox")
         assert done.returncode == 0, done.stdout + done.stderr
         result = assert_schema("demo", done.stdout)
         assert result["passed"] and result["damaged_rows"] > 0
@@ -53,6 +53,9 @@ def test_demo_restores_the_damaged_rows_and_measures_rto_and_rpo() -> None:
         assert f"--policy {policy} wal-fetch --source main %f %p" in result["restore"]["settings"]["restore_command"]
         assert not (folder / "demo-restore").exists()  # the side cluster is gone
         assert "4/6 point-in-time restore" in done.stderr
+        # stopped at the end (as scripts/demo.sh asks), so another sandbox can take the ports
+        assert result["sandbox_stopped"] is True
+        assert not [port for port in ports.values() if port_open(port)], ports
     finally:
         pids = [int(p.read_text()) for p in (folder / "run").glob("*.pid")] if (folder / "run").exists() else []
         hadr("sandbox", "down", "--dir", str(folder))
