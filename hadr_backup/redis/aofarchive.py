@@ -107,8 +107,7 @@ class AofArchiveResult:
         out.kv([("source", self.source), ("aof dir", self.aof_dir or "-"), ("archive", self.note)])
         if self.files:
             rows = [
-                (f.name, f.type, f.archived, f.bytes, f.pieces, "yes" if f.removed else "")
-                for f in self.files.values()
+                (f.name, f.type, f.archived, f.bytes, f.pieces, "yes" if f.removed else "") for f in self.files.values()
             ]
             out.table("AOF files", ["file", "type", "archived to", "bytes now", "pieces", "removed"], rows)
         for warning in self.warnings:
@@ -286,7 +285,6 @@ def archived_state(repo, source: str) -> dict | None:
     """The archive state of ``source`` (for `hadr info`), None when it was never archived."""
     state, _token = repo.read_json_versioned(layout.aof_state(source))
     return state
-
 
 
 def follow_archive_redis(policy: Policy, source_name: str | None, seconds: float, ui=None) -> AofArchiveResult:
