@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hadr_backup.errors import LockHeld, ObjectChanged, ObjectExists, RepositoryError
+from hadr_backup.errors import HadrError, LockHeld, ObjectChanged, ObjectExists, RepositoryError
 from hadr_backup.policy.model import Policy
 from hadr_backup.redis import aoffiles
 from hadr_backup.redis.aoffiles import BASE, HISTORY, AofFile
@@ -288,12 +288,19 @@ def archived_state(repo, source: str) -> dict | None:
 
 
 def follow_archive_redis(policy: Policy, source_name: str | None, seconds: float, ui=None) -> AofArchiveResult:
-    """Pass after pass, ``seconds`` apart, until SIGTERM or SIGINT: the pass under way finishes first."""
+    """Pass after pass, ``seconds`` apart, until SIGTERM or SIGINT: the pass under way finishes first. The
+    first pass's errors end it (a wrong setting is said at once); a later pass's are warnings."""
     stop = threading.Event()
     with _stop_on_signals(stop):
         result = run_archive_redis(policy, source_name)
         while result.mode == "archiving" and not stop.wait(seconds):
-            later = run_archive_redis(policy, source_name)
+            try:
+                later = run_archive_redis(policy, source_name)
+            except HadrError as error:  # a sidecar outlives a restarting Redis or a storage hiccup
+                if ui is not None:
+                    ui.warn(f"this pass failed, the next one retries: {error.message}")
+                result.warnings += [error.message] if error.message not in result.warnings else []
+                continue
             if ui is not None and later.pieces_stored:
                 ui.info(f"archived {later.bytes_archived} bytes in {later.pieces_stored} pieces")
             result.merge(later)
