@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "key": ("hadr_backup.cli.key:key", "Create and rotate encryption keys."),
     "sandbox": ("hadr_backup.cli.sandbox:sandbox", "Local PostgreSQL + Redis + S3 with bundler-like data."),
     "backup": ("hadr_backup.cli.backup:backup", "Take one backup now."),
+    "archive": ("hadr_backup.cli.archive:archive", "Archive a change stream continuously (Redis AOF)."),
     "wal-push": ("hadr_backup.cli.wal:wal_push", "PostgreSQL archive_command: store one WAL file."),
     "wal-fetch": ("hadr_backup.cli.wal:wal_fetch", "PostgreSQL restore_command: fetch one WAL file."),
     "restore": ("hadr_backup.cli.restore:restore", "Restore a source to a point in time."),

@@ -12,6 +12,7 @@ from typing import Any
 from hadr_backup.engines import EngineContext, Needs
 from hadr_backup.policy.model import Policy, RedisSource
 from hadr_backup.redis import KIND
+from hadr_backup.redis.aofarchive import archived_state
 from hadr_backup.redis.backup import run_backup_redis
 from hadr_backup.redis.backupmeta import RedisBackupMeta, meta_json
 from hadr_backup.redis.checks import check_rdb_objects, check_source
@@ -41,8 +42,39 @@ class SnapshotWindow:
 
     def describe(self) -> str:
         return (
-            f"the instants of its {plural(len(self.instants), 'snapshot')} only, "
+            f"snapshot instants only: the instants of its {plural(len(self.instants), 'snapshot')}, "
             f"{format_time(self.instants[0])} .. {format_time(self.instants[-1])}"
+        )
+
+
+@dataclass(frozen=True)
+class AofArchiveStatus:
+    """What `hadr archive redis` stored; restoring from it is not implemented yet."""
+
+    files: int
+    archived_bytes: int
+    updated_at: float | None
+
+    @classmethod
+    def of(cls, state: dict | None) -> AofArchiveStatus | None:
+        if state is None:
+            return None
+        files = state.get("files", {})
+        return cls(len(files), sum(f["archived"] for f in files.values()), state.get("updated_at"))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": "redis-aof",
+            "files": self.files,
+            "archived_bytes": self.archived_bytes,
+            "updated_at": rfc3339(self.updated_at),
+        }
+
+    def summary(self) -> str:
+        return (
+            f"AOF archive: {plural(self.files, 'file')}, {self.archived_bytes} bytes, newest "
+            f"{format_time(self.updated_at) if self.updated_at else '-'}; restoring from it is not implemented "
+            "yet: restorable to snapshot instants only"
         )
 
 
@@ -68,8 +100,8 @@ class RedisEngine:
             return []
         return [SnapshotWindow(tuple(e.consistent_at for e in snapshots), tuple(e.id for e in snapshots))]
 
-    def status(self, repo, source_name: str, now: float):
-        return None  # no AOF archive yet: nothing beyond the snapshots
+    def status(self, repo, source_name: str, now: float) -> AofArchiveStatus | None:
+        return AofArchiveStatus.of(archived_state(repo, source_name))
 
     def describe(self, entry: BackupEntry) -> list[tuple[str, str]]:
         if "snapshot_at" not in entry.meta:  # a snapshot that failed before the RDB arrived

@@ -12,6 +12,8 @@
     wal/<source>/archive.json              the cluster the archive of <source> is bound to
     wal/<source>/<timeline+log id>/<name>-<sha256>   WAL segments, .partial and .backup files
     wal/<source>/history/<name>-<sha256>   timeline history files (postgres/wal.py picks the folder)
+    aof/<source>/archive.json              the AOF archive's state: per file the archived offset and pieces
+    aof/<source>/<aof file>/<start>-<end>  one archived piece of a Redis AOF file: bytes [start, end)
     probe-<random>                         `hadr check`'s write probe: written, read back, removed
 """
 
@@ -25,6 +27,7 @@ LOCAL_LOCK_FILE = ".lock"
 KEYS = "keys/"
 BACKUPS = "backups/"
 WAL = "wal/"
+AOF = "aof/"
 DESCRIPTION = "backup.json"
 PROBE = "probe-"
 
@@ -81,3 +84,39 @@ def split_wal_key(key: str) -> tuple[str, str, str] | None:
     if len(parts) != 4 or parts[0] + "/" != WAL or not all(parts):
         return None
     return parts[1], parts[2], parts[3]
+
+
+# -- archived Redis AOF ---------------------------------------------------------------------------
+
+AOF_OFFSET_DIGITS = 16  # zero-padded: the keys of one file's pieces sort in offset order
+
+
+def aof_prefix(source: str) -> str:
+    return f"{AOF}{source}/"
+
+
+def aof_state(source: str) -> str:
+    return f"{AOF}{source}/archive.json"
+
+
+def aof_file_prefix(source: str, file_name: str) -> str:
+    return f"{AOF}{source}/{file_name}/"
+
+
+def aof_piece(source: str, file_name: str, start: int, end: int) -> str:
+    width = AOF_OFFSET_DIGITS
+    return f"{aof_file_prefix(source, file_name)}{start:0{width}d}-{end:0{width}d}"
+
+
+def aof_piece_prefix(source: str, file_name: str, start: int) -> str:
+    """Every piece of ``file_name`` that begins at ``start``."""
+    return f"{aof_file_prefix(source, file_name)}{start:0{AOF_OFFSET_DIGITS}d}-"
+
+
+def split_aof_piece(key: str) -> tuple[int, int] | None:
+    """``aof/<source>/<file>/<start>-<end>`` -> (start, end); None for other keys."""
+    parts = key.split("/")
+    if len(parts) != 4 or parts[0] + "/" != AOF:
+        return None
+    start, _, end = parts[3].partition("-")
+    return (int(start), int(end)) if start.isdigit() and end.isdigit() else None

@@ -140,6 +140,20 @@ class Repository:
     def read_json(self, key: str) -> dict:
         return json.loads(b"".join(self.read_object(key)))
 
+    def read_json_versioned(self, key: str) -> tuple[dict | None, str | None]:
+        """A small JSON object and the version token it was read at; (None, None) when there is none."""
+        from hadr_backup.repo.pipeline import decode
+
+        try:
+            versioned = self.store.get_versioned(key)
+        except ObjectMissing:
+            return None, None
+        return json.loads(b"".join(decode([versioned.data], self._key_for))), versioned.token
+
+    def put_json_if(self, key: str, value: dict, *, token: str | None) -> str:
+        """Compare-and-swap a small JSON object (ObjectChanged when its token is no longer ``token``)."""
+        return self.store.put_if(key, self._encode_small(json.dumps(value, sort_keys=True).encode()), token=token)
+
     def _key_for(self, key_id: str):
         if self.data_key is None:
             raise KeyMissing(
@@ -184,7 +198,7 @@ class Repository:
 
     def refuse_if_catalog_lost(self) -> None:
         """No catalog: fine for a new repository, an alarm when backups or WAL are stored."""
-        for prefix in (layout.BACKUPS, layout.WAL):
+        for prefix in (layout.BACKUPS, layout.WAL, layout.AOF):
             found = next(iter(self.store.list(prefix)), None)
             if found is not None:
                 raise CatalogMissing(
