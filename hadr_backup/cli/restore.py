@@ -99,16 +99,20 @@ def restore_pg(
 
 
 @restore.command(REDIS)
-@click.option("--to", "to", type=click.Path(path_type=Path), help="Directory to write dump.rdb into.")
+@click.option(
+    "--to", "to", type=click.Path(path_type=Path), help="Directory to restore into (dump.rdb, or appendonlydir/)."
+)
 @click.option("--into", "into", metavar="URL", help="A running instance (not supported yet).")
-@click.option("--target-time", metavar="T", help="The newest snapshot at or before T; no offset = UTC.")
-@click.option("--latest", is_flag=True, help="The newest snapshot.")
+@click.option(
+    "--target-time", metavar="T", help="The AOF archive up to the second T, else the newest snapshot at or before T."
+)
+@click.option("--latest", is_flag=True, help="All of the AOF archive, else the newest snapshot.")
 @click.option("--backup", "backup_id", metavar="ID", help="This snapshot.")
-@click.option("--force", is_flag=True, help="Write dump.rdb into a non-empty --to.")
+@click.option("--force", is_flag=True, help="Write into a non-empty --to.")
 @click.option("--source", "source_name", metavar="NAME", help="Which sources.redis entry (default: the only one).")
 @click.pass_obj
 def restore_redis(app, to, into, target_time, latest, backup_id, force, source_name) -> None:
-    """Restore a Redis snapshot to a directory, proven by a scratch redis-server loading it."""
+    """Restore Redis to a directory (from the AOF archive or a snapshot), proven by a scratch redis-server."""
     from hadr_backup.engines import EngineContext, engine
     from hadr_backup.errors import UsageError
     from hadr_backup.redis.restore import RedisRestoreOptions

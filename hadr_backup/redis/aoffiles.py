@@ -121,6 +121,53 @@ def complete_end(path: Path, start: int, size: int) -> int:
     return safe
 
 
+def timestamps(handle, size: int) -> Iterator[tuple[int, int]]:
+    """(offset, unix seconds) of each ``#TS:`` annotation in the first ``size`` bytes of an AOF read
+    from ``handle`` (at a command boundary), found by walking whole commands (never inside a value)."""
+    offset = handle.tell()
+    while offset < size:
+        command = _next_command(handle, size - offset)
+        if command is None:
+            return
+        length, name = command
+        if name == b"#":
+            handle.seek(offset)
+            line = handle.read(length)
+            if line.startswith(b"#TS:"):
+                yield offset, int(line[4:].strip())
+        offset += length
+
+
+def rdb_ctime(head: bytes) -> int | None:
+    """The ``ctime`` auxiliary field of an RDB (an AOF's RDB-preamble base) from its first bytes: the
+    instant it was written; None when the head holds no such field."""
+    if not head.startswith(b"REDIS"):
+        return None
+    position = 9
+    while position < len(head) and head[position] == 0xFA:  # RDB_OPCODE_AUX: a name and a value
+        name, position = _rdb_string(head, position + 1)
+        value, position = _rdb_string(head, position)
+        if name == b"ctime" and value is not None:
+            return int(value)
+    return None
+
+
+def _rdb_string(head: bytes, position: int) -> tuple[bytes | None, int]:
+    """An RDB string at ``position`` (plain, or an integer encoding) and the position after it."""
+    first = head[position]
+    kind, low = first >> 6, first & 0x3F
+    if kind == 0:
+        return head[position + 1 : position + 1 + low], position + 1 + low
+    if kind == 1:
+        length = (low << 8) | head[position + 1]
+        return head[position + 2 : position + 2 + length], position + 2 + length
+    if kind == 3 and low in (0, 1, 2):
+        width = 1 << low
+        number = int.from_bytes(head[position + 1 : position + 1 + width], "little", signed=True)
+        return str(number).encode(), position + 1 + width
+    return None, len(head)  # a long or compressed string: not an aux field hadr needs
+
+
 def _next_command(handle, limit: int) -> tuple[int, bytes] | None:
     """(bytes, upper-case name) of the command at the handle's position, None when it is not whole
     within ``limit`` bytes."""
@@ -130,7 +177,8 @@ def _next_command(handle, limit: int) -> tuple[int, bytes] | None:
     if line.startswith(b"#"):
         return len(line), b"#"
     if not line.startswith(b"*"):
-        raise AofUnreadable(f"{handle.name}: not a RESP command at offset {handle.tell() - len(line)}")
+        where = f"{getattr(handle, 'name', 'AOF')} offset {handle.tell() - len(line)}"
+        raise AofUnreadable(f"{where}: not a RESP command")
     length, name = len(line), b""
     for index in range(int(line[1:])):
         header = handle.readline(min(limit - length, 64))

@@ -1,7 +1,8 @@
 """The Redis engine: how the registry (``hadr_backup.engines``) reaches Redis snapshots.
 
 Each method is a thin call into the module that does the work: backup (snapshots over the replication
-protocol), restore (to a directory), checks (``hadr check`` and ``verify repo --deep``).
+protocol), restore (to a directory, from a snapshot or the AOF archive), windows (snapshot instants, the
+AOF archive's seconds), checks (``hadr check`` and ``verify repo --deep``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from hadr_backup.engines import EngineContext, Needs
 from hadr_backup.policy.model import Policy, RedisSource
 from hadr_backup.redis import KIND
 from hadr_backup.redis.aofarchive import archived_state
+from hadr_backup.redis.aofrestore import AofWindow, load_chain
 from hadr_backup.redis.backup import run_backup_redis
 from hadr_backup.redis.backupmeta import RedisBackupMeta, meta_json
 from hadr_backup.redis.checks import check_rdb_objects, check_source
@@ -49,7 +51,7 @@ class SnapshotWindow:
 
 @dataclass(frozen=True)
 class AofArchiveStatus:
-    """What `hadr archive redis` stored; restoring from it is not implemented yet."""
+    """What `hadr archive redis` stored (the window it restores to is an AofWindow)."""
 
     files: int
     archived_bytes: int
@@ -73,8 +75,7 @@ class AofArchiveStatus:
     def summary(self) -> str:
         return (
             f"AOF archive: {plural(self.files, 'file')}, {self.archived_bytes} bytes, newest "
-            f"{format_time(self.updated_at) if self.updated_at else '-'}; restoring from it is not implemented "
-            "yet: restorable to snapshot instants only"
+            f"{format_time(self.updated_at) if self.updated_at else '-'}"
         )
 
 
@@ -92,13 +93,16 @@ class RedisEngine:
     def restore(self, ctx: EngineContext, options):
         return run_restore_redis(ctx.policy, options, ctx.ui)
 
-    def windows(self, repo, source_name: str, now: float) -> list[SnapshotWindow]:
+    def windows(self, repo, source_name: str, now: float) -> list[SnapshotWindow | AofWindow]:
         snapshots = sorted(
             repo.catalog.select(kind=KIND, source=source_name, state="complete"), key=lambda e: e.consistent_at
         )
-        if not snapshots:
-            return []
-        return [SnapshotWindow(tuple(e.consistent_at for e in snapshots), tuple(e.id for e in snapshots))]
+        windows: list[SnapshotWindow | AofWindow] = []
+        if snapshots:
+            windows.append(SnapshotWindow(tuple(e.consistent_at for e in snapshots), tuple(e.id for e in snapshots)))
+        if chain := load_chain(repo, source_name):
+            windows.append(chain.window)
+        return windows
 
     def status(self, repo, source_name: str, now: float) -> AofArchiveStatus | None:
         return AofArchiveStatus.of(archived_state(repo, source_name))
