@@ -29,7 +29,7 @@ from hadr_backup.postgres.archive import (
     restore_command_for,
 )
 from hadr_backup.postgres.walstatus import archive_status
-from hadr_backup.procs import postgres_user_can, run_as_owner
+from hadr_backup.procs import log_tail, postgres_user_can, run_as_owner
 from hadr_backup.repo.keys import create_key_file
 from hadr_backup.repo.repository import init_repo, open_repo
 
@@ -422,7 +422,7 @@ def test_recovery_through_restore_command_replays_the_archive(archive, pg_cluste
     try:
         restored.start(timeout=120)
         deadline = time.monotonic() + 120
-        while restored.query("select pg_is_in_recovery()")[0][0]:
+        while _in_recovery(restored):
             assert time.monotonic() < deadline
             time.sleep(0.1)
         assert restored.query("select count(*) from t")[0][0] == expected
@@ -430,6 +430,18 @@ def test_recovery_through_restore_command_replays_the_archive(archive, pg_cluste
         assert f'restored log file "{names[-1]}" from archive' in log
     finally:
         restored.stop("immediate")
+
+
+def _in_recovery(restored) -> bool:
+    """pg_is_in_recovery(); a server that went away fails with its log (what wal-fetch and PostgreSQL said)."""
+    import psycopg
+
+    try:
+        return restored.query("select pg_is_in_recovery()")[0][0]
+    except psycopg.OperationalError as error:
+        raise AssertionError(
+            f"the restored server is gone ({error}); its log:\n{log_tail(restored.log_path, 40)}"
+        ) from error
 
 
 # -- async mode --------------------------------------------------------------------------------------
