@@ -127,16 +127,19 @@ class LocalStorage:
         """Walked a folder at a time, each folder's entries in key order, so that the walk yields keys
         in exactly the order of a sort of the full keys; everything up to the first object is read
         before this returns."""
+        base, entries, action = self._open_prefix(prefix, f"list {prefix or 'the repository'} in {self.root}")
+        return started(_walk(entries, base, prefix, action)) if entries is not None else iter(())
+
+    def _open_prefix(self, prefix: str, action: str) -> tuple[str, list[os.DirEntry] | None, str]:
+        """(folder of ``prefix`` relative to the root, its entries or None when it proved absent, action)."""
         validate_prefix(prefix)
         base = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
         start = self.root / base if base else self.root
-        action = f"list {prefix or 'the repository'} in {self.root}"
         try:
-            entries = _scan(start, action)
+            return base, _scan(start, action), action
         except FileNotFoundError:
             self._confirm_absent(start, action)
-            return iter(())
-        return started(_walk(entries, base, prefix, action))
+            return base, None, action
 
     def _confirm_absent(self, path: Path, action: str) -> None:
         """``path`` was not found: make sure that is an answer, not a failure to look. The root must
@@ -219,16 +222,11 @@ class LocalStorage:
             return None
 
     def list_temporary(self, prefix: str = "") -> Iterator[ObjectInfo]:
-        validate_prefix(prefix)
-        base = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
-        start = self.root / base if base else self.root
-        action = f"list leftovers under {prefix or 'the repository'} in {self.root}"
-        try:
-            entries = _scan(start, action)
-        except FileNotFoundError:
-            self._confirm_absent(start, action)
-            return
-        yield from _temporaries(entries, base, prefix, action)
+        base, entries, action = self._open_prefix(
+            prefix, f"list leftovers under {prefix or 'the repository'} in {self.root}"
+        )
+        if entries is not None:
+            yield from _temporaries(entries, base, prefix, action)
 
     def delete_temporary(self, info: ObjectInfo) -> None:
         if not info.temp_id or not TEMP_NAME.fullmatch(os.path.basename(info.temp_id)):
