@@ -10,14 +10,17 @@ The scratch server is stopped and the directory removed on every path.
 
 from __future__ import annotations
 
+import ipaddress
 import secrets
 import shutil
+import socket
 import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from hadr_backup.errors import UsageError
 from hadr_backup.policy.model import Policy
 from hadr_backup.redis.restore import RedisRestoreOptions, RedisRestoreResult, assemble, one_target
 from hadr_backup.redis.transfer import REPLICA, connect_target, describe_keys, survey, transfer
@@ -62,6 +65,7 @@ def run_restore_into(policy: Policy, options: RedisRestoreOptions, ui=None) -> R
     began = time.monotonic()
     one_target(options)
     address = Address.parse(options.into)
+    check_bind(options.scratch_bind)
     # 1. look at the target before anything is written: reachable, a primary, empty unless --force
     with connect_target(address) as conn:
         survey(conn, options.force)
@@ -87,3 +91,16 @@ def run_restore_into(policy: Policy, options: RedisRestoreOptions, ui=None) -> R
     result = assembled.result(proven, began, into=report)
     result.warnings += done.warnings
     return result
+
+
+def check_bind(bind: str) -> None:
+    """--scratch-bind must be an IP address of this host (or 0.0.0.0 / ::): exit 2 before anything else."""
+    try:
+        family = socket.AF_INET6 if ipaddress.ip_address(bind).version == 6 else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.bind((bind, 0))
+    except (ValueError, OSError) as error:
+        raise UsageError(
+            f"--scratch-bind {bind!r} is not an IP address of this host ({error})",
+            hint="an address of this host the target can reach, or 0.0.0.0",
+        ) from None

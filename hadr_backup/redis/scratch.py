@@ -22,7 +22,7 @@ from hadr_backup.redis.backup import RDB_NAME
 from hadr_backup.redis.wire import Address, Connection, RedisError, keys_per_db, parse_info
 
 LOAD_TIMEOUT = 600.0
-ANY_ADDRESS = ("0.0.0.0", "::", "*")
+ANY_ADDRESS = ("0.0.0.0", "::")
 
 
 @dataclass
@@ -38,7 +38,7 @@ class ScratchServer:
     @property
     def address(self) -> Address:
         """Where this host reaches it."""
-        host = "127.0.0.1" if self.bind in ANY_ADDRESS else self.bind
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(self.bind, self.bind)
         return Address(host, self.port, None, self.password, False)
 
     @property

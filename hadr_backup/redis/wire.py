@@ -185,7 +185,7 @@ def encode_command(args) -> bytes:
     parts = [b"*%d\r\n" % len(args)]
     for arg in args:
         data = arg if isinstance(arg, bytes) else str(arg).encode()
-        parts += [b"$%d\r\n" % len(data), data, b"\r\n"]
+        parts.append(b"$%d\r\n%b\r\n" % (len(data), data))
     return b"".join(parts)
 
 

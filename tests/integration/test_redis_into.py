@@ -201,6 +201,9 @@ def test_bad_urls_and_credentials_exit_2(redis_factory, tmp_path: Path) -> None:
     done = hadr_cli(policy_file, "restore", "redis", "--latest", "--into", target.url, "--to", str(tmp_path / "d"))
     assert done.returncode == 2 and "one of --to DIR or --into URL" in done.stderr
     assert not (tmp_path / "d").exists()
+    for bind in ("somewhere", "192.0.2.1"):  # not an address, not one of this host
+        done = into(policy_file, target.url, "--latest", "--scratch-bind", bind, expect=2)
+        assert "is not an IP address of this host" in done.stderr, done.stderr
     replica = redis_factory()
     replica.client().replicaof("127.0.0.1", source.port)
     done = into(policy_file, replica.url, "--latest", expect=2)
