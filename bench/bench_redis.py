@@ -4,12 +4,16 @@ One redis-server holds ``HADR_BENCH_REDIS_KEYS`` (default 1,000,000) keys of 100
 with ``repl-diskless-sync-delay 0`` for both sides (the default 5 s would add 5 s to each). hadr compresses
 with zstd level 3 on 2 threads into a local, unencrypted repository. Sides are interleaved and the median of
 ``RUNS`` counts: wall seconds, and CPU seconds (user + sys of the child processes, the Redis server's fork
-not included on either side). Then ``hadr restore redis --backup ID --to DIR`` of the last snapshot,
-which includes loading it into a scratch redis-server and comparing the key counts.
+not included on either side). Then ``hadr restore redis --latest --to DIR`` of the last snapshot,
+which includes loading it into a scratch redis-server and comparing the key counts, and ``--into`` an
+empty live redis-server: once by the replica path, once by the DUMP/RESTORE copy (a target whose
+REPLICAOF is renamed away); wall and CPU seconds of hadr, the CPU including the scratch redis-server it
+starts (which loads the RDB and serves it), not the target.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import resource
 import shutil
@@ -34,11 +38,11 @@ COMPETITOR = "redis-cli --rdb - | zstd -q -T2 -3"
 HADR = [sys.executable, "-m", "hadr_backup"]
 
 
-def measured(argv: list[str] | str, **kwargs) -> tuple[float, float]:
+def measured(argv: list[str] | str, stdout=subprocess.DEVNULL, **kwargs) -> tuple[float, float]:
     """(wall seconds, user+sys CPU seconds of the children) of one command."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     began = time.perf_counter()
-    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, shell=isinstance(argv, str), **kwargs)
+    subprocess.run(argv, check=True, stdout=stdout, shell=isinstance(argv, str), **kwargs)
     wall = time.perf_counter() - began
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
@@ -69,6 +73,7 @@ def run() -> list[Figure]:
         restore = measured(
             [*HADR, "--policy", str(policy), "restore", "redis", "--latest", "--to", str(work / "out")], env=env
         )
+        into = {path: restore_into(work, policy, env, path) for path in ("replica", "copy")}
         what = f"{KEYS // 1000}k keys of 100 B"
         median = lambda runs, i: statistics.median(r[i] for r in runs)  # noqa: E731
         return [
@@ -77,7 +82,44 @@ def run() -> list[Figure]:
             ),
             Figure(f"redis snapshot CPU, {what}", median(ours, 1), median(theirs, 1), "s", False, COMPETITOR, ""),
             Figure(f"redis restore --to DIR (loaded, checked), {what}", restore[0], None, "s", False, "-", ""),
+            *(
+                Figure(
+                    f"redis restore --into a live instance, {path} path{cpu}, {what}",
+                    runs[i],
+                    None,
+                    "s",
+                    False,
+                    "-",
+                    "",
+                )
+                for path, runs in into.items()
+                for i, cpu in ((0, ""), (1, " CPU"))
+            ),
         ]
     finally:
         server.stop()
         shutil.rmtree(work, ignore_errors=True)
+
+
+def restore_into(work: Path, policy: Path, env: dict, path: str) -> tuple[float, float]:
+    """``hadr restore redis --latest --into`` an empty redis-server; ``path`` "copy": its REPLICAOF is
+    renamed away, so hadr falls back to DUMP/RESTORE. Checks the path taken and the key count."""
+    folder = work / f"into-{path}"
+    folder.mkdir()
+    extra = {}
+    if path == "copy":
+        (folder / "renamed.conf").write_text('rename-command REPLICAOF ""\nrename-command SLAVEOF ""\n')
+        extra = {"include": str(folder / "renamed.conf")}
+    target = RedisServer(folder, free_port(), extra=extra)
+    target.start()
+    try:
+        argv = [*HADR, "--policy", str(policy), "--json", "restore", "redis", "--latest", "--into", target.url]
+        with tempfile.TemporaryFile("w+") as out:
+            figures = measured(argv, stdout=out, env=env)
+            out.seek(0)
+            result = json.load(out)
+        assert result["into"]["path"] == path, result["into"]
+        assert target.client().dbsize() == KEYS, target.client().dbsize()
+        return figures
+    finally:
+        target.stop()

@@ -102,26 +102,39 @@ def restore_pg(
 @click.option(
     "--to", "to", type=click.Path(path_type=Path), help="Directory to restore into (dump.rdb, or appendonlydir/)."
 )
-@click.option("--into", "into", metavar="URL", help="A running instance (not supported yet).")
+@click.option("--into", "into", metavar="URL", help="A running instance to put the state into (redis://…).")
 @click.option(
     "--target-time", metavar="T", help="The AOF archive up to the second T, else the newest snapshot at or before T."
 )
 @click.option("--latest", is_flag=True, help="All of the AOF archive, else the newest snapshot.")
 @click.option("--backup", "backup_id", metavar="ID", help="This snapshot.")
-@click.option("--force", is_flag=True, help="Write into a non-empty --to.")
+@click.option("--force", is_flag=True, help="Write into a non-empty --to, or replace every key of the --into instance.")
+@click.option(
+    "--scratch-bind",
+    metavar="ADDR",
+    default="127.0.0.1",
+    show_default=True,
+    help="With --into: the address the scratch redis-server listens on (one the target can reach).",
+)
 @click.option("--source", "source_name", metavar="NAME", help="Which sources.redis entry (default: the only one).")
 @click.pass_obj
-def restore_redis(app, to, into, target_time, latest, backup_id, force, source_name) -> None:
-    """Restore Redis to a directory (from the AOF archive or a snapshot), proven by a scratch redis-server."""
+def restore_redis(app, to, into, target_time, latest, backup_id, force, scratch_bind, source_name) -> None:
+    """Restore Redis to a directory or into a running instance (from the AOF archive or a snapshot), proven by a
+    scratch redis-server."""
     from hadr_backup.engines import EngineContext, engine
     from hadr_backup.errors import UsageError
     from hadr_backup.redis.restore import RedisRestoreOptions
 
-    if into:
-        raise UsageError("--into a running instance is not supported yet", hint="restore --to DIR")
-    if to is None:
-        raise UsageError("--to DIR is required", hint="the directory redis-server will start from")
+    if (to is None) == (into is None):
+        raise UsageError("give one of --to DIR or --into URL", hint="a directory, or a running Redis instance")
     options = RedisRestoreOptions(
-        to=to, source=source_name, backup_id=backup_id, latest=latest, target_time=target_time, force=force
+        to=to,
+        into=into,
+        source=source_name,
+        backup_id=backup_id,
+        latest=latest,
+        target_time=target_time,
+        force=force,
+        scratch_bind=scratch_bind,
     )
     app.ui.render(engine(REDIS).restore(EngineContext(app.policy(), app.ui), options))

@@ -11,10 +11,7 @@ a free port) must load it and hold the key counts per db the catalog recorded.
 from __future__ import annotations
 
 import math
-import os
 import shutil
-import subprocess
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,33 +21,31 @@ from hadr_backup.errors import RestoreFailed, TargetUnreachable, UsageError
 from hadr_backup.fsutil import durable_write
 from hadr_backup.policy.model import Policy
 from hadr_backup.postgres.restoredir import refuse_unsafe
-from hadr_backup.procs import free_port, log_tail, wait_until
 from hadr_backup.redis import KIND
 from hadr_backup.redis.aofrestore import AOF_DIR_NAME, AofChain, load_chain, target_second, write_chain
 from hadr_backup.redis.backup import RDB_NAME
 from hadr_backup.redis.backupmeta import RedisBackupMeta
-from hadr_backup.redis.wire import Address, Connection, RedisError, keys_per_db, parse_info
+from hadr_backup.redis.scratch import ScratchServer
 from hadr_backup.repo.repository import open_repo
 from hadr_backup.timefmt import format_time, parse_target_time, rfc3339
-
-LOAD_TIMEOUT = 600.0
 
 
 @dataclass(frozen=True)
 class RedisRestoreOptions:
-    to: Path
+    to: Path | None = None  # a directory, or
+    into: str | None = None  # a running instance's URL (into.py)
     source: str | None = None
     backup_id: str | None = None
     latest: bool = False
     target_time: str | None = None
     force: bool = False
+    scratch_bind: str = "127.0.0.1"  # --into: where the scratch server listens for the target
 
 
 @dataclass
 class RedisRestoreResult:
     backup_id: str | None  # the snapshot restored; None when restored from the AOF archive
     source: str
-    to: str
     reached: float  # the instant the restored data represents, to the second
     keys: dict[str, int]
     size: int
@@ -58,6 +53,8 @@ class RedisRestoreResult:
     warnings: list[str] = field(default_factory=list)
     aof_name: str | None = None  # restored from the AOF archive: appendonlydir/<aof_name>.manifest
     files: list[str] = field(default_factory=list)
+    to: str | None = None
+    into: Any = None  # into.IntoReport: how the state reached a running instance
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -71,9 +68,12 @@ class RedisRestoreResult:
             "size": self.size,
             "seconds": self.seconds,
             "warnings": self.warnings,
+            "into": self.into.to_json() if self.into else None,
         }
 
     def render(self, out) -> None:
+        if self.into:
+            return self.into.render(self, out)
         if self.aof_name:
             what = f"the AOF archive of {self.source} to {self.to}/{AOF_DIR_NAME} ({', '.join(self.files)})"
             reached = "the last AOF #TS annotation at or before the target, to the second"
@@ -94,6 +94,9 @@ class RedisRestoreResult:
                 ("start it", start),
             ]
         )
+        self.render_warnings(out)
+
+    def render_warnings(self, out) -> None:
         for warning in self.warnings:
             out.line(f"warning: {warning}")
 
@@ -102,17 +105,68 @@ def run_restore_redis(policy: Policy, options: RedisRestoreOptions, ui=None) -> 
     """Restore a Redis source (from its AOF archive when it covers the target, else from a snapshot) to a
     directory and prove that redis-server loads it."""
     began = time.monotonic()
-    source = policy.sources.redis_named(options.source)
-    _one_target(options)
+    one_target(options)
     # 1. refuse a directory that must not be written (touching nothing)
     refuse_unsafe(policy, options.to, force=options.force, discard=False)
+    # 2. write the state at the target into it (a target outside the windows exits 2, before any write)
+    assembled = assemble(policy, options, options.to, ui)
+    # 3. prove it: a scratch server loads it and holds the keys recorded
+    try:
+        with assembled.scratch() as scratch:
+            loaded = scratch.keys()
+    except RestoreFailed:
+        if assembled.aof_name:
+            shutil.rmtree(options.to / AOF_DIR_NAME, ignore_errors=True)
+        raise
+    return assembled.result(loaded, began, to=str(options.to))
+
+
+@dataclass
+class Assembled:
+    """The state at the target, written into a directory, before a scratch server proves it."""
+
+    source: str
+    directory: Path
+    reached: float
+    size: int
+    files: list[str]
+    backup_id: str | None = None  # the snapshot written; None for the AOF archive
+    meta: RedisBackupMeta | None = None
+    aof_name: str | None = None  # the AOF archive written: appendonlydir/<aof_name>.manifest
+
+    def scratch(self, **settings) -> ScratchServer:
+        return ScratchServer(self.directory, aof_name=self.aof_name, **settings)
+
+    def check(self, loaded: dict[str, int]) -> list[str]:
+        """A snapshot's key counts must be those recorded (a warning when the source changed meanwhile)."""
+        return _compare(self.meta, loaded) if self.meta else []
+
+    def result(self, loaded: dict[str, int], began: float, **where) -> RedisRestoreResult:
+        return RedisRestoreResult(
+            backup_id=self.backup_id,
+            source=self.source,
+            reached=self.reached,
+            keys=loaded,
+            size=self.size,
+            seconds=time.monotonic() - began,
+            warnings=self.check(loaded),
+            aof_name=self.aof_name,
+            files=self.files,
+            **where,
+        )
+
+
+def assemble(policy: Policy, options: RedisRestoreOptions, directory: Path, ui=None) -> Assembled:
+    """Write the state ``options`` ask for into ``directory``: the AOF archive when it covers the target,
+    else a snapshot as dump.rdb, checked against the catalog's SHA-256 while it streams."""
+    source = policy.sources.redis_named(options.source)
     with open_repo(policy) as repo:
-        # 2. the AOF archive when it covers the target (a target after it exits 2, before any write)
+        # 1. the AOF archive when it covers the target (a target after it exits 2, before any write)
         chain = None if options.backup_id else load_chain(repo, source.name)
         use_aof, second = _aof_target(chain, options)
         if use_aof:
-            return _restore_aof(repo, chain, second, options, ui, began)
-        # 3. else pick the snapshot, before anything is written
+            return _write_aof(repo, chain, second, directory, ui)
+        # 2. else pick the snapshot, before anything is written
         try:
             entry = pick_snapshot(repo.catalog.select(kind=KIND, source=source.name, state="complete"), options)
         except TargetUnreachable as error:
@@ -120,29 +174,16 @@ def run_restore_redis(policy: Policy, options: RedisRestoreOptions, ui=None) -> 
         stored = entry.objects[0]
         if problem := repo.object_problem(stored):
             raise RestoreFailed(f"backup {entry.id} cannot be restored: {problem[1]}", hint="hadr verify repo")
-        meta = RedisBackupMeta.of(entry)
         if ui is not None:
-            ui.info(f"restoring snapshot {entry.id} of {format_time(entry.consistent_at)} to {options.to}")
-        # 4. write dump.rdb, verified while it streams
-        options.to.mkdir(parents=True, exist_ok=True)
-        size = durable_write(options.to / RDB_NAME, repo.read_object(stored.key, sha256=stored.sha256))
-    # 5. prove it: a scratch server loads it and holds the keys recorded
-    loaded = load_and_count(options.to)
-    warnings = _compare(meta, loaded)
-    return RedisRestoreResult(
-        backup_id=entry.id,
-        source=source.name,
-        to=str(options.to),
-        reached=math.floor(entry.consistent_at),
-        keys=loaded,
-        size=size,
-        seconds=time.monotonic() - began,
-        warnings=warnings,
-        files=[RDB_NAME],
-    )
+            ui.info(f"restoring snapshot {entry.id} of {format_time(entry.consistent_at)}")
+        # 3. write dump.rdb, verified while it streams
+        directory.mkdir(parents=True, exist_ok=True)
+        size = durable_write(directory / RDB_NAME, repo.read_object(stored.key, sha256=stored.sha256))
+    meta = RedisBackupMeta.of(entry)
+    return Assembled(source.name, directory, math.floor(entry.consistent_at), size, [RDB_NAME], entry.id, meta)
 
 
-def _one_target(options: RedisRestoreOptions) -> None:
+def one_target(options: RedisRestoreOptions) -> None:
     if sum(map(bool, (options.backup_id, options.latest, options.target_time))) != 1:
         raise UsageError("give one of --backup ID, --latest or --target-time T")
 
@@ -163,32 +204,17 @@ def _aof_target(chain: AofChain | None, options: RedisRestoreOptions) -> tuple[b
     return chain.covers(second), second
 
 
-def _restore_aof(repo, chain: AofChain, second: int | None, options, ui, began: float) -> RedisRestoreResult:
+def _write_aof(repo, chain: AofChain, second: int | None, directory: Path, ui) -> Assembled:
     if ui is not None:
         ui.info(f"restoring the AOF archive of {chain.source} up to {format_time(second or chain.end)}")
-    reached, files = write_chain(repo, chain, options.to, second)
-    try:
-        loaded = load_and_count(options.to, aof_name=chain.prefix)
-    except RestoreFailed:
-        shutil.rmtree(options.to / AOF_DIR_NAME, ignore_errors=True)
-        raise
-    directory = options.to / AOF_DIR_NAME
-    return RedisRestoreResult(
-        backup_id=None,
-        source=chain.source,
-        to=str(options.to),
-        reached=reached,
-        keys=loaded,
-        size=sum((directory / name).stat().st_size for name in files),
-        seconds=time.monotonic() - began,
-        aof_name=chain.prefix,
-        files=files,
-    )
+    reached, files = write_chain(repo, chain, directory, second)
+    size = sum((directory / AOF_DIR_NAME / name).stat().st_size for name in files)
+    return Assembled(chain.source, directory, reached, size, files, aof_name=chain.prefix)
 
 
 def pick_snapshot(complete: list, options: RedisRestoreOptions):
     """The snapshot ``options`` name: by id, the newest, or the newest at or before the target time."""
-    _one_target(options)
+    one_target(options)
     if options.backup_id:
         found = [e for e in complete if e.id == options.backup_id]
         if not found:
@@ -209,44 +235,6 @@ def pick_snapshot(complete: list, options: RedisRestoreOptions):
             hint="pick a target time within the window (hadr info)",
         )
     return before[-1]
-
-
-def load_and_count(directory: Path, aof_name: str | None = None) -> dict[str, int]:
-    """Start a scratch redis-server on ``directory`` (no saving), wait until it has loaded dump.rdb (or,
-    given ``aof_name``, the multi-part AOF ``appendonlydir/<aof_name>.manifest``), and return its keys
-    per db; RestoreFailed when it cannot load it."""
-    port = free_port()
-    with tempfile.NamedTemporaryFile(prefix="hadr-redis-scratch-", suffix=".log", delete=False) as log:
-        log_path = Path(log.name)
-    argv = [
-        "redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(directory),
-        "--dbfilename", RDB_NAME, "--save", "", "--logfile", str(log_path),
-    ]  # fmt: skip
-    aof = ["--appendonly", "yes", "--appenddirname", AOF_DIR_NAME, "--appendfilename", aof_name] if aof_name else []
-    argv += aof or ["--appendonly", "no"]
-    loaded_from = directory / AOF_DIR_NAME / f"{aof_name}.manifest" if aof_name else directory / RDB_NAME
-    process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        if not wait_until(lambda: _loaded(port) or process.poll() is not None, LOAD_TIMEOUT, 0.05) or process.poll():
-            raise RestoreFailed(f"a scratch redis-server could not load {loaded_from}", hint=log_tail(log_path))
-        with Connection(Address("127.0.0.1", port, None, None, False)) as conn:
-            counts = keys_per_db(parse_info(conn.call("INFO", "keyspace")))
-            conn.send("SHUTDOWN", "NOSAVE")
-        process.wait(timeout=30)
-        return counts
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        os.unlink(log_path)
-
-
-def _loaded(port: int) -> bool:
-    try:
-        with Connection(Address("127.0.0.1", port, None, None, False), timeout=2) as conn:
-            return conn.call("PING") == "PONG"
-    except RedisError:  # not listening yet, or -LOADING
-        return False
 
 
 def _compare(meta: RedisBackupMeta, loaded: dict[str, int]) -> list[str]:

@@ -22,6 +22,10 @@ class RedisError(ServerError):
     """Redis refused a command or could not be reached."""
 
 
+class ReplyError(RedisError):
+    """Redis answered a command with an error (the connection is still usable)."""
+
+
 @dataclass(frozen=True)
 class Address:
     host: str
@@ -92,32 +96,50 @@ class Connection:
     # -- commands ----------------------------------------------------------------------------------
 
     def send(self, *args: str | bytes) -> None:
-        parts = [b"*%d\r\n" % len(args)]
-        for arg in args:
-            data = arg if isinstance(arg, bytes) else str(arg).encode()
-            parts += [b"$%d\r\n" % len(data), data, b"\r\n"]
-        self._io(lambda: self.sock.sendall(b"".join(parts)))
+        data = encode_command(args)
+        self._io(lambda: self.sock.sendall(data))
 
-    def call(self, *args: str | bytes):
-        """Send one command and return its reply (str, int, list, None); RedisError on an error reply."""
+    def call(self, *args: str | bytes, raw: bool = False):
+        """Send one command and return its reply (str, int, list, None; bulk strings as bytes when
+        ``raw``); ReplyError on an error reply."""
         self.send(*args)
-        return self.reply(str(args[0]).upper())
+        return self.reply(str(args[0]).upper(), raw)
 
-    def reply(self, command: str = ""):
+    def pipeline(self, commands: list[tuple], raw: bool = False) -> list:
+        """Send every command at once, then read their replies in order; an error reply comes back as a
+        ReplyError value in its place (a lost connection raises)."""
+        self.send_many(commands)
+        return [self.reply_or_error(str(args[0]).upper(), raw) for args in commands]
+
+    def send_many(self, commands: list[tuple]) -> None:
+        """Send commands without reading their replies (read them in order with ``reply``)."""
+        data = b"".join(encode_command(args) for args in commands)
+        self._io(lambda: self.sock.sendall(data))
+
+    def reply_or_error(self, command: str = "", raw: bool = False):
+        try:
+            return self.reply(command, raw)
+        except ReplyError as error:
+            return error
+
+    def reply(self, command: str = "", raw: bool = False):
         line = self.readline()
         kind, rest = line[:1], line[1:]
         if kind == b"+":
             return rest.decode()
         if kind == b"-":
-            raise RedisError(f"{command}: {rest.decode(errors='replace')}" if command else rest.decode())
+            raise ReplyError(f"{command}: {rest.decode(errors='replace')}" if command else rest.decode())
         if kind == b":":
             return int(rest)
         if kind == b"$":
             size = int(rest)
-            return None if size < 0 else self.read_exact(size + 2)[:-2].decode(errors="replace")
+            if size < 0:
+                return None
+            data = self.read_exact(size + 2)[:-2]
+            return data if raw else data.decode(errors="replace")
         if kind == b"*":
             size = int(rest)
-            return None if size < 0 else [self.reply(command) for _ in range(size)]
+            return None if size < 0 else [self.reply(command, raw) for _ in range(size)]
         raise RedisError(f"unexpected reply from Redis at {self.address}: {bytes(line[:60])!r}")
 
     # -- the raw stream ----------------------------------------------------------------------------
@@ -156,6 +178,15 @@ class Connection:
             return operation()
         except OSError as error:
             raise RedisError(f"connection to Redis at {self.address} failed: {error}") from error
+
+
+def encode_command(args) -> bytes:
+    """One command in RESP: an array of bulk strings."""
+    parts = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        data = arg if isinstance(arg, bytes) else str(arg).encode()
+        parts.append(b"$%d\r\n%b\r\n" % (len(data), data))
+    return b"".join(parts)
 
 
 def _tls_context(address: Address) -> ssl.SSLContext:

@@ -152,8 +152,6 @@ def test_target_before_the_first_snapshot_is_refused(redis_factory, tmp_path: Pa
     (occupied / "keep").write_text("x")
     done = hadr_cli(policy_file, "restore", "redis", "--latest", "--to", str(occupied))
     assert done.returncode == 2 and "not empty" in done.stderr
-    done = hadr_cli(policy_file, "restore", "redis", "--latest", "--into", server.url)
-    assert done.returncode == 2 and "not supported yet" in done.stderr
 
 
 def test_corrupted_rdb_is_detected(redis_factory, tmp_path: Path) -> None:
