@@ -52,6 +52,7 @@ class DrillResult:
     started_at: float
     seconds: float = 0.0
     sources: list[DrillSource] = field(default_factory=list)
+    scratch: str = ""  # where the restores went; removed before the drill ends
 
     @property
     def exit_code(self) -> int:
@@ -62,6 +63,7 @@ class DrillResult:
             "passed": self.exit_code == EXIT_OK,
             "started_at": rfc3339(self.started_at),
             "seconds": round(self.seconds, 3),
+            "scratch": self.scratch,
             "sources": [s.to_json() for s in self.sources],
         }
 
@@ -83,6 +85,7 @@ def run_drill(ctx: EngineContext) -> DrillResult:
     began = ctx.clock()
     result = DrillResult(began)
     scratch = prepare_dir_for_postgres(tempfile.mkdtemp(prefix="hadr-drill-"))
+    result.scratch = str(scratch)
     try:
         for source in ctx.policy.sources.postgres:
             result.sources.append(_timed("pg", source.name, began, lambda s=source: _drill_pg(ctx, s, scratch)))

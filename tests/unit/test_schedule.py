@@ -168,6 +168,9 @@ def test_exec_records_the_run_and_list_shows_it(tmp_path: Path) -> None:
     assert entry["last"]["last_success"] == result["ended_at"] and entry["last"]["pid"] == os.getpid()
     human = hadr("--policy", str(policy), "schedule", "list").stdout
     assert "verify repo" in human and "succeeded" in human
+    info = assert_schema("info", hadr("--policy", str(policy), "info", "--json").stdout)
+    assert info["schedules"][0]["last"]["last_result"] == "succeeded" and info["schedules"][0]["cron"] == "0 3 * * *"
+    assert "schedule verify (verify repo, 0 3 * * *): succeeded" in hadr("--policy", str(policy), "info").stdout
 
 
 def test_a_job_that_fails_is_recorded_with_its_error(tmp_path: Path) -> None:
