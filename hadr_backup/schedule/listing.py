@@ -3,6 +3,7 @@ and how its last run went; and the same entries as crontab lines for hosts that 
 
 from __future__ import annotations
 
+import os
 import shlex
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -93,7 +94,7 @@ class Crontab:
             "# and reads them in the host's zone, which must then be the same",
             f"CRON_TZ={self.timezone}",
         ]
-        body = [f"{line}" for _schedule, line in self.lines]
+        body = [line for _schedule, line in self.lines]
         skipped = [f"# {schedule.name}: left out: {why}" for schedule, why in self.left_out]
         return "\n".join(head + body + skipped)
 
@@ -120,8 +121,6 @@ def crontab_line(policy: Policy, schedule: Schedule, lock_dir: str) -> str:
 
 
 def run_schedule_crontab(policy: Policy, lock_dir: str = DEFAULT_LOCK_DIR) -> Crontab:
-    import os
-
     crontab = Crontab(os.path.abspath(policy.path), policy.timezone)
     for schedule in policy.schedules:
         if parse_cron(schedule.cron).has_seconds:
