@@ -6,9 +6,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hadr_backup import engines
-from hadr_backup.policy.model import Policy
+from hadr_backup.policy.model import Policy, Schedule
 from hadr_backup.repo.catalog import FAILED, BackupEntry
 from hadr_backup.repo.repository import init_repo, open_repo
+from hadr_backup.schedule.history import JobHistory, read_history
 from hadr_backup.timefmt import human_size, rfc3339, short
 from hadr_backup.ui import plural
 
@@ -184,6 +185,7 @@ class InfoResult:
     sources: list[SourceInfo]
     stored_bytes: int
     warnings: list[str] = field(default_factory=list)
+    schedules: list[tuple[Schedule, JobHistory | None]] = field(default_factory=list)  # with their last run
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -192,6 +194,10 @@ class InfoResult:
             "encryption": self.meta.get("encryption") or None,
             "stored_bytes": self.stored_bytes,
             "sources": [s.to_json() for s in self.sources],
+            "schedules": [
+                {"name": s.name, "job": s.job, "cron": s.cron, "last": last.to_json() if last else None}
+                for s, last in self.schedules
+            ],
             "warnings": self.warnings,
         }
 
@@ -215,13 +221,26 @@ class InfoResult:
         for source in self.sources:
             out.line()
             source.render(out)
+        if self.schedules:
+            out.line()
+        for schedule, last in self.schedules:
+            out.line(f"schedule {schedule.name} ({schedule.job}, {schedule.cron}): {_last_run(last)}")
+
+
+def _last_run(last: JobHistory | None) -> str:
+    if last is None or last.last_start is None:
+        return "never run"
+    when = f"{last.last_result} {short(last.last_end or last.last_start)} UTC"
+    return when + (f": {last.last_error}" if last.last_error else "")
 
 
 def run_info(policy: Policy, now: float) -> InfoResult:
     with open_repo(policy) as repo:
         sources = [_source_info(repo, kind, source, now) for kind, source in engines.configured(policy)]
         stored = sum(e.stored_size for e in repo.catalog.entries if e.complete)
-        return InfoResult(policy.repository.display, repo.meta, sources, stored, list(repo.warnings))
+        history = read_history(repo)
+        schedules = [(s, history.get(s.name)) for s in policy.schedules]
+        return InfoResult(policy.repository.display, repo.meta, sources, stored, list(repo.warnings), schedules)
 
 
 def _source_info(repo, kind: str, source, now: float) -> SourceInfo:

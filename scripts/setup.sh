@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install what hadr and its tests need on a fresh Debian machine: the PostgreSQL 15 server binaries,
-# redis-server, zstd and openssl from Debian (only when missing), then hadr with its test extras.
+# redis-server, zstd, openssl and prometheus (for promtool) from Debian (only when missing), then hadr with its test extras.
 # Usage: scripts/setup.sh [--bench]   (--bench also installs pgbackrest and rclone for bench/)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,6 +12,8 @@ command -v redis-cli >/dev/null || need+=(redis-tools)
 command -v zstd >/dev/null || need+=(zstd)
 command -v openssl >/dev/null || need+=(openssl)
 command -v runuser >/dev/null || need+=(util-linux)
+command -v promtool >/dev/null || need+=(prometheus)  # promtool: the metrics and alert rules tests
+command -v flock >/dev/null || need+=(util-linux)
 if [ "${1:-}" = "--bench" ]; then
   command -v pgbackrest >/dev/null || need+=(pgbackrest)
   command -v rclone >/dev/null || need+=(rclone)

@@ -35,6 +35,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "wal-fetch": ("hadr_backup.cli.wal:wal_fetch", "PostgreSQL restore_command: fetch one WAL file."),
     "restore": ("hadr_backup.cli.restore:restore", "Restore a source to a point in time."),
     "demo": ("hadr_backup.cli.demo:demo", "The whole story on the sandbox, narrated."),
+    "schedule": ("hadr_backup.cli.schedule:schedule", "Run the schedules: a daemon with /metrics, or cron lines."),
+    "metrics": ("hadr_backup.cli.metrics:metrics", "Print the Prometheus metrics once (textfile collector)."),
 }
 # background helpers that hadr starts itself (postgres/background.py): not listed by `hadr --help`
 HIDDEN_COMMANDS: dict[str, str] = {

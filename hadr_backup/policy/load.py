@@ -16,6 +16,7 @@ import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from hadr_backup.errors import PolicyError
 from hadr_backup.policy.model import (
@@ -32,6 +33,8 @@ from hadr_backup.policy.model import (
     Schedule,
     Sources,
 )
+from hadr_backup.schedule.cron import CronError, parse_cron
+from hadr_backup.schedule.jobs import JOBS, known_jobs
 
 LOCAL_POLICY = "hadr.yaml"  # looked for in the current directory
 SYSTEM_POLICY = Path("/etc/hadr/hadr.yaml")
@@ -179,7 +182,17 @@ class _Reader:
         top = self.mapping(
             data,
             "(top level)",
-            {"repository", "encryption", "compression", "sources", "retention", "schedules", "checks", "sandbox"},
+            {
+                "repository",
+                "encryption",
+                "compression",
+                "sources",
+                "retention",
+                "schedules",
+                "timezone",
+                "checks",
+                "sandbox",
+            },
         )
         if "repository" not in top:
             raise PolicyError(f"{self.name}: repository: required, expected a mapping with path or url")
@@ -193,6 +206,7 @@ class _Reader:
             sources=self.sources(top.get("sources")),
             retention=self.retention(top.get("retention")),
             schedules=self.items(top, "schedules", "", self.schedule) if top.get("schedules") else (),
+            timezone=self.timezone(top),
             checks=self.items(top, "checks", "", self.check) if top.get("checks") else (),
             sandbox_dir=Path(sandbox_dir) if sandbox_dir else None,
         )
@@ -341,13 +355,28 @@ class _Reader:
     def schedule(self, value: Any, where: str) -> Schedule:
         data = self.mapping(value, where, {"name", "job", "cron"})
         cron = self.string(data, "cron", where, required=True)
-        if len(cron.split()) != 5:
-            raise self.fail(f"{where}.cron", "five cron fields (minute hour day month weekday)", cron)
-        return Schedule(
-            name=self.string(data, "name", where, required=True),
-            job=self.string(data, "job", where, required=True),
-            cron=cron,
-        )
+        try:
+            parse_cron(cron)
+        except CronError as error:
+            raise PolicyError(
+                f"{self.name}: {where}.cron: {cron!r}: {error}",
+                hint="five cron fields (minute hour day month weekday), or six with seconds first",
+            ) from None
+        name = self.string(data, "name", where, required=True)
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.\-]*", name):
+            raise self.fail(f"{where}.name", "a name of letters, digits, '.', '_' and '-'", name)
+        job = " ".join(self.string(data, "job", where, required=True).split())
+        if job not in JOBS:
+            raise PolicyError(f"{self.name}: {where}.job: unknown job {job!r}", hint=f"known jobs: {known_jobs()}")
+        return Schedule(name=name, job=job, cron=cron)
+
+    def timezone(self, top: dict) -> str:
+        zone = self.string(top, "timezone", "(top level)", default="UTC") or ""
+        try:
+            ZoneInfo(zone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise self.fail("timezone", "an IANA time zone name such as UTC or Europe/Berlin", zone) from None
+        return zone
 
     def check(self, value: Any, where: str) -> Check:
         data = self.mapping(value, where, {"name", "database", "sql", "source"})

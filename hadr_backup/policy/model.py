@@ -205,8 +205,8 @@ class Retention:
 @dataclass(frozen=True)
 class Schedule:
     name: str
-    job: str  # e.g. "backup pg", "backup redis", "prune", "drill"
-    cron: str
+    job: str  # a name in hadr_backup.schedule.jobs.JOBS, e.g. "backup pg", "prune", "drill"
+    cron: str  # 5 cron fields, or 6 with seconds first (schedule/cron.py)
 
 
 @dataclass(frozen=True)
@@ -226,5 +226,15 @@ class Policy:
     sources: Sources = field(default_factory=Sources)
     retention: Retention = field(default_factory=Retention)
     schedules: tuple[Schedule, ...] = ()
+    timezone: str = "UTC"  # the zone the schedules' cron fields are read in (an IANA name)
     checks: tuple[Check, ...] = ()
     sandbox_dir: Path | None = None
+
+    def schedule_named(self, name: str) -> Schedule:
+        from hadr_backup.errors import UsageError
+
+        for schedule in self.schedules:
+            if schedule.name == name:
+                return schedule
+        known = ", ".join(s.name for s in self.schedules) or "none"
+        raise UsageError(f"the policy has no schedule named {name!r}", hint=f"schedules: {known}")

@@ -6,6 +6,8 @@
     keys/<data-key-id>.json                data keys wrapped by the master key
     catalog.json, catalog.json.copy        the catalog and its checksummed twin
     locks/repository.json                  the lease of the writer holding the repository (S3)
+    locks/jobs/<job>.json                  the lease of the process running a scheduled job (any storage)
+    schedule/history.json                  per schedule entry: last start, end, result, duration, error
     .lock                                  the flock of the writer holding the repository (local)
     backups/<kind>/<source>/<backup-id>/   a backup's objects, and backup.json: the backup described
                                            by itself (what `hadr repair catalog` rebuilds from)
@@ -30,6 +32,13 @@ WAL = "wal/"
 AOF = "aof/"
 DESCRIPTION = "backup.json"
 PROBE = "probe-"
+JOB_LEASES = "locks/jobs/"
+SCHEDULE_HISTORY = "schedule/history.json"
+
+
+def job_lease(job_slug: str) -> str:
+    """The lease of one scheduled job (``backup-pg``): whoever holds it runs that job, nobody else."""
+    return f"{JOB_LEASES}{job_slug}.json"
 
 
 def probe(token: str) -> str:

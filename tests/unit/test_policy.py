@@ -185,7 +185,7 @@ def test_env_expansion(monkeypatch):
         ),
         (
             {"repository": {"path": "/r"}, "schedules": [{"name": "x", "job": "prune", "cron": "daily"}]},
-            "schedules[0].cron: expected five cron fields",
+            "schedules[0].cron: 'daily': 1 fields; expected 5",
         ),
         ({"repository": {"path": "/r"}, "encryption": {"key_file": "/k", "key_env": "K"}}, "not both"),
         (

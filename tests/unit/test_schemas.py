@@ -75,6 +75,7 @@ INFO = {
     "encryption": None,
     "stored_bytes": 10,
     "warnings": [],
+    "schedules": [{"name": "nightly", "job": "backup pg", "cron": "0 2 * * *", "last": None}],
     "sources": [
         {
             "kind": "pg",
