@@ -99,7 +99,7 @@ def load_chain(repo, source: str) -> AofChain | None:
     start = head_time(repo, source, base)
     if start is None:
         return None
-    end = _last_timestamp(repo, source, incrs)
+    end = last_timestamp(repo, source, incrs)
     return AofChain(source, base, incrs, start, max(start, end or start))
 
 
@@ -142,7 +142,7 @@ def head_time(repo, source: str, archived: ArchivedFile) -> int | None:
     return found[1] if found else None
 
 
-def _last_timestamp(repo, source: str, incrs: tuple[ArchivedFile, ...]) -> int | None:
+def last_timestamp(repo, source: str, incrs: tuple[ArchivedFile, ...]) -> int | None:
     """The last ``#TS:`` archived: read from the newest piece back (pieces begin on a command)."""
     for archived in reversed(incrs):
         for piece in reversed(archived.pieces):

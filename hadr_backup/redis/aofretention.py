@@ -2,10 +2,10 @@
 
 A restore to an instant T starts from the newest base file written at or before T and replays the incr
 files after it. So with T the oldest instant retention keeps (the oldest kept snapshot), every file wholly
-older than that base can go: an older base, and an incr file whose successor (the next incr, by sequence:
-Redis numbers incr files across rewrites) began before the base was written — its commands are all in the
-base. The files of the last archived manifest (the chain ``restore redis`` reads) are never removed, nor
-the archive state, nor a file whose time is unknown.
+older than that base can go: an older base, and an incr file whose last ``#TS:`` second is before the base's
+— a rewrite opens the new incr file before it forks the child that writes the base, so an incr file that
+ended before the base began is all in it. The files of the last archived manifest (the chain ``restore
+redis`` reads) are never removed, nor the archive state, nor a file whose time cannot be read.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from hadr_backup.engines import StreamObject
 from hadr_backup.errors import HadrError
 from hadr_backup.redis import aoffiles
 from hadr_backup.redis.aofarchive import archived_state
-from hadr_backup.redis.aofrestore import BASE_NAME, ArchivedFile, head_time
+from hadr_backup.redis.aofrestore import BASE_NAME, ArchivedFile, head_time, last_timestamp
 from hadr_backup.repo import layout
 from hadr_backup.repo.catalog import BackupEntry
 
@@ -29,7 +29,8 @@ class AofRecord:
     name: str
     seq: int
     is_base: bool
-    start: int | None  # when it begins (unix seconds); None: unknown
+    start: int | None  # when it begins (unix seconds): a base's ctime, an incr's first #TS; None: unknown
+    end: int | None  # an incr's last #TS (a base's: its start); None: unknown
     current: bool  # named by the last archived manifest as its base or an incr file
 
 
@@ -40,18 +41,12 @@ def expired_aof(records: Sequence[AofRecord], keep_from: float) -> list[AofRecor
     if not needed:
         return []
     floor = needed[-1].start
-    incrs = sorted((r for r in records if not r.is_base), key=lambda r: r.seq)
-    successor = {r.name: (incrs[i + 1] if i + 1 < len(incrs) else None) for i, r in enumerate(incrs)}
     gone = []
     for record in records:
         if record.current or record.name == needed[-1].name:
             continue
-        if record.is_base:
-            older = record.start is not None and record.start < floor
-        else:
-            after = successor[record.name]
-            older = after is not None and after.start is not None and after.start < floor
-        if older:
+        moment = record.start if record.is_base else record.end
+        if moment is not None and moment < floor:
             gone.append(record)
     return sorted(gone, key=lambda r: (r.start or 0, r.seq))
 
@@ -75,11 +70,14 @@ def _records(repo, source: str, state: dict) -> list[AofRecord]:
     current = {f.name for f in manifest.files if f.type in (aoffiles.BASE, aoffiles.INCR)}
     records = []
     for name, record in state.get("files", {}).items():
-        pieces = tuple(tuple(p) for p in record.get("pieces", []))
-        try:
-            start = head_time(repo, source, ArchivedFile(name, record.get("seq", 0), pieces[:1])) if pieces else None
-        except HadrError:
-            start = None  # unreadable: its time is unknown, so it stays
+        archived = ArchivedFile(name, int(record.get("seq", 0)), tuple(tuple(p) for p in record.get("pieces", [])))
         is_base = BASE_NAME.match(name) is not None
-        records.append(AofRecord(name, int(record.get("seq", 0)), is_base, start, name in current))
+        start = end = None
+        if archived.pieces and (is_base or name not in current):  # the current incr files stay: unread
+            try:
+                start = head_time(repo, source, archived)
+                end = start if is_base else last_timestamp(repo, source, (archived,))
+            except HadrError:
+                start = end = None  # unreadable: its time is unknown, so it stays
+        records.append(AofRecord(name, archived.seq, is_base, start, end, name in current))
     return records

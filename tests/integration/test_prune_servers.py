@@ -1,12 +1,15 @@
 """hadr prune on real servers: a PostgreSQL source with four base backups and the WAL between them (a prune
 killed half way, `verify repo`, the prune finished, then the oldest kept backup restored to an instant in its
-window and its rows queried), and a Redis source with three snapshots (the oldest kept one restored key by key)."""
+window and its rows queried); a Redis source with three snapshots (the oldest kept one restored key by key); a
+Redis AOF archive across a rewrite (the files older than the base the kept snapshot needs removed, the archive
+still restoring every write)."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -123,3 +126,48 @@ def test_redis_prune_keeps_the_newest_snapshots_and_the_oldest_kept_restores(red
 
     restored = {key: value for (_db, key), (_kind, value) in restored_contents(out).items()}
     assert restored == {b"key0": b"value 0", b"key1": b"value 1"}
+
+
+def test_redis_prune_removes_the_aof_files_older_than_the_base_the_kept_snapshot_needs(redis_factory, tmp_path):
+    from tests.integration.test_redis_aof_archive import SOURCE, aof_dir, archivable, archive, write
+    from tests.integration.test_redis_aof_archive import policy as aof_policy
+
+    server = archivable(redis_factory)
+    policy_file = aof_policy(tmp_path, server)
+    with_retention(policy_file, {**KEEP_TWO, "min_full": 1})
+    client = server.client()
+    # 1. generation 1 (the base Redis wrote at start, an incr), archived; then a rewrite a second later
+    write(server, "first", 50)
+    archive(policy_file)
+    time.sleep(1.1)  # the new base's second is after every command of the old incr file
+    client.bgrewriteaof()
+    deadline = time.monotonic() + 60
+    while client.info("persistence")["aof_rewrite_in_progress"] or client.info("persistence")["aof_rewrites"] < 1:
+        assert time.monotonic() < deadline, "the rewrite did not finish"
+        time.sleep(0.05)
+    write(server, "second", 50)
+    archive(policy_file)  # the old base and incr archived whole as history, the new ones
+    old = {"appendonly.aof.1.base.rdb", "appendonly.aof.1.incr.aof"}
+    manifest = (aof_dir(server) / "appendonly.aof.manifest").read_text()
+    assert all(f"file {name} " in manifest and "type h" in manifest for name in old), manifest
+    # 2. a snapshot (the kept instant, after the new base), more writes archived
+    time.sleep(1.1)
+    hadr_cli(policy_file, "backup", "redis", check=True)
+    write(server, "third", 50)
+    archive(policy_file)
+    repo_aof = tmp_path / "repo" / "aof" / SOURCE
+    old_pieces = [p for name in old for p in (repo_aof / name).glob("*") if p.is_file()]
+    assert old_pieces
+    # 3. prune: generation 1's pieces go, the chain restore reads stays whole
+    result = assert_schema("prune", hadr_cli(policy_file, "--json", "prune", check=True).stdout)
+    assert result["expired"] == []
+    assert result["stream"] == [
+        {"kind": "redis", "source": SOURCE, "removed_objects": len(old_pieces), "freed_bytes": result["freed_bytes"]}
+    ]
+    assert not any(p.exists() for p in old_pieces)
+    assert (repo_aof / "archive.json").is_file()
+    verify_passes(policy_file)
+    out = tmp_path / "out"
+    done = hadr_cli(policy_file, "--json", "restore", "redis", "--latest", "--to", str(out), check=True)
+    restored = assert_schema("restore-redis", done.stdout)
+    assert restored["keys"] == {"db0": 150}  # first, second and third: loaded by a scratch redis-server

@@ -137,56 +137,57 @@ def test_nothing_a_kept_backup_needs_is_removed_and_its_wal_stays_continuous(cas
 
 @st.composite
 def aof_histories(draw):
-    """Rewrites at increasing seconds; each generation a base and 1-3 incr files (incr seq across them)."""
+    """Rewrites at increasing seconds; each generation a base and 1-3 incr files (incr seq across them), the
+    last incr of a generation ending at most in the second its successor's base is written."""
     generations = draw(st.integers(1, 6))
-    records, second, incr_seq, spans = [], 1000, 1, []
+    records, second, incr_seq, bases = [], 1000, 1, []
     for gen in range(1, generations + 1):
         current = gen == generations
-        base_at = second
-        records.append(AofRecord(f"appendonly.aof.{gen}.base.rdb", gen, True, base_at, current))
+        bases.append(second)
+        records.append(AofRecord(f"appendonly.aof.{gen}.base.rdb", gen, True, second, second, current))
         for _ in range(draw(st.integers(1, 3))):
-            second += draw(st.integers(0, 50))
-            records.append(AofRecord(f"appendonly.aof.{incr_seq}.incr.aof", incr_seq, False, second, current))
+            start = second + draw(st.integers(-1, 3))  # commands of the second the child forked in
+            second = start + draw(st.integers(0, 50))
+            records.append(AofRecord(f"appendonly.aof.{incr_seq}.incr.aof", incr_seq, False, start, second, current))
             incr_seq += 1
-        spans.append((gen, base_at))
-        second += draw(st.integers(1, 50))
+        second += draw(st.integers(0, 5))  # the next base: written in the second the last incr ended, or later
     keep_from = draw(st.integers(900, second + 10))
-    return records, spans, keep_from
+    return records, bases, keep_from
 
 
 @settings(max_examples=300, deadline=None)
 @given(aof_histories())
 def test_aof_files_go_only_when_wholly_older_than_the_base_the_oldest_kept_instant_needs(case) -> None:
-    records, spans, keep_from = case
+    records, bases, keep_from = case
     gone = {r.name for r in expired_aof(records, keep_from)}
     assert not any(r.current for r in records if r.name in gone)
-    needed = max((gen for gen, at in spans if at <= keep_from), default=None)
+    needed = max((gen for gen, at in enumerate(bases, 1) if at <= keep_from), default=None)
     if needed is None:
         assert not gone
         return
-    needed_base = f"appendonly.aof.{needed}.base.rdb"
-    assert needed_base not in gone
-    incrs = sorted((r for r in records if not r.is_base), key=lambda r: r.seq)
-    for index, record in enumerate(incrs):
-        after = incrs[index + 1] if index + 1 < len(incrs) else None
-        reaches_base = after is None or after.start >= spans[needed - 1][1]
-        if reaches_base:  # it may hold commands at or after the needed base: it stays
-            assert record.name not in gone
+    floor = bases[needed - 1]
     for record in records:
         if record.is_base and record.seq >= needed:
-            assert record.name not in gone
+            assert record.name not in gone  # the needed base and every later one
+        if not record.is_base and record.end >= floor:
+            assert record.name not in gone  # it may hold commands at or after the needed base
+    # and what is wholly before the needed base does go (unless it is current)
+    for record in records:
+        wholly_before = (record.start if record.is_base else record.end) < floor
+        if wholly_before and not record.current:
+            assert record.name in gone
 
 
-def test_an_incr_file_whose_successor_began_in_the_second_of_the_base_stays() -> None:
+def test_an_incr_file_that_ended_in_the_second_of_the_base_stays() -> None:
     records = [
-        AofRecord("appendonly.aof.1.base.rdb", 1, True, 100, False),
-        AofRecord("appendonly.aof.1.incr.aof", 1, False, 101, False),
-        AofRecord("appendonly.aof.2.base.rdb", 2, True, 200, True),
-        AofRecord("appendonly.aof.2.incr.aof", 2, False, 200, True),  # same second as the base: may overlap it
+        AofRecord("appendonly.aof.1.base.rdb", 1, True, 100, 100, False),
+        AofRecord("appendonly.aof.1.incr.aof", 1, False, 101, 200, False),  # may have commands after the fork
+        AofRecord("appendonly.aof.2.base.rdb", 2, True, 200, 200, True),
+        AofRecord("appendonly.aof.2.incr.aof", 2, False, 200, 250, True),
     ]
     assert [r.name for r in expired_aof(records, 300)] == ["appendonly.aof.1.base.rdb"]
-    records[3] = AofRecord("appendonly.aof.2.incr.aof", 2, False, 199, True)
+    records[1] = AofRecord("appendonly.aof.1.incr.aof", 1, False, 101, 199, False)
     assert [r.name for r in expired_aof(records, 300)] == ["appendonly.aof.1.base.rdb", "appendonly.aof.1.incr.aof"]
     assert expired_aof(records, 150) == []  # the oldest kept instant needs base 1
-    unknown = [AofRecord("appendonly.aof.1.base.rdb", 1, True, None, False), *records[1:]]
+    unknown = [AofRecord("appendonly.aof.1.base.rdb", 1, True, None, None, False), *records[1:]]
     assert [r.name for r in expired_aof(unknown, 300)] == ["appendonly.aof.1.incr.aof"]
