@@ -129,22 +129,17 @@ def test_redis_prune_keeps_the_newest_snapshots_and_the_oldest_kept_restores(red
 
 
 def test_redis_prune_removes_the_aof_files_older_than_the_base_the_kept_snapshot_needs(redis_factory, tmp_path):
-    from tests.integration.test_redis_aof_archive import SOURCE, aof_dir, archivable, archive, write
+    from tests.integration.test_redis_aof_archive import SOURCE, aof_dir, archivable, archive, rewrite, write
     from tests.integration.test_redis_aof_archive import policy as aof_policy
 
     server = archivable(redis_factory)
     policy_file = aof_policy(tmp_path, server)
     with_retention(policy_file, {**KEEP_TWO, "min_full": 1})
-    client = server.client()
     # 1. generation 1 (the base Redis wrote at start, an incr), archived; then a rewrite a second later
     write(server, "first", 50)
     archive(policy_file)
     time.sleep(1.1)  # the new base's second is after every command of the old incr file
-    client.bgrewriteaof()
-    deadline = time.monotonic() + 60
-    while client.info("persistence")["aof_rewrite_in_progress"] or client.info("persistence")["aof_rewrites"] < 1:
-        assert time.monotonic() < deadline, "the rewrite did not finish"
-        time.sleep(0.05)
+    rewrite(server)
     write(server, "second", 50)
     archive(policy_file)  # the old base and incr archived whole as history, the new ones
     old = {"appendonly.aof.1.base.rdb", "appendonly.aof.1.incr.aof"}
