@@ -17,8 +17,11 @@ SEGMENT = 16 << 20
 HOUR = 3600.0
 
 
-def day_policy(tmp_path: Path, **retention) -> Path:
-    data = {**wal_policy_data(local_policy_data(tmp_path / "repo")["repository"]), "retention": retention}
+def day_policy(tmp_path: Path, repository: dict | None = None, **retention) -> Path:
+    """A policy for PostgreSQL source ``main`` and ``retention``, its repository (default: ``tmp_path/repo``)
+    initialised."""
+    repository = repository or local_policy_data(tmp_path / "repo")["repository"]
+    data = {**wal_policy_data(repository), "retention": retention}
     path = write_policy(tmp_path / "policy.yaml", data)
     hadr_cli(path, "init", check=True)
     return path

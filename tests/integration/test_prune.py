@@ -157,3 +157,26 @@ def test_an_unknown_source_is_exit_2_and_changes_nothing(day) -> None:
     assert "--source 'nosuch': the policy has no source of that name" in done.stderr
     assert "known sources: main" in done.stderr
     assert repository_files(repo_dir) == before
+
+
+def test_on_an_s3_repository_a_killed_prune_is_finished_by_the_next(s3_server, s3_bucket, tmp_path: Path) -> None:
+    repository = {
+        "url": f"s3://{s3_bucket}/hadr",
+        "endpoint": s3_server.endpoint_url,
+        "access_key": "testing",
+        "secret_key": "testing",
+    }
+    policy_file = day_policy(tmp_path, repository, **GFS)
+    entries = write_day(policy_file, parse_target_time("2026-11-30 12:05").timestamp(), 24)
+    assert prune(policy_file, kill_at="deleted:7").returncode == -9
+    verify_passes(policy_file)
+    done = prune(policy_file, "--json")
+    assert done.returncode == 0, done.stderr
+    assert set(assert_schema("prune", done.stdout)["expired"]) == {e.id for e in entries} - expected_kept(entries)
+    assert {b["id"] for b in listing(policy_file)} == expected_kept(entries)
+    client = s3_server.client()
+    keys = [o["Key"] for o in client.list_objects_v2(Bucket=s3_bucket, Prefix="hadr/")["Contents"]]
+    assert not [k for k in keys if "/backups/" in k and k.split("/")[4] not in expected_kept(entries)]
+    wal_names = sorted(k.rsplit("/", 1)[-1].split("-")[0] for k in keys if "/wal/main/0000" in k)
+    assert wal_names == [segment(n) for n in range(12, 26)]
+    assert verify_passes(policy_file)["checked"]["backups"] == 7
