@@ -77,11 +77,12 @@ class PruneResult:
             for d in self.decisions
         ]  # fmt: skip
         out.table("", ["kind", "source", "backup", "instant (UTC)", "state", "action", "why"], rows, key_columns=3)
-        would = "would remove" if self.dry_run else "removed"
-        out.line(
-            f"{plural(len(self.expired), 'backup')} expired; {would} {plural(self.removed_objects, 'object')}, "
-            f"{human_size(self.freed_bytes)}"
-        )
+        backups, objects = plural(len(self.expired), "backup"), plural(self.removed_objects, "object")
+        size = human_size(self.freed_bytes)
+        if self.dry_run:
+            out.line(f"dry run, nothing changed: {backups} to expire; a prune would remove {objects}, {size}")
+        else:
+            out.line(f"{backups} expired; removed {objects}, {size}")
         for (kind, source), found in sorted(self.plan.stream.items()):
             if not found:
                 continue

@@ -76,7 +76,7 @@ def test_dry_run_prints_the_gfs_table_and_changes_nothing(day) -> None:
     assert rows[entries[11].id].endswith("keep    daily 2026-11-30 (2 of 3)")  # 2026-11-30 23:05
     assert rows[entries[6].id].endswith("expire  not selected by the retention policy")
     assert {i for i, line in rows.items() if line.split()[6] == "keep"} == expected_kept(entries)
-    assert "17 backups expired; would remove 62 objects" in done.stdout
+    assert "dry run, nothing changed: 17 backups to expire; a prune would remove 62 objects" in done.stdout
     assert "pg main: stream objects no kept backup needs: 11 (" in done.stdout
     assert repository_files(repo_dir) == before  # not a byte changed: not the catalog, not the lock's record
 
