@@ -55,6 +55,14 @@ class Needs:
     stream_keys: tuple[str, ...] = field(default=())  # stream objects it cannot be restored without
 
 
+@dataclass(frozen=True)
+class StreamObject:
+    """One object of a source's shared stream (a WAL segment, an AOF piece) that retention may remove."""
+
+    key: str
+    size: int  # stored bytes
+
+
 class Engine(Protocol):
     kind: str
     section: str
@@ -81,6 +89,14 @@ class Engine(Protocol):
 
     def needs(self, entry) -> Needs:
         """What the catalog entry ``entry`` needs to stay restorable."""
+
+    def stream_expired(self, repo, source_name: str, kept: Sequence[Any]) -> list[StreamObject]:
+        """The objects of the source's own stream (WAL, AOF) that no backup in ``kept`` needs any more
+        (``kept``: every catalog entry of the source that stays, complete or running), oldest first.
+
+        Each engine decides for its stream: never its identity object or its timeline histories, never
+        what ``needs(entry)`` of a kept entry names; nothing at all when ``kept`` is empty or says too
+        little to anchor on. Optional: ``hadr prune`` removes no stream objects of an engine without it."""
 
     def verify(self, repo, source_name: str, report, deep: bool) -> None:
         """Add findings about what this source stored to ``report``."""

@@ -8,6 +8,8 @@
   PostgreSQL's own spelling, ``YYYY-MM-DD[ T]HH:MM[:SS[.ffffff]][Z|±HH[:MM]|±HHMM]``; a time without an
   offset means UTC (never the local zone of whichever host runs the restore).
 * ``compact`` for names, ``short`` for tables.
+* ``parse_duration`` / ``duration_text``: spans in policies (``36h``, ``7d``); ``period_label``: the UTC
+  hour, day, ISO week or month an instant falls in, as retention names its buckets (``2026-W48``).
 """
 
 from __future__ import annotations
@@ -104,3 +106,41 @@ def human_size(size: int | None) -> str:
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1024
     return f"{size} B"
+
+
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_DURATION = re.compile(r"\s*(?P<count>\d+)\s*(?P<unit>[smhdw])\s*")
+DURATION_FORMATS = "a whole number then s, m, h, d or w, e.g. 90m, 36h, 7d, 2w"
+
+
+def parse_duration(text: str) -> float | None:
+    """``"36h"`` -> 129600.0; None when ``text`` is not a duration (the caller says where it was)."""
+    match = _DURATION.fullmatch(text) if isinstance(text, str) else None
+    return float(int(match["count"]) * DURATION_UNITS[match["unit"]]) if match else None
+
+
+def duration_text(seconds: float) -> str:
+    """129600 -> ``"36h"``: the largest unit that divides it, as a policy spells it."""
+    for unit, size in sorted(DURATION_UNITS.items(), key=lambda item: -item[1]):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
+
+
+PERIODS = ("hourly", "daily", "weekly", "monthly")
+
+
+def period_label(period: str, instant: float) -> str:
+    """The UTC bucket of ``instant``: hourly ``2026-11-27 13h``, daily ``2026-11-27``, weekly (ISO week)
+    ``2026-W48``, monthly ``2026-11``."""
+    moment = datetime.fromtimestamp(instant, UTC)
+    if period == "hourly":
+        return moment.strftime("%Y-%m-%d %Hh")
+    if period == "daily":
+        return moment.strftime("%Y-%m-%d")
+    if period == "weekly":
+        year, week, _day = moment.isocalendar()
+        return f"{year}-W{week:02d}"
+    if period == "monthly":
+        return moment.strftime("%Y-%m")
+    raise ValueError(f"unknown retention period {period!r}")

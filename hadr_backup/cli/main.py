@@ -34,6 +34,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "wal-push": ("hadr_backup.cli.wal:wal_push", "PostgreSQL archive_command: store one WAL file."),
     "wal-fetch": ("hadr_backup.cli.wal:wal_fetch", "PostgreSQL restore_command: fetch one WAL file."),
     "restore": ("hadr_backup.cli.restore:restore", "Restore a source to a point in time."),
+    "prune": (
+        "hadr_backup.cli.prune:prune",
+        "Apply the retention policy: expire old backups, never what a kept one needs.",
+    ),
     "demo": ("hadr_backup.cli.demo:demo", "The whole story on the sandbox, narrated."),
     "schedule": ("hadr_backup.cli.schedule:schedule", "Run the schedules: a daemon with /metrics, or cron lines."),
     "metrics": ("hadr_backup.cli.metrics:metrics", "Print the Prometheus metrics once (textfile collector)."),

@@ -35,6 +35,7 @@ from hadr_backup.policy.model import (
 )
 from hadr_backup.schedule.cron import CronError, parse_cron
 from hadr_backup.schedule.jobs import JOBS, known_jobs
+from hadr_backup.timefmt import DURATION_FORMATS, parse_duration
 
 LOCAL_POLICY = "hadr.yaml"  # looked for in the current directory
 SYSTEM_POLICY = Path("/etc/hadr/hadr.yaml")
@@ -343,14 +344,24 @@ class _Reader:
         )
 
     def retention(self, value: Any) -> Retention:
-        data = self.mapping(value, "retention", {"hourly", "daily", "weekly", "monthly", "min_full"})
+        data = self.mapping(value, "retention", {"hourly", "daily", "weekly", "monthly", "min_full", "keep_within"})
         return Retention(
             **{
                 k: self.integer(data, k, "retention", d, 0, 100000)
                 for k, d in (("hourly", 24), ("daily", 7), ("weekly", 4), ("monthly", 12))
             },
             min_full=self.integer(data, "min_full", "retention", 1, 1, 1000),
+            keep_within=self.duration(data, "keep_within", "retention"),
         )
+
+    def duration(self, data: dict, key: str, where: str) -> float | None:
+        value = data.get(key)
+        if value is None:
+            return None
+        seconds = parse_duration(expand(value, f"{self.name}: {where}.{key}")) if isinstance(value, str) else None
+        if not seconds:
+            raise self.fail(f"{where}.{key}", DURATION_FORMATS + " (more than 0)", value)
+        return seconds
 
     def schedule(self, value: Any, where: str) -> Schedule:
         data = self.mapping(value, where, {"name", "job", "cron"})

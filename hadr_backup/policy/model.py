@@ -200,6 +200,7 @@ class Retention:
     weekly: int = 4
     monthly: int = 12
     min_full: int = 1  # never expire below this many complete backups per source
+    keep_within: float | None = None  # seconds: every complete backup this recent is kept
 
 
 @dataclass(frozen=True)

@@ -1,14 +1,15 @@
 """The PostgreSQL engine: how the registry (``hadr_backup.engines``) reaches PostgreSQL backups.
 
 Each method is a thin call into the module that does the work: basebackup (backup), restore (restore),
-archiveview (restorable windows), walstatus (archive lag), walchain (verification), check (``hadr check``).
+archiveview (restorable windows), walstatus (archive lag), walchain (verification), walretention (the WAL
+no kept backup needs), check (``hadr check``).
 """
 
 from __future__ import annotations
 
-from hadr_backup.engines import EngineContext, Needs
+from hadr_backup.engines import EngineContext, Needs, StreamObject
 from hadr_backup.policy.model import Policy, PostgresSource
-from hadr_backup.postgres import KIND
+from hadr_backup.postgres import KIND, walretention
 from hadr_backup.postgres.archiveview import ArchiveView, Window, restorable_window
 from hadr_backup.postgres.backupmeta import PgBackupMeta, meta_json
 from hadr_backup.postgres.basebackup import run_backup_pg
@@ -60,6 +61,9 @@ class PostgresEngine:
             stream_from=meta.start_wal,
             stream_keys=tuple(entry.needs),
         )
+
+    def stream_expired(self, repo, source_name: str, kept) -> list[StreamObject]:
+        return walretention.stream_expired(repo, source_name, kept)
 
     def meta_json(self, entry: BackupEntry) -> dict:
         return meta_json(entry.meta)

@@ -96,10 +96,10 @@ def load_chain(repo, source: str) -> AofChain | None:
         return None
     base = _archived(bases[0], records)
     incrs = tuple(_archived(f, records) for f in sorted(manifest.files, key=lambda f: f.seq) if f.type == INCR)
-    start = _base_time(repo, source, base)
+    start = head_time(repo, source, base)
     if start is None:
         return None
-    end = _last_timestamp(repo, source, incrs)
+    end = last_timestamp(repo, source, incrs)
     return AofChain(source, base, incrs, start, max(start, end or start))
 
 
@@ -128,9 +128,11 @@ def _damaged(key: str, why: str) -> RestoreFailed:
     return RestoreFailed(f"archived AOF piece {key} is damaged or missing: {why}", hint="hadr verify repo")
 
 
-def _base_time(repo, source: str, base: ArchivedFile) -> int | None:
+def head_time(repo, source: str, archived: ArchivedFile) -> int | None:
+    """When an archived file begins: a base's RDB ``ctime`` (or its first ``#TS:``), an incr's first
+    ``#TS:``; None when its first bytes hold neither."""
     head = b""
-    for chunk in file_chunks(repo, source, base):
+    for chunk in file_chunks(repo, source, archived):
         head += chunk
         if len(head) >= HEAD_BYTES:
             break
@@ -140,7 +142,7 @@ def _base_time(repo, source: str, base: ArchivedFile) -> int | None:
     return found[1] if found else None
 
 
-def _last_timestamp(repo, source: str, incrs: tuple[ArchivedFile, ...]) -> int | None:
+def last_timestamp(repo, source: str, incrs: tuple[ArchivedFile, ...]) -> int | None:
     """The last ``#TS:`` archived: read from the newest piece back (pieces begin on a command)."""
     for archived in reversed(incrs):
         for piece in reversed(archived.pieces):

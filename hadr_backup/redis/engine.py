@@ -2,7 +2,8 @@
 
 Each method is a thin call into the module that does the work: backup (snapshots over the replication
 protocol), restore (to a directory, from a snapshot or the AOF archive), windows (snapshot instants, the
-AOF archive's seconds), checks (``hadr check`` and ``verify repo --deep``).
+AOF archive's seconds), aofretention (the AOF files no kept snapshot needs), checks (``hadr check`` and
+``verify repo --deep``).
 """
 
 from __future__ import annotations
@@ -10,9 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from hadr_backup.engines import EngineContext, Needs
+from hadr_backup.engines import EngineContext, Needs, StreamObject
 from hadr_backup.policy.model import Policy, RedisSource
-from hadr_backup.redis import KIND
+from hadr_backup.redis import KIND, aofretention
 from hadr_backup.redis.aofarchive import archived_state
 from hadr_backup.redis.aofrestore import AofWindow, load_chain
 from hadr_backup.redis.backup import run_backup_redis
@@ -121,6 +122,9 @@ class RedisEngine:
     def needs(self, entry: BackupEntry) -> Needs:
         own = [o.key for o in entry.objects] + [layout.backup_description(entry.kind, entry.source, entry.id)]
         return Needs(objects=tuple(own))
+
+    def stream_expired(self, repo, source_name: str, kept) -> list[StreamObject]:
+        return aofretention.stream_expired(repo, source_name, kept)
 
     def meta_json(self, entry: BackupEntry) -> dict:
         return meta_json(entry.meta)

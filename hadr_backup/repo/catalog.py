@@ -9,7 +9,8 @@ writers never lose each other's entries. An entry is ``complete`` only after eve
 stored; a ``running`` entry whose own heartbeat stops (its process is gone, or it has not renewed for
 longer than the lease) is judged interrupted, and the next writer marks it ``failed``.
 
-Format 2 added ``host``, ``heartbeat_at``, ``prefix``, ``cleaned`` and the source-neutral
+States: running -> complete | failed; complete -> expiring (a prune is removing it) -> dropped; failed
+-> dropped by a prune. Format 2 added ``host``, ``heartbeat_at``, ``prefix``, ``cleaned`` and the source-neutral
 ``consistent_at``, ``parent`` and ``needs``; format 1 catalogs are read as they are (those fields take
 their defaults; kind-specific metadata stays in ``meta``, which each engine reads through its own type).
 """
@@ -36,6 +37,10 @@ FORMAT = 2
 READABLE_FORMATS = (1, 2)
 
 RUNNING, COMPLETE, FAILED = "running", "complete", "failed"
+# ``hadr prune`` marks what it expires before it deletes anything: restore, list windows and verify read
+# only complete entries, and a prune killed half way finds what it had begun and finishes it
+EXPIRING = "expiring"
+STATES = (RUNNING, COMPLETE, FAILED, EXPIRING)
 
 
 @dataclass

@@ -17,7 +17,7 @@ from hadr_backup.errors import StorageUnreadable, TransientStorageError
 from hadr_backup.policy.model import Policy
 from hadr_backup.repo import layout
 from hadr_backup.repo.backups import TEMP_GRACE
-from hadr_backup.repo.catalog import FAILED, RUNNING, BackupEntry
+from hadr_backup.repo.catalog import EXPIRING, FAILED, RUNNING, BackupEntry
 from hadr_backup.repo.repository import Repository, open_repo
 from hadr_backup.verify.findings import ERROR, WARNING, Report, read_through
 
@@ -110,6 +110,13 @@ def _check_unreferenced(repo: Repository, report: Report) -> None:
                 "failed-backup-leftover",
                 info.key,
                 f"left by failed backup {owner.id}; the next backup or prune removes it",
+            )
+        elif owner.state == EXPIRING:
+            report.add(
+                WARNING,
+                "expiring-backup-leftover",
+                info.key,
+                f"left by backup {owner.id}, which a prune expired; the next prune removes it",
             )
 
 

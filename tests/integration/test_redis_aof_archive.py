@@ -52,6 +52,17 @@ def write(server: RedisServer, prefix: str, count: int, size: int = 20) -> None:
     pipe.execute()
 
 
+def rewrite(server: RedisServer, timeout: float = 60) -> None:
+    """BGREWRITEAOF, and wait until it is done: a new base, the old files history."""
+    client = server.client()
+    done = client.info("persistence")["aof_rewrites"]
+    client.bgrewriteaof()
+    deadline = time.monotonic() + timeout
+    while client.info("persistence")["aof_rewrite_in_progress"] or client.info("persistence")["aof_rewrites"] <= done:
+        assert time.monotonic() < deadline, "the rewrite did not finish"
+        time.sleep(0.05)
+
+
 def aof_dir(server: RedisServer) -> Path:
     return server.dir / "appendonlydir"
 
@@ -116,12 +127,7 @@ def test_rewrite_between_runs_loses_nothing(redis_factory, tmp_path: Path) -> No
     write(server, "before", 200)
     archive(policy_file)
     write(server, "between", 200)
-    client = server.client()
-    client.bgrewriteaof()
-    deadline = time.monotonic() + 20
-    while client.info("persistence")["aof_rewrite_in_progress"] or client.info("persistence")["aof_rewrites"] < 1:
-        assert time.monotonic() < deadline, "the rewrite did not finish"
-        time.sleep(0.05)
+    rewrite(server)
     write(server, "after", 200)
     before_run = aof_files(server)  # old base + old incr (now history), new base + new incr
     assert len(before_run) == 4

@@ -115,6 +115,8 @@ def test_defaults():
     assert not policy.encryption.enabled
     assert policy.sources.postgres == ()
     assert policy.retention.monthly == 12
+    assert policy.retention.keep_within is None
+    assert parse_policy({**minimal(), "retention": {"keep_within": "36h"}}, "p.yaml").retention.keep_within == 129600
     assert (policy.repository.retry.attempts, policy.repository.retry.max_seconds) == (5, 30.0)
 
 
@@ -168,6 +170,12 @@ def test_env_expansion(monkeypatch):
         ({"repository": {"path": "/r"}, "retention": {"daily": "seven"}}, "retention.daily: expected an integer"),
         ({"repository": {"path": "/r"}, "compression": {"level": 40}}, "compression.level: expected an integer from 1"),
         ({"repository": {"path": "/r"}, "retention": {"dayly": 7}}, "retention: unknown key 'dayly'"),
+        (
+            {"repository": {"path": "/r"}, "retention": {"keep_within": "7 days"}},
+            "retention.keep_within: expected a whole number then s, m, h, d or w, e.g. 90m, 36h, 7d, 2w",
+        ),
+        ({"repository": {"path": "/r"}, "retention": {"keep_within": 7}}, "retention.keep_within: expected a whole"),
+        ({"repository": {"path": "/r"}, "retention": {"keep_within": "0h"}}, "retention.keep_within: expected a whole"),
         (
             {"repository": {"path": "/r"}, "sources": {"redis": [{"name": "c", "url": "http://x"}]}},
             "sources.redis[0].url: expected redis://host:port[/db]",

@@ -1,0 +1,83 @@
+"""Which archived AOF retention may remove: the files older than the base the oldest kept instant needs.
+
+A restore to an instant T starts from the newest base file written at or before T and replays the incr
+files after it. So with T the oldest instant retention keeps (the oldest kept snapshot), every file wholly
+older than that base can go: an older base, and an incr file whose last ``#TS:`` second is before the base's
+— a rewrite opens the new incr file before it forks the child that writes the base, so an incr file that
+ended before the base began is all in it. The files of the last archived manifest (the chain ``restore
+redis`` reads) are never removed, nor the archive state, nor a file whose time cannot be read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from hadr_backup.engines import StreamObject
+from hadr_backup.errors import HadrError
+from hadr_backup.redis import aoffiles
+from hadr_backup.redis.aofarchive import archived_state
+from hadr_backup.redis.aofrestore import BASE_NAME, ArchivedFile, head_time, last_timestamp
+from hadr_backup.repo import layout
+from hadr_backup.repo.catalog import BackupEntry
+
+
+@dataclass(frozen=True)
+class AofRecord:
+    """One archived AOF file as retention sees it."""
+
+    name: str
+    seq: int
+    is_base: bool
+    start: int | None  # when it begins (unix seconds): a base's ctime, an incr's first #TS; None: unknown
+    end: int | None  # an incr's last #TS (a base's: its start); None: unknown
+    current: bool  # named by the last archived manifest as its base or an incr file
+
+
+def expired_aof(records: Sequence[AofRecord], keep_from: float) -> list[AofRecord]:
+    """The records wholly older than the newest base that begins at or before ``keep_from``."""
+    bases = sorted((r for r in records if r.is_base and r.start is not None), key=lambda r: r.start)
+    needed = [b for b in bases if b.start <= keep_from]
+    if not needed:
+        return []
+    floor = needed[-1].start
+    gone = []
+    for record in records:
+        if record.current or record.name == needed[-1].name:
+            continue
+        moment = record.start if record.is_base else record.end
+        if moment is not None and moment < floor:
+            gone.append(record)
+    return sorted(gone, key=lambda r: (r.start or 0, r.seq))
+
+
+def stream_expired(repo, source: str, kept: Sequence[BackupEntry]) -> list[StreamObject]:
+    instants = [e.consistent_at for e in kept if e.consistent_at is not None]
+    state = archived_state(repo, source)
+    if not instants or not state:
+        return []
+    records = _records(repo, source, state)
+    expired = []
+    for record in expired_aof(records, min(instants)):
+        expired += [
+            StreamObject(info.key, info.size) for info in repo.store.list(layout.aof_file_prefix(source, record.name))
+        ]
+    return expired
+
+
+def _records(repo, source: str, state: dict) -> list[AofRecord]:
+    manifest = aoffiles.parse_manifest(state.get("manifest") or "")
+    current = {f.name for f in manifest.files if f.type in (aoffiles.BASE, aoffiles.INCR)}
+    records = []
+    for name, record in state.get("files", {}).items():
+        archived = ArchivedFile(name, int(record.get("seq", 0)), tuple(tuple(p) for p in record.get("pieces", [])))
+        is_base = BASE_NAME.match(name) is not None
+        start = end = None
+        if archived.pieces and (is_base or name not in current):  # the current incr files stay: unread
+            try:
+                start = head_time(repo, source, archived)
+                end = start if is_base else last_timestamp(repo, source, (archived,))
+            except HadrError:
+                start = end = None  # unreadable: its time is unknown, so it stays
+        records.append(AofRecord(name, archived.seq, is_base, start, end, name in current))
+    return records
