@@ -18,7 +18,7 @@ def check_source(source: RedisSource) -> Report:
     """PING with the source's credentials, then whether this user may take a snapshot (REPLCONF, which
     needs the same permission class as SYNC; SYNC itself would start one)."""
     report = Report(f"check {source.name}")
-    address = Address.parse(source.url)
+    address = Address.of_source(source)
     try:
         conn = Connection(address, timeout=10)
     except RedisError as error:
