@@ -29,6 +29,7 @@ from hadr_backup.redis import KIND
 from hadr_backup.redis.aofrestore import AOF_DIR_NAME, AofChain, load_chain, target_second, write_chain
 from hadr_backup.redis.backup import RDB_NAME
 from hadr_backup.redis.backupmeta import RedisBackupMeta
+from hadr_backup.redis.queues import RestoredQueueCheck
 from hadr_backup.redis.wire import Address, Connection, RedisError, keys_per_db, parse_info
 from hadr_backup.repo.repository import open_repo
 from hadr_backup.timefmt import format_time, parse_target_time, rfc3339
@@ -103,6 +104,7 @@ def run_restore_redis(policy: Policy, options: RedisRestoreOptions, ui=None) -> 
     directory and prove that redis-server loads it."""
     began = time.monotonic()
     source = policy.sources.redis_named(options.source)
+    queue_check = RestoredQueueCheck(source)  # run by the scratch server that proves the restore
     _one_target(options)
     # 1. refuse a directory that must not be written (touching nothing)
     refuse_unsafe(policy, options.to, force=options.force, discard=False)
@@ -111,7 +113,7 @@ def run_restore_redis(policy: Policy, options: RedisRestoreOptions, ui=None) -> 
         chain = None if options.backup_id else load_chain(repo, source.name)
         use_aof, second = _aof_target(chain, options)
         if use_aof:
-            return _restore_aof(repo, chain, second, options, ui, began)
+            return _restore_aof(repo, chain, second, options, ui, began, queue_check)
         # 3. else pick the snapshot, before anything is written
         try:
             entry = pick_snapshot(repo.catalog.select(kind=KIND, source=source.name, state="complete"), options)
@@ -127,8 +129,8 @@ def run_restore_redis(policy: Policy, options: RedisRestoreOptions, ui=None) -> 
         options.to.mkdir(parents=True, exist_ok=True)
         size = durable_write(options.to / RDB_NAME, repo.read_object(stored.key, sha256=stored.sha256))
     # 5. prove it: a scratch server loads it and holds the keys recorded
-    loaded = load_and_count(options.to)
-    warnings = _compare(meta, loaded)
+    loaded = load_and_count(options.to, inspect=queue_check)
+    warnings = _compare(meta, loaded) + queue_check.warnings
     return RedisRestoreResult(
         backup_id=entry.id,
         source=source.name,
@@ -163,12 +165,14 @@ def _aof_target(chain: AofChain | None, options: RedisRestoreOptions) -> tuple[b
     return chain.covers(second), second
 
 
-def _restore_aof(repo, chain: AofChain, second: int | None, options, ui, began: float) -> RedisRestoreResult:
+def _restore_aof(
+    repo, chain: AofChain, second: int | None, options, ui, began: float, queue_check
+) -> RedisRestoreResult:
     if ui is not None:
         ui.info(f"restoring the AOF archive of {chain.source} up to {format_time(second or chain.end)}")
     reached, files = write_chain(repo, chain, options.to, second)
     try:
-        loaded = load_and_count(options.to, aof_name=chain.prefix)
+        loaded = load_and_count(options.to, aof_name=chain.prefix, inspect=queue_check)
     except RestoreFailed:
         shutil.rmtree(options.to / AOF_DIR_NAME, ignore_errors=True)
         raise
@@ -183,6 +187,7 @@ def _restore_aof(repo, chain: AofChain, second: int | None, options, ui, began: 
         seconds=time.monotonic() - began,
         aof_name=chain.prefix,
         files=files,
+        warnings=queue_check.warnings,
     )
 
 
@@ -211,10 +216,10 @@ def pick_snapshot(complete: list, options: RedisRestoreOptions):
     return before[-1]
 
 
-def load_and_count(directory: Path, aof_name: str | None = None) -> dict[str, int]:
+def load_and_count(directory: Path, aof_name: str | None = None, inspect=None) -> dict[str, int]:
     """Start a scratch redis-server on ``directory`` (no saving), wait until it has loaded dump.rdb (or,
     given ``aof_name``, the multi-part AOF ``appendonlydir/<aof_name>.manifest``), and return its keys
-    per db; RestoreFailed when it cannot load it."""
+    per db; RestoreFailed when it cannot load it. ``inspect(conn)`` may look at the loaded data first."""
     port = free_port()
     with tempfile.NamedTemporaryFile(prefix="hadr-redis-scratch-", suffix=".log", delete=False) as log:
         log_path = Path(log.name)
@@ -231,6 +236,8 @@ def load_and_count(directory: Path, aof_name: str | None = None) -> dict[str, in
             raise RestoreFailed(f"a scratch redis-server could not load {loaded_from}", hint=log_tail(log_path))
         with Connection(Address("127.0.0.1", port, None, None, False)) as conn:
             counts = keys_per_db(parse_info(conn.call("INFO", "keyspace")))
+            if inspect is not None:
+                inspect(conn)
             conn.send("SHUTDOWN", "NOSAVE")
         process.wait(timeout=30)
         return counts
