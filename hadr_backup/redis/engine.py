@@ -17,7 +17,7 @@ from hadr_backup.redis.aofarchive import archived_state
 from hadr_backup.redis.aofrestore import AofWindow, load_chain
 from hadr_backup.redis.backup import run_backup_redis
 from hadr_backup.redis.backupmeta import RedisBackupMeta, meta_json
-from hadr_backup.redis.checks import check_rdb_objects, check_source
+from hadr_backup.redis.checks import check_aof_archive, check_rdb_objects, check_source
 from hadr_backup.redis.restore import run_restore_redis
 from hadr_backup.repo import layout
 from hadr_backup.repo.catalog import BackupEntry
@@ -123,6 +123,7 @@ class RedisEngine:
     def verify(self, repo, source_name: str, report: Report, deep: bool) -> None:
         if deep:
             check_rdb_objects(repo, repo.catalog.select(kind=KIND, source=source_name, state="complete"), report)
+        check_aof_archive(repo, source_name, report, deep)
 
     def check(self, ctx: EngineContext, source_name: str, timeout: float) -> Report:
         return check_source(ctx.policy.sources.redis_named(source_name))
