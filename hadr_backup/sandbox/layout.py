@@ -33,7 +33,13 @@ from hadr_backup.sandbox.workload import Stack
 Progress = Callable[[str], None]
 REDIS_SETTINGS: dict[str, dict[str, Any]] = {
     "cache": {"save": "300 1 60 1000", "appendonly": False},
-    "queue": {"save": "", "appendonly": True, "aof_timestamp": True, "extra": {"appendfsync": "everysec"}},
+    "queue": {
+        "save": "",
+        "appendonly": True,
+        "aof_timestamp": True,
+        # history files stay until `hadr archive redis` has them (it removes them)
+        "extra": {"appendfsync": "everysec", "aof-disable-auto-gc": True},
+    },
 }
 
 
