@@ -50,7 +50,7 @@ def verify_queues(
     """Check the BullMQ queues of a live Redis: every job id in a state (wait, paused, active, prioritized,
     delayed, waiting-children, completed, failed) has its hash and is in one state only, the id counter is
     at or past the highest job id, and no job is left active without a worker's lock."""
-    from hadr_backup.redis.queues import VerifyQueuesOptions, run_verify_queues
+    from hadr_backup.redis.queuerun import VerifyQueuesOptions, run_verify_queues
 
     options = VerifyQueuesOptions(source_name, url, requeue_active, prefix)
     result = run_verify_queues(ctx.obj.policy, options)

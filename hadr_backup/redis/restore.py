@@ -29,7 +29,7 @@ from hadr_backup.redis import KIND
 from hadr_backup.redis.aofrestore import AOF_DIR_NAME, AofChain, load_chain, target_second, write_chain
 from hadr_backup.redis.backup import RDB_NAME
 from hadr_backup.redis.backupmeta import RedisBackupMeta
-from hadr_backup.redis.queues import RestoredQueueCheck
+from hadr_backup.redis.queuerun import RestoredQueueCheck
 from hadr_backup.redis.wire import Address, Connection, RedisError, keys_per_db, parse_info
 from hadr_backup.repo.repository import open_repo
 from hadr_backup.timefmt import format_time, parse_target_time, rfc3339

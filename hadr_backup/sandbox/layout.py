@@ -25,7 +25,7 @@ from hadr_backup.errors import UsageError
 from hadr_backup.policy.load import expand, load_policy, policy_from_text
 from hadr_backup.policy.model import Policy
 from hadr_backup.postgres.archive import archive_command_for
-from hadr_backup.redis.queues import queue_source
+from hadr_backup.redis.queuerun import queue_source
 from hadr_backup.sandbox import seed, servers
 from hadr_backup.sandbox.servers import PostgresCluster, RedisServer, S3Server
 from hadr_backup.sandbox.workload import Stack
