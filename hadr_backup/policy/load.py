@@ -39,6 +39,7 @@ from hadr_backup.timefmt import DURATION_FORMATS, parse_duration
 
 LOCAL_POLICY = "hadr.yaml"  # looked for in the current directory
 SYSTEM_POLICY = Path("/etc/hadr/hadr.yaml")
+TLS_KEYS = ("tls_ca_file", "tls_cert_file", "tls_key_file")  # of a redis source
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
@@ -315,7 +316,7 @@ class _Reader:
         )
 
     def redis(self, value: Any, where: str) -> RedisSource:
-        data = self.mapping(value, where, {"name", "url", "role", "aof_dir"})
+        data = self.mapping(value, where, {"name", "url", "role", "aof_dir", *TLS_KEYS})
         url = self.string(data, "url", where, required=True)
         if not url.startswith(("redis://", "rediss://", "unix://")):
             raise self.fail(f"{where}.url", "redis://host:port[/db]", url)
@@ -327,7 +328,27 @@ class _Reader:
             url=url,
             role=role,
             aof_dir=self.path(data, "aof_dir", where),
+            **self.redis_tls(data, where, url),
         )
+
+    def redis_tls(self, data: dict, where: str, url: str) -> dict[str, str | None]:
+        """tls_ca_file, tls_cert_file, tls_key_file: readable files, for a rediss:// url only, the
+        certificate and its key together."""
+        files = {key: self.path(data, key, where) for key in TLS_KEYS}
+        given = [key for key, path in files.items() if path]
+        if given and not url.startswith("rediss://"):
+            raise PolicyError(
+                f"{self.name}: {where}.{given[0]}: TLS files need a rediss:// url, the url is {url.split('@')[-1]!r}",
+                hint="use rediss://host:port, or remove the tls_* keys",
+            )
+        if bool(files["tls_cert_file"]) != bool(files["tls_key_file"]):
+            raise PolicyError(
+                f"{self.name}: {where}: tls_cert_file and tls_key_file go together (a client certificate and its key)"
+            )
+        for key in given:
+            if not os.access(files[key], os.R_OK) or not Path(files[key]).is_file():
+                raise PolicyError(f"{self.name}: {where}.{key}: {files[key]} is not a readable file")
+        return files
 
     def buckets(self, value: Any, where: str) -> BucketSource:
         data = self.mapping(value, where, {"name", "endpoint", "buckets", "region", "access_key", "secret_key"})

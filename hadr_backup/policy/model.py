@@ -130,6 +130,9 @@ class RedisSource:
     url: str
     role: str = "cache"  # cache | queue
     aof_dir: str | None = None
+    tls_ca_file: str | None = None  # rediss://: the CA that signed the server's certificate (else the system's)
+    tls_cert_file: str | None = None  # rediss://: a client certificate (tls-auth-clients yes), with tls_key_file
+    tls_key_file: str | None = None
 
     @property
     def host(self) -> str:

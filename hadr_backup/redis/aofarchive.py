@@ -31,6 +31,7 @@ from hadr_backup.policy.model import Policy
 from hadr_backup.redis import aoffiles
 from hadr_backup.redis.aoffiles import BASE, HISTORY, AofFile
 from hadr_backup.redis.aofsettings import read_settings
+from hadr_backup.redis.wire import Address
 from hadr_backup.repo import layout
 from hadr_backup.timefmt import rfc3339
 
@@ -119,7 +120,7 @@ def run_archive_redis(policy: Policy, source_name: str | None = None) -> AofArch
     source = policy.sources.redis_named(source_name)
     if not source.aof_dir:
         return _snapshots_only(source.name, None, "the policy names no aof_dir for this source")
-    settings = read_settings(source.url)
+    settings = read_settings(Address.of_source(source))
     directory = aoffiles.find_aof_dir(source.aof_dir, settings.dir_name, settings.file_name)
     if directory is None:
         return _snapshots_only(

@@ -62,8 +62,7 @@ class AofSettings:
             )
 
 
-def read_settings(url: str) -> AofSettings:
-    address = Address.parse(url)
+def read_settings(address: Address) -> AofSettings:
     with Connection(address, timeout=10) as conn:
         version = parse_info(conn.call("INFO", "server")).get("redis_version", "")
         values: dict[str, str] = {}

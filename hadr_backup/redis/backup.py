@@ -78,7 +78,7 @@ class _Server:
 def run_backup_redis(policy: Policy, source_name: str | None = None, ui=None) -> RedisBackupResult:
     """Take one RDB snapshot of a Redis source into the repository."""
     source = policy.sources.redis_named(source_name)
-    address = Address.parse(source.url)
+    address = Address.of_source(source)
     began = time.monotonic()
     # 1. learn about the server on a control connection (fails early on a wrong password)
     with Connection(address) as control:

@@ -1,15 +1,23 @@
-"""Checks of a Redis source (``hadr check``) and of its stored snapshots (``hadr verify repo --deep``)."""
+"""Checks of a Redis source (``hadr check``), of its stored snapshots (``hadr verify repo --deep``) and of
+its AOF archive (``hadr verify repo``)."""
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 import tempfile
+from pathlib import Path
 
 from hadr_backup.errors import HadrError
 from hadr_backup.fsutil import durable_write
 from hadr_backup.policy.model import RedisSource
+from hadr_backup.redis import aoffiles
+from hadr_backup.redis.aofarchive import archived_state
+from hadr_backup.redis.aoffiles import BASE, HISTORY, INCR
+from hadr_backup.redis.aofrestore import AOF_DIR_NAME, load_chain, write_chain
 from hadr_backup.redis.wire import Address, Connection, RedisError, parse_info
-from hadr_backup.verify.findings import ERROR, OK, SKIPPED, Report
+from hadr_backup.repo import layout
+from hadr_backup.verify.findings import ERROR, OK, SKIPPED, WARNING, Report
 
 SOURCE_CHECKS = ("server-reachable", "sync-permitted")
 
@@ -18,7 +26,7 @@ def check_source(source: RedisSource) -> Report:
     """PING with the source's credentials, then whether this user may take a snapshot (REPLCONF, which
     needs the same permission class as SYNC; SYNC itself would start one)."""
     report = Report(f"check {source.name}")
-    address = Address.parse(source.url)
+    address = Address.of_source(source)
     try:
         conn = Connection(address, timeout=10)
     except RedisError as error:
@@ -54,7 +62,120 @@ def check_rdb_objects(repo, snapshots, report: Report) -> None:
                 except HadrError as error:
                     report.add(ERROR, "rdb-unreadable", entry.id, f"{stored.key}: {error.message}")
                     continue
-                done = subprocess.run(["redis-check-rdb", path], capture_output=True, text=True)
-                if done.returncode != 0:
-                    tail = " ".join((done.stdout + done.stderr).strip().splitlines()[-3:])
-                    report.add(ERROR, "rdb-check-failed", entry.id, f"redis-check-rdb refuses {stored.key}: {tail}")
+                _tool(["redis-check-rdb", path], "rdb-check-failed", entry.id, stored.key, report)
+
+
+# -- the AOF archive (hadr verify repo) -----------------------------------------------------------------
+
+
+def check_aof_archive(repo, source: str, report: Report, deep: bool) -> None:
+    """The AOF archive of ``source``: every file the last archived manifest lists is archived, the base
+    whole; each file's pieces run from 0 without a gap or overlap to the offset the state records, and
+    each is stored. ``deep``: each piece read back holds its recorded bytes (length and SHA-256), and the
+    chain assembled passes redis-check-rdb (an RDB-preamble base) and redis-check-aof."""
+    state = archived_state(repo, source)
+    if state is None:
+        return
+    subject = f"aof {source}"
+    stored = {info.key for info in repo.store.list(layout.aof_prefix(source))}
+    listed = aoffiles.parse_manifest(state.get("manifest") or "")
+    damaged = False
+    for name, record in state["files"].items():
+        report.count("aof_files")
+        damaged |= _check_pieces(repo, source, name, record, stored, report, deep)
+    for aof_file in listed.files:
+        record = state["files"].get(aof_file.name)
+        if aof_file.type != HISTORY and record is None:
+            report.add(ERROR, "aof-file-unarchived", subject, f"the manifest lists {aof_file.name}, never archived")
+        elif aof_file.type == BASE and not record["complete"]:
+            report.add(ERROR, "aof-base-incomplete", subject, f"base {aof_file.name} is archived only in part")
+    _check_incr_sequence(listed, subject, report)
+    recorded = {layout.aof_piece(source, n, s, e) for n, r in state["files"].items() for s, e, _sha in r["pieces"]}
+    for key in sorted(stored - recorded - {layout.aof_state(source)}):
+        report.add(
+            WARNING, "aof-piece-unrecorded", key,
+            "stored but not in the archive state (a run killed before it recorded it): the next "
+            "`hadr archive redis` adopts it",
+        )  # fmt: skip
+    if deep and not damaged and report.passed:
+        _check_chain(repo, source, subject, report)
+
+
+def _check_pieces(repo, source: str, name: str, record: dict, stored: set, report: Report, deep: bool) -> bool:
+    """One file's pieces; True when one is missing or damaged."""
+    expected_start, damaged = 0, False
+    for start, end, sha256 in record["pieces"]:
+        report.count("aof_pieces")
+        key = layout.aof_piece(source, name, start, end)
+        if start != expected_start or end <= start:
+            report.add(ERROR, "aof-gap", key, f"begins at {start}, the piece before ends at {expected_start}")
+        expected_start = end
+        if key not in stored:
+            report.add(ERROR, "aof-piece-missing", key, f"bytes {start}-{end} of {name} are not in the repository")
+            damaged = True
+        elif deep:
+            damaged |= not _piece_holds(repo, key, end - start, sha256, report)
+    if expected_start != record["archived"]:
+        report.add(
+            ERROR, "aof-gap", f"aof {source} {name}",
+            f"the pieces end at {expected_start}, the archive state says {record['archived']} bytes are archived",
+        )  # fmt: skip
+    return damaged
+
+
+def _piece_holds(repo, key: str, length: int, sha256: str, report: Report) -> bool:
+    digest, size = hashlib.sha256(), 0
+    try:
+        for chunk in repo.read_object(key):
+            digest.update(chunk)
+            size += len(chunk)
+    except HadrError as error:
+        report.add(ERROR, "aof-piece-corrupt", key, f"cannot be read back: {error.message}")
+        return False
+    if size != length or digest.hexdigest() != sha256:
+        report.add(
+            ERROR, "aof-piece-corrupt", key,
+            f"holds {size} bytes with SHA-256 {digest.hexdigest()[:16]}…, the archive recorded {length} "
+            f"bytes with {sha256[:16]}…",
+        )  # fmt: skip
+        return False
+    return True
+
+
+def _check_incr_sequence(listed: aoffiles.Manifest, subject: str, report: Report) -> None:
+    """The incr files Redis appends one after another have consecutive sequence numbers."""
+    seqs = sorted(f.seq for f in listed.files if f.type == INCR)
+    for before, after in zip(seqs, seqs[1:], strict=False):
+        if after != before + 1:
+            report.add(ERROR, "aof-gap", subject, f"the manifest lists incr {before} then {after}: files are missing")
+
+
+def _check_chain(repo, source: str, subject: str, report: Report) -> None:
+    """The chain written out as a restore would (up to the end), then checked by Redis's own tools."""
+    with tempfile.TemporaryDirectory(prefix="hadr-check-aof-") as scratch:
+        try:
+            chain = load_chain(repo, source)
+            if chain is None:
+                report.add(ERROR, "aof-chain-unusable", subject, "no base archived whole with a time to start from")
+                return
+            write_chain(repo, chain, Path(scratch), None)
+        except HadrError as error:
+            report.add(ERROR, "aof-chain-unusable", subject, error.message)
+            return
+        directory = Path(scratch) / AOF_DIR_NAME
+        report.count("aof_chains_checked")
+        if chain.base.name.endswith(".rdb"):
+            base = str(directory / chain.base.name)
+            _tool(
+                ["redis-check-rdb", base], "rdb-check-failed", subject, f"the archived base {chain.base.name}", report
+            )
+        manifest = directory / f"{chain.prefix}.manifest"
+        _tool(["redis-check-aof", str(manifest)], "aof-check-failed", subject, "the assembled AOF", report)
+
+
+def _tool(argv: list[str], code: str, subject: str, what: str, report: Report) -> None:
+    """Run one of Redis's check tools; a refusal is a finding with the end of what it said."""
+    done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True)
+    if done.returncode != 0:
+        tail = " ".join((done.stdout + done.stderr).strip().splitlines()[-3:])
+        report.add(ERROR, code, subject, f"{argv[0]} refuses {what}: {tail}")

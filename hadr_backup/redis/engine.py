@@ -15,10 +15,11 @@ from hadr_backup.engines import EngineContext, Needs, StreamObject
 from hadr_backup.policy.model import Policy, RedisSource
 from hadr_backup.redis import KIND, aofretention
 from hadr_backup.redis.aofarchive import archived_state
+from hadr_backup.redis.aoflag import AofLag, measure_lag
 from hadr_backup.redis.aofrestore import AofWindow, load_chain
 from hadr_backup.redis.backup import run_backup_redis
 from hadr_backup.redis.backupmeta import RedisBackupMeta, meta_json
-from hadr_backup.redis.checks import check_rdb_objects, check_source
+from hadr_backup.redis.checks import check_aof_archive, check_rdb_objects, check_source
 from hadr_backup.repo import layout
 from hadr_backup.repo.catalog import BackupEntry
 from hadr_backup.timefmt import format_time, rfc3339
@@ -56,13 +57,16 @@ class AofArchiveStatus:
     files: int
     archived_bytes: int
     updated_at: float | None
+    lag: AofLag
 
     @classmethod
-    def of(cls, state: dict | None) -> AofArchiveStatus | None:
+    def of(cls, repo, source: RedisSource, now: float) -> AofArchiveStatus | None:
+        state = archived_state(repo, source.name)
         if state is None:
             return None
         files = state.get("files", {})
-        return cls(len(files), sum(f["archived"] for f in files.values()), state.get("updated_at"))
+        lag = measure_lag(repo, source, state, now)
+        return cls(len(files), sum(f["archived"] for f in files.values()), state.get("updated_at"), lag)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -70,12 +74,21 @@ class AofArchiveStatus:
             "files": self.files,
             "archived_bytes": self.archived_bytes,
             "updated_at": rfc3339(self.updated_at),
+            "last_piece_at": rfc3339(self.lag.last_piece_at),
+            "lag_bytes": self.lag.bytes,
+            "lag_seconds": self.lag.seconds,
+            "lag_basis": self.lag.basis,
         }
 
     def summary(self) -> str:
+        lag = self.lag
+        behind = "unknown" if lag.bytes is None else f"{lag.bytes} bytes"
+        if lag.seconds is not None:
+            behind += f", oldest unarchived write {lag.seconds:.0f} s old"
+        last = format_time(lag.last_piece_at) if lag.last_piece_at else "-"
         return (
-            f"AOF archive: {plural(self.files, 'file')}, {self.archived_bytes} bytes, newest "
-            f"{format_time(self.updated_at) if self.updated_at else '-'}"
+            f"AOF archive: {plural(self.files, 'file')}, {self.archived_bytes} bytes, last piece {last}\n"
+            f"AOF archive lag: {behind} ({lag.basis})"
         )
 
 
@@ -111,7 +124,7 @@ class RedisEngine:
         return windows
 
     def status(self, repo, source_name: str, now: float) -> AofArchiveStatus | None:
-        return AofArchiveStatus.of(archived_state(repo, source_name))
+        return AofArchiveStatus.of(repo, repo.policy.sources.redis_named(source_name), now)
 
     def describe(self, entry: BackupEntry) -> list[tuple[str, str]]:
         if "snapshot_at" not in entry.meta:  # a snapshot that failed before the RDB arrived
@@ -132,6 +145,7 @@ class RedisEngine:
     def verify(self, repo, source_name: str, report: Report, deep: bool) -> None:
         if deep:
             check_rdb_objects(repo, repo.catalog.select(kind=KIND, source=source_name, state="complete"), report)
+        check_aof_archive(repo, source_name, report, deep)
 
     def check(self, ctx: EngineContext, source_name: str, timeout: float) -> Report:
         return check_source(ctx.policy.sources.redis_named(source_name))

@@ -22,6 +22,7 @@ from typing import Any
 
 from hadr_backup.errors import UsageError
 from hadr_backup.policy.model import Policy
+from hadr_backup.redis.queuerun import RestoredQueueCheck
 from hadr_backup.redis.restore import RedisRestoreOptions, RedisRestoreResult, assemble, one_target
 from hadr_backup.redis.transfer import REPLICA, connect_target, describe_keys, survey, transfer
 from hadr_backup.redis.wire import Address
@@ -77,6 +78,8 @@ def run_restore_into(policy: Policy, options: RedisRestoreOptions, ui=None) -> R
         with assembled.scratch(bind=options.scratch_bind, password=secrets.token_hex(32)) as scratch:
             proven = scratch.keys()
             assembled.check(proven)
+            queue_check = RestoredQueueCheck(policy.sources.redis_named(options.source))
+            queue_check.on(scratch)
             if ui is not None:
                 ui.info(f"proven ({describe_keys(proven)}); putting it into {address}")
             # 4. into the target: as a replica of the scratch server, else by DUMP/RESTORE
@@ -89,7 +92,7 @@ def run_restore_into(policy: Policy, options: RedisRestoreOptions, ui=None) -> R
         str(address), done.path, done.why, done.replaced, done.keys, scratch_at, time.monotonic() - transfer_began
     )
     result = assembled.result(proven, began, into=report)
-    result.warnings += done.warnings
+    result.warnings += done.warnings + queue_check.warnings
     return result
 
 

@@ -25,6 +25,7 @@ from hadr_backup.redis import KIND
 from hadr_backup.redis.aofrestore import AOF_DIR_NAME, AofChain, load_chain, target_second, write_chain
 from hadr_backup.redis.backup import RDB_NAME
 from hadr_backup.redis.backupmeta import RedisBackupMeta
+from hadr_backup.redis.queuerun import RestoredQueueCheck
 from hadr_backup.redis.scratch import ScratchServer
 from hadr_backup.repo.repository import open_repo
 from hadr_backup.timefmt import format_time, parse_target_time, rfc3339
@@ -110,15 +111,19 @@ def run_restore_redis(policy: Policy, options: RedisRestoreOptions, ui=None) -> 
     refuse_unsafe(policy, options.to, force=options.force, discard=False)
     # 2. write the state at the target into it (a target outside the windows exits 2, before any write)
     assembled = assemble(policy, options, options.to, ui)
-    # 3. prove it: a scratch server loads it and holds the keys recorded
+    # 3. prove it: a scratch server loads it and holds the keys recorded (a queue instance: its queues checked)
+    queue_check = RestoredQueueCheck(policy.sources.redis_named(options.source))
     try:
         with assembled.scratch() as scratch:
             loaded = scratch.keys()
+            queue_check.on(scratch)
     except RestoreFailed:
         if assembled.aof_name:
             shutil.rmtree(options.to / AOF_DIR_NAME, ignore_errors=True)
         raise
-    return assembled.result(loaded, began, to=str(options.to))
+    result = assembled.result(loaded, began, to=str(options.to))
+    result.warnings += queue_check.warnings
+    return result
 
 
 @dataclass

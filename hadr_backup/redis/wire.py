@@ -4,13 +4,15 @@ socket the replication stream is read from (client libraries do not speak that p
 ``redis://[user:password@]host[:port][/db]``: a user and password -> ``AUTH user password`` (an ACL
 user), a password alone (``redis://:pw@host``) -> ``AUTH pw``. ``rediss://`` verifies the server's
 certificate against the system CAs, or ``?ssl_ca_certs=FILE``; ``?ssl_cert_reqs=none`` turns that off.
+A source's ``tls_ca_file``, ``tls_cert_file`` and ``tls_key_file`` (the client certificate a server with
+``tls-auth-clients yes`` asks for) come from the policy (``Address.of_source``).
 """
 
 from __future__ import annotations
 
 import socket
 import ssl
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from hadr_backup.errors import ServerError, UsageError
@@ -35,6 +37,8 @@ class Address:
     tls: bool
     ca_file: str | None = None
     verify: bool = True
+    cert_file: str | None = None  # a client certificate (PEM), with its key
+    key_file: str | None = None
 
     @classmethod
     def parse(cls, url: str) -> Address:
@@ -50,6 +54,17 @@ class Address:
             tls=parts.scheme == "rediss",
             ca_file=(query.get("ssl_ca_certs") or [None])[0],
             verify=(query.get("ssl_cert_reqs") or ["required"])[0] != "none",
+        )
+
+    @classmethod
+    def of_source(cls, source) -> Address:
+        """A policy source's address: its url, and the TLS files its policy names (they win over the url's)."""
+        address = cls.parse(source.url)
+        return replace(
+            address,
+            ca_file=source.tls_ca_file or address.ca_file,
+            cert_file=source.tls_cert_file,
+            key_file=source.tls_key_file,
         )
 
     def __str__(self) -> str:
@@ -190,7 +205,15 @@ def encode_command(args) -> bytes:
 
 
 def _tls_context(address: Address) -> ssl.SSLContext:
-    context = ssl.create_default_context(cafile=address.ca_file)
+    try:
+        context = ssl.create_default_context(cafile=address.ca_file)
+        if address.cert_file:
+            context.load_cert_chain(address.cert_file, address.key_file)
+    except (OSError, ssl.SSLError) as error:
+        raise RedisError(
+            f"cannot use the TLS files for Redis at {address}: {error}",
+            hint="check tls_ca_file, tls_cert_file and tls_key_file of the source",
+        ) from error
     if not address.verify:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE

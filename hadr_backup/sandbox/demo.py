@@ -1,9 +1,10 @@
-"""``hadr demo``: the PostgreSQL recovery story on the sandbox, narrated, with RTO and RPO measured.
+"""``hadr demo``: the recovery story on the sandbox, narrated, with RTO and RPO measured.
 
 sandbox up → base backup → bundler workload → an accidental UPDATE at a recorded instant → more
 workload → WAL archived → PITR to the last good instant into a side cluster → the damaged rows are
 back and the later rows absent → RTO, RPO → production repaired from the restored copy → side
-cluster torn down
+cluster torn down → the Redis queues snapshotted, their AOF archived under the workload, restored to a
+second and checked (demoredis.py)
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from hadr_backup.errors import ServerError
+from hadr_backup.sandbox.demoredis import RedisDemo, redis_story
 from hadr_backup.sandbox.layout import Sandbox, sandbox_policy
 from hadr_backup.timefmt import format_time, rfc3339
 from hadr_backup.ui import plural
@@ -44,6 +46,7 @@ class DemoResult:
     repaired: int = 0  # production balances set back from the restored copy
     ledger_problems: int | None = None  # ledger invariant problems in production after the repair
     kept: str | None = None  # the side cluster's directory when --keep
+    redis: RedisDemo | None = None  # the queues: snapshot, AOF archive, restore to T, queue checks
     sandbox_stopped: bool = False  # --stop-sandbox: the sandbox was stopped at the end (its data stays)
 
     @property
@@ -53,6 +56,7 @@ class DemoResult:
             and self.later_rows_absent == self.later_rows
             and self.lost_rows == 0
             and self.ledger_problems == 0
+            and (self.redis is None or self.redis.passed)
         )
         return 0 if good else 3
 
@@ -61,6 +65,7 @@ class DemoResult:
             **asdict(self),
             "accident_at": rfc3339(self.accident_at),
             "target": rfc3339(self.target),
+            "redis": self.redis.to_json() if self.redis else None,
             "passed": self.exit_code == 0,
         }
 
@@ -84,6 +89,7 @@ class DemoResult:
                     f"{'ok' if self.ledger_problems == 0 else plural(self.ledger_problems, 'problem')}",
                 ),
                 ("side cluster", f"kept in {self.kept}" if self.kept else "stopped and removed"),
+                *(self.redis.rows() if self.redis else []),
             ]
         )
         out.line("demo: " + ("PASSED" if self.exit_code == 0 else "FAILED"))
@@ -139,6 +145,8 @@ def run_demo(
         else:
             tear_down(Path(restored.directory), policy.sources.postgres_named(None).bin_dir)
     result.kept = restored.directory if keep else None
+    # 7. the Redis queues: snapshot, AOF archived under the workload, restored to a second, checked
+    result.redis = redis_story(sandbox, seconds, say)
     if stop_sandbox:  # so that another sandbox (the README's by-hand steps) can take the ports
         from hadr_backup.sandbox.run import run_sandbox_down
 

@@ -25,6 +25,7 @@ from hadr_backup.errors import UsageError
 from hadr_backup.policy.load import expand, load_policy, policy_from_text
 from hadr_backup.policy.model import Policy
 from hadr_backup.postgres.archive import archive_command_for
+from hadr_backup.redis.queuerun import queue_source
 from hadr_backup.sandbox import seed, servers
 from hadr_backup.sandbox.servers import PostgresCluster, RedisServer, S3Server
 from hadr_backup.sandbox.workload import Stack
@@ -32,7 +33,13 @@ from hadr_backup.sandbox.workload import Stack
 Progress = Callable[[str], None]
 REDIS_SETTINGS: dict[str, dict[str, Any]] = {
     "cache": {"save": "300 1 60 1000", "appendonly": False},
-    "queue": {"save": "", "appendonly": True, "aof_timestamp": True, "extra": {"appendfsync": "everysec"}},
+    "queue": {
+        "save": "",
+        "appendonly": True,
+        "aof_timestamp": True,
+        # history files stay until `hadr archive redis` has them (it removes them)
+        "extra": {"appendfsync": "everysec", "aof-disable-auto-gc": True},
+    },
 }
 
 
@@ -108,6 +115,11 @@ class Sandbox:
     @property
     def bucket_source(self) -> Any:
         return self.policy.sources.buckets_named(None)
+
+    @property
+    def queue_source(self) -> Any:
+        """The redis source with role queue (BullMQ's)."""
+        return queue_source(self.policy, None)
 
     @property
     def marker(self) -> Path:

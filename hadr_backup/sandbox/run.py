@@ -261,7 +261,7 @@ def component_statuses(sandbox: Sandbox) -> list[Component]:
                 server.port,
                 bool(server.pid),
                 server.pid,
-                _counted(bool(server.pid), lambda s=server: _redis_counts(s.client())),
+                _counted(bool(server.pid), lambda s=server, source=source: _redis_counts(s.client(), source)),
             )
         )
     component, s3 = sandbox.s3_server()
@@ -279,9 +279,9 @@ def component_statuses(sandbox: Sandbox) -> list[Component]:
     return found
 
 
-def _redis_counts(client: Any) -> dict[str, int]:
+def _redis_counts(client: Any, source: Any) -> dict[str, int]:
     counts = {"keys": client.dbsize()}
-    for states in seed.queue_counts(client).values():
+    for states in seed.queue_counts(source).values():
         for state, number in states.items():
             counts[f"jobs.{state}"] = counts.get(f"jobs.{state}", 0) + number
     return counts
@@ -303,7 +303,7 @@ def invariant_problems(sandbox: Sandbox) -> list[Problem]:
         return (
             seed.check_ledger(stack.payment)
             + seed.check_data_items(stack.upload, stack.s3, stack.bucket)
-            + seed.check_queues(stack.queues)
+            + seed.check_queues(sandbox.queue_source)
         )
     finally:
         stack.close()

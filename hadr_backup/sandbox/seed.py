@@ -14,7 +14,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from hadr_backup.sandbox.workload import DATA_ITEM_PREFIX, Bundler, Stack, queue_key
+from hadr_backup.policy.model import RedisSource
+from hadr_backup.redis import queues
+from hadr_backup.redis.wire import Address, Connection
+from hadr_backup.sandbox.workload import DATA_ITEM_PREFIX, Bundler, Stack
 from hadr_backup.ui import plural
 
 PAYMENT_DB = "payment_service"
@@ -95,8 +98,6 @@ PAYMENT_TABLES = (
     "refunded_reservation",
     "x402_payment",
 )
-QUEUE_LISTS = ("wait", "active", "paused")
-QUEUE_SETS = ("completed", "failed", "delayed", "prioritized")
 
 
 @dataclass(frozen=True)
@@ -282,44 +283,12 @@ def check_data_items(pg_conn: Any, s3_client: Any, bucket: str) -> list[Problem]
     return problems
 
 
-def queue_names(redis_client: Any) -> list[str]:
-    """Queues present in a Redis database (from their ``bull:<queue>:id`` counters)."""
-    names = {key.decode()[len("bull:") : -len(":id")] for key in redis_client.scan_iter("bull:*:id", count=1000)}
-    return sorted(names)
-
-
-def check_queues(redis_client: Any, *, active_allowed: bool = True) -> list[Problem]:
-    """BullMQ queues: every job in a state has its hash; the id counter is at or past the highest job id.
-
-    With ``active_allowed=False`` (after a restore, when no worker holds a lock) jobs left in
-    ``active`` are problems too.
-    """
-    problems = []
-    for queue in queue_names(redis_client):
-        counter = int(redis_client.get(queue_key(queue, "id")) or 0)
-        highest = 0
-        for state, members in _queue_states(redis_client, queue).items():
-            for job_id in members:
-                if job_id.isdigit():
-                    highest = max(highest, int(job_id))
-                if not redis_client.exists(queue_key(queue, job_id)):
-                    problems.append(Problem("queues", f"{queue} job {job_id}", f"in {state} but has no job hash"))
-                elif state == "active" and not active_allowed:
-                    problems.append(Problem("queues", f"{queue} job {job_id}", "left active with no worker"))
-        if counter < highest:
-            problems.append(
-                Problem("queues", f"{queue} id counter", f"is {counter}, behind the highest job id {highest}")
-            )
-    return problems
-
-
-def _queue_states(redis_client: Any, queue: str) -> dict[str, list[str]]:
-    states = {}
-    for state in QUEUE_LISTS:
-        states[state] = [m.decode() for m in redis_client.lrange(queue_key(queue, state), 0, -1)]
-    for state in QUEUE_SETS:
-        states[state] = [m.decode() for m in redis_client.zrange(queue_key(queue, state), 0, -1)]
-    return states
+def check_queues(source: RedisSource) -> list[Problem]:
+    """BullMQ queues, checked by hadr's own queue checks (hadr_backup.redis.queues); a job in ``active``
+    is no problem here: the sandbox's workers take no locks."""
+    with Connection(Address.of_source(source)) as conn:
+        report = queues.check_queues(conn, active_allowed=True).report
+    return [Problem("queues", finding.subject, finding.message) for finding in report.problems]
 
 
 # -- what is in the stack ----------------------------------------------------------------------------
@@ -349,14 +318,7 @@ def bucket_counts(s3: Any, buckets: tuple[str, ...]) -> dict[str, int]:
     return counts
 
 
-def queue_counts(redis_client: Any) -> dict[str, dict[str, int]]:
+def queue_counts(source: RedisSource) -> dict[str, dict[str, int]]:
     """Jobs per state for every queue, e.g. ``{"new-data-item": {"wait": 3, "active": 1, ...}}``."""
-    counts = {}
-    for queue in queue_names(redis_client):
-        pipe = redis_client.pipeline(transaction=False)
-        for state in QUEUE_LISTS:
-            pipe.llen(queue_key(queue, state))
-        for state in QUEUE_SETS:
-            pipe.zcard(queue_key(queue, state))
-        counts[queue] = {s: n for s, n in zip(QUEUE_LISTS + QUEUE_SETS, pipe.execute(), strict=True) if n}
-    return counts
+    with Connection(Address.of_source(source)) as conn:
+        return queues.queue_counts(conn)

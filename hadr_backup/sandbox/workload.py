@@ -301,10 +301,17 @@ class Bundler:
             self.counts[f"jobs_{state}"] += 1
             self._trim_completed(queue)
             return
+        self.start_job(queue)
+
+    def start_job(self, queue: str) -> str | None:
+        """A worker takes the next waiting job (BullMQ's moveToActive: the right end of wait)."""
+        redis = self.stack.queues
         job_id = redis.lmove(queue_key(queue, "wait"), queue_key(queue, "active"), "RIGHT", "LEFT")
-        if job_id is not None:
-            redis.hset(queue_key(queue, job_id.decode()), "processedOn", now)
-            self.counts["jobs_started"] += 1
+        if job_id is None:
+            return None
+        redis.hset(queue_key(queue, job_id.decode()), "processedOn", int(time.time() * 1000))
+        self.counts["jobs_started"] += 1
+        return job_id.decode()
 
     def _trim_completed(self, queue: str) -> None:
         redis = self.stack.queues

@@ -53,6 +53,13 @@ def test_demo_restores_the_damaged_rows_and_measures_rto_and_rpo() -> None:
         assert f"--policy {policy} wal-fetch --source main %f %p" in result["restore"]["settings"]["restore_command"]
         assert not (folder / "demo-restore").exists()  # the side cluster is gone
         assert "4/6 point-in-time restore" in done.stderr
+        redis = result["redis"]  # the queues restored to a second from the AOF archive, then checked
+        assert redis["passed"] and redis["queues_as_at_target"] and redis["jobs_at_target"] > 0
+        assert redis["archived_bytes"] > 0 and redis["reached"] <= redis["target"]
+        # jobs workers had in hand at T: found by the checks on the restore's scratch server, then requeued
+        assert redis["requeued"] >= 5 and redis["queue_findings"] == []
+        assert any("left active" in w and "--requeue-active" in w for w in redis["restore_warnings"])
+        assert not (folder / "demo-redis-restore").exists()
         # stopped at the end (as scripts/demo.sh asks), so another sandbox can take the ports
         assert result["sandbox_stopped"] is True
         assert not [port for port in ports.values() if port_open(port)], ports

@@ -250,3 +250,43 @@ def test_cli_reports_bad_policy_in_one_line(tmp_path):
     assert run.returncode == 2
     assert "retention.hourly: expected an integer from 0 to 100000, got str 'lots'" in run.stderr
     assert "Traceback" not in run.stderr
+
+
+def _redis(**entry) -> dict:
+    return {"repository": {"path": "/srv/hadr"}, "sources": {"redis": [{"name": "q", **entry}]}}
+
+
+def test_redis_tls_files_are_read_with_a_rediss_url(tmp_path):
+    for name in ("ca.pem", "client.pem", "client.key"):
+        (tmp_path / name).write_text("x")
+    policy = parse_policy(
+        _redis(
+            url="rediss://127.0.0.1:6380",
+            tls_ca_file=str(tmp_path / "ca.pem"),
+            tls_cert_file=str(tmp_path / "client.pem"),
+            tls_key_file=str(tmp_path / "client.key"),
+        ),
+        "p.yaml",
+    )
+    source = policy.sources.redis[0]
+    assert (source.tls_ca_file, source.tls_cert_file, source.tls_key_file) == tuple(
+        str(tmp_path / n) for n in ("ca.pem", "client.pem", "client.key")
+    )
+    assert parse_policy(_redis(url="redis://127.0.0.1:6379"), "p.yaml").sources.redis[0].tls_ca_file is None
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ({"url": "redis://127.0.0.1:6379", "tls_ca_file": "CA"}, "tls_ca_file: TLS files need a rediss:// url"),
+        ({"url": "rediss://127.0.0.1:6379", "tls_cert_file": "CA"}, "tls_cert_file and tls_key_file go together"),
+        ({"url": "rediss://127.0.0.1:6379", "tls_ca_file": "/nonexistent/ca.pem"}, "is not a readable file"),
+        ({"url": "rediss://127.0.0.1:6379", "tls_ca": "CA"}, "unknown key 'tls_ca'"),
+    ],
+)
+def test_bad_redis_tls_settings_are_refused(tmp_path, entry, message):
+    (tmp_path / "ca.pem").write_text("x")
+    entry = {k: str(tmp_path / "ca.pem") if v == "CA" else v for k, v in entry.items()}
+    with pytest.raises(PolicyError, match=message) as raised:
+        parse_policy(_redis(**entry), "p.yaml")
+    assert raised.value.exit_code == 2
