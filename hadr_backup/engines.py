@@ -98,6 +98,11 @@ class Engine(Protocol):
         what ``needs(entry)`` of a kept entry names; nothing at all when ``kept`` is empty or says too
         little to anchor on. Optional: ``hadr prune`` removes no stream objects of an engine without it."""
 
+    def forget_stream(self, repo, source_name: str, keys: Sequence[str]) -> None:
+        """Before ``hadr prune`` deletes the stream objects ``keys`` (from ``stream_expired``): take them
+        out of whatever state of the stream records them, so that a repository with them gone (or, after a
+        crash, still there) verifies. Optional: an engine whose stream is its listing needs nothing."""
+
     def verify(self, repo, source_name: str, report, deep: bool) -> None:
         """Add findings about what this source stored to ``report``."""
 

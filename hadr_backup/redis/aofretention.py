@@ -14,9 +14,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from hadr_backup.engines import StreamObject
-from hadr_backup.errors import HadrError
+from hadr_backup.errors import HadrError, ObjectChanged
 from hadr_backup.redis import aoffiles
-from hadr_backup.redis.aofarchive import archived_state
+from hadr_backup.redis.aofarchive import AofArchiveChanged, archived_state
 from hadr_backup.redis.aofrestore import BASE_NAME, ArchivedFile, head_time, last_timestamp
 from hadr_backup.repo import layout
 from hadr_backup.repo.catalog import BackupEntry
@@ -57,8 +57,9 @@ def stream_expired(repo, source: str, kept: Sequence[BackupEntry]) -> list[Strea
     if not instants or not state:
         return []
     records = _records(repo, source, state)
+    pruned = [r for r in records if state["files"][r.name].get("pruned")]  # a prune began removing them
     expired = []
-    for record in expired_aof(records, min(instants)):
+    for record in pruned + expired_aof([r for r in records if r not in pruned], min(instants)):
         expired += [
             StreamObject(info.key, info.size) for info in repo.store.list(layout.aof_file_prefix(source, record.name))
         ]
@@ -73,7 +74,9 @@ def _records(repo, source: str, state: dict) -> list[AofRecord]:
         archived = ArchivedFile(name, int(record.get("seq", 0)), tuple(tuple(p) for p in record.get("pieces", [])))
         is_base = BASE_NAME.match(name) is not None
         start = end = None
-        if archived.pieces and (is_base or name not in current):  # the current incr files stay: unread
+        if (
+            archived.pieces and not record.get("pruned") and (is_base or name not in current)
+        ):  # the current incr files stay: unread
             try:
                 start = head_time(repo, source, archived)
                 end = start if is_base else last_timestamp(repo, source, (archived,))
@@ -81,3 +84,22 @@ def _records(repo, source: str, state: dict) -> list[AofRecord]:
                 start = end = None  # unreadable: its time is unknown, so it stays
         records.append(AofRecord(name, archived.seq, is_base, start, end, name in current))
     return records
+
+
+def forget_files(repo, source: str, keys: Sequence[str], attempts: int = 10) -> None:
+    """Mark the archived files the piece ``keys`` belong to ``pruned`` in the archive state (compare and
+    swap), before the pieces are deleted: `verify repo` no longer expects them, and a prune killed halfway
+    finds them again. A concurrent `hadr archive redis` run sees the state change and retries."""
+    names = {name for key in keys if (name := layout.aof_file_of(source, key))}
+    for _attempt in range(attempts):
+        state, token = repo.read_json_versioned(layout.aof_state(source))
+        if not state or all(state["files"].get(n, {"pruned": True}).get("pruned") for n in names):
+            return
+        for name in names & set(state["files"]):
+            state["files"][name]["pruned"] = True
+        try:
+            repo.put_json_if(layout.aof_state(source), state, token=token)
+            return
+        except ObjectChanged:
+            continue
+    raise AofArchiveChanged(f"{layout.aof_state(source)} kept changing under prune", hint="run hadr prune again")

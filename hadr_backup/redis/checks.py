@@ -81,6 +81,8 @@ def check_aof_archive(repo, source: str, report: Report, deep: bool) -> None:
     listed = aoffiles.parse_manifest(state.get("manifest") or "")
     damaged = False
     for name, record in state["files"].items():
+        if record.get("pruned"):  # `hadr prune` removes (or removed) its pieces
+            continue
         report.count("aof_files")
         damaged |= _check_pieces(repo, source, name, record, stored, report, deep)
     for aof_file in listed.files:

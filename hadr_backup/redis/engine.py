@@ -139,6 +139,9 @@ class RedisEngine:
     def stream_expired(self, repo, source_name: str, kept) -> list[StreamObject]:
         return aofretention.stream_expired(repo, source_name, kept)
 
+    def forget_stream(self, repo, source_name: str, keys) -> None:
+        aofretention.forget_files(repo, source_name, keys)
+
     def meta_json(self, entry: BackupEntry) -> dict:
         return meta_json(entry.meta)
 

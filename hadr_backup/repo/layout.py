@@ -112,6 +112,12 @@ def aof_file_prefix(source: str, file_name: str) -> str:
     return f"{AOF}{source}/{file_name}/"
 
 
+def aof_file_of(source: str, key: str) -> str | None:
+    """The AOF file name an archived piece key of ``source`` belongs to; None for another key."""
+    rest = key[len(aof_prefix(source)) :] if key.startswith(aof_prefix(source)) else ""
+    return rest.split("/", 1)[0] if "/" in rest else None
+
+
 def aof_piece(source: str, file_name: str, start: int, end: int) -> str:
     width = AOF_OFFSET_DIGITS
     return f"{aof_file_prefix(source, file_name)}{start:0{width}d}-{end:0{width}d}"

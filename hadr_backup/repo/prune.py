@@ -141,7 +141,9 @@ def _execute(repo: Repository, plan: PrunePlan, ctx: EngineContext) -> None:
             repo.store.delete_temporary(info)
     ctx.say(f"removed the objects of {plural(len(ids), 'expired backup')}")
     streamed = 0
-    for found in plan.stream.values():
+    for (kind, source), found in plan.stream.items():
+        if forget := getattr(engines.engine(kind), "forget_stream", None):
+            forget(repo, source, [stored.key for stored in found])
         for stored in found:
             repo.store.delete(stored.key)
             streamed += 1

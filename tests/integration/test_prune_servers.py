@@ -153,11 +153,21 @@ def test_redis_prune_removes_the_aof_files_older_than_the_base_the_kept_snapshot
     repo_aof = tmp_path / "repo" / "aof" / SOURCE
     old_pieces = [p for name in old for p in (repo_aof / name).glob("*") if p.is_file()]
     assert old_pieces
-    # 3. prune: generation 1's pieces go, the chain restore reads stays whole
+    # 3. a prune killed after its first piece removal leaves a repository that verifies
+    killed = prune(policy_file, kill_at="stream:1")
+    assert killed.returncode == -9, killed.stderr
+    assert sum(p.exists() for p in old_pieces) == len(old_pieces) - 1
+    verify_passes(policy_file)
+    # 4. the next prune finishes: generation 1's pieces go, the chain restore reads stays whole
     result = assert_schema("prune", hadr_cli(policy_file, "--json", "prune", check=True).stdout)
     assert result["expired"] == []
     assert result["stream"] == [
-        {"kind": "redis", "source": SOURCE, "removed_objects": len(old_pieces), "freed_bytes": result["freed_bytes"]}
+        {
+            "kind": "redis",
+            "source": SOURCE,
+            "removed_objects": len(old_pieces) - 1,
+            "freed_bytes": result["freed_bytes"],
+        }
     ]
     assert not any(p.exists() for p in old_pieces)
     assert (repo_aof / "archive.json").is_file()
