@@ -75,4 +75,13 @@ def _first_unarchived_second(directory: Path, last_incr: str | None, files: dict
     with open(path, "rb") as handle:
         handle.seek(start)
         found = next(aoffiles.timestamps(handle, aoffiles.file_size(path)), None)
-    return found[1] if found else None
+        if found:
+            return found[1]
+        # no annotation since the archived offset: what waits was written in the second of the last one
+        # before it (Redis annotates only when the second changes); archived pieces end on commands
+        for piece_start, piece_end, _sha in reversed(files.get(last_incr, {}).get("pieces", [])):
+            handle.seek(piece_start)
+            seconds = [second for _offset, second in aoffiles.timestamps(handle, piece_end)]
+            if seconds:
+                return seconds[-1]
+    return None

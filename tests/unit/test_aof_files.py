@@ -54,3 +54,16 @@ def test_not_resp_is_an_error(tmp_path: Path) -> None:
     path.write_bytes(b"REDIS0010garbage\r\n")
     with pytest.raises(AofUnreadable):
         complete_end(path, 0, path.stat().st_size)
+
+
+def test_the_age_of_waiting_writes_without_a_new_annotation_is_that_of_the_last_archived_one(tmp_path: Path) -> None:
+    from hadr_backup.redis.aoflag import _first_unarchived_second
+
+    archived = b"#TS:1700000000\r\n" + resp("SET", "a", "1") + b"#TS:1700000005\r\n" + resp("SET", "b", "2")
+    waiting = resp("SET", "c", "3")  # written in the same second as b: Redis adds no annotation
+    (tmp_path / "x.incr.aof").write_bytes(archived + waiting)
+    first = len(b"#TS:1700000000\r\n" + resp("SET", "a", "1"))
+    files = {"x.incr.aof": {"archived": len(archived), "pieces": [[0, first, "-"], [first, len(archived), "-"]]}}
+    assert _first_unarchived_second(tmp_path, "x.incr.aof", files) == 1700000005
+    (tmp_path / "x.incr.aof").write_bytes(archived + b"#TS:1700000009\r\n" + waiting)
+    assert _first_unarchived_second(tmp_path, "x.incr.aof", files) == 1700000009
