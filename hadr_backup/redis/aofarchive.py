@@ -3,10 +3,10 @@ repository as a stream of immutable pieces (as PostgreSQL's WAL is archived).
 
 Each piece is ``aof/<source>/<file>/<start>-<end>``: bytes [start, end) of one AOF file (a base file is
 one piece, whole). The archive's state ``aof/<source>/archive.json`` records per file the offset archived
-so far and its pieces, and the manifest last seen; it is written with compare-and-swap, always after the
-piece it records. A kill at any point therefore leaves either a piece the state does not know yet (the
-rerun finds it at the state's offset, checks that it holds the file's bytes, and adopts it) or nothing
-new: no byte is lost and none is stored twice.
+so far and its pieces, the manifest last seen and the generations seen (aofgenerations.py); it is written
+with compare-and-swap, always after the piece it records. A kill at any point therefore leaves either a
+piece the state does not know yet (the rerun finds it at the state's offset, checks that it holds the
+file's bytes, and adopts it) or nothing new: no byte is lost and none is stored twice.
 
 With ``aof-disable-auto-gc yes`` Redis keeps history files (what a rewrite replaced); hadr removes each
 one once it is archived whole. The settings it needs are checked first (aofsettings.py).
@@ -30,6 +30,7 @@ from hadr_backup.errors import HadrError, LockHeld, ObjectChanged, ObjectExists,
 from hadr_backup.policy.model import Policy
 from hadr_backup.redis import aoffiles
 from hadr_backup.redis.aoffiles import BASE, HISTORY, AofFile
+from hadr_backup.redis.aofgenerations import note_generation
 from hadr_backup.redis.aofsettings import read_settings
 from hadr_backup.redis.wire import Address
 from hadr_backup.repo import layout
@@ -138,7 +139,7 @@ def run_archive_redis(policy: Policy, source_name: str | None = None) -> AofArch
         # 2. every listed file, base and history whole, the last incr up to its last whole command
         for aof_file in manifest.files:
             result.files[aof_file.name] = archive.file(aof_file, growing=aof_file.name == manifest.last_incr)
-        archive.save(manifest.text)
+        archive.save(manifest)  # with the generation it names (aofgenerations.py)
         # 3. history files archived whole leave the AOF directory (auto-gc is off)
         for aof_file in manifest.files:
             if aof_file.type == HISTORY and archive.remove_if_archived(aof_file):
@@ -269,10 +270,12 @@ class _Archive:
         self.save(None)
         return True
 
-    def save(self, manifest: str | None) -> None:
+    def save(self, manifest: aoffiles.Manifest | None) -> None:
+        now = time.time()
         if manifest is not None:
-            self.state["manifest"] = manifest
-        self.state["updated_at"] = time.time()
+            self.state["manifest"] = manifest.text
+            note_generation(self.state, manifest, now)
+        self.state["updated_at"] = now
         try:
             self.token = self.repo.put_json_if(self.key, self.state, token=self.token)
         except ObjectChanged:

@@ -1,14 +1,12 @@
 """``hadr restore redis --to DIR`` from the AOF archive: the state at a second T, as a multi-part AOF.
 
-The chain is what the last archived manifest names: its base (an RDB-preamble ``.rdb`` or an ``.aof``)
-and its incr files in sequence order, each assembled from its archived pieces, every piece checked
-against the SHA-256 the archive state recorded. ``DIR/appendonlydir`` receives the base, one incr file
+A chain is one generation of the archive (aofwindows.py picks it): a base (an RDB-preamble ``.rdb`` or
+an ``.aof``) and the incr files after it in sequence order, each assembled from its archived pieces, every
+piece checked against the SHA-256 the archive state recorded. ``DIR/appendonlydir`` receives the base, one incr file
 (the incr files concatenated, cut before the first ``#TS:`` annotation later than T, by
 ``redis-check-aof --truncate-to-timestamp``) and a manifest naming the two. Redis writes ``#TS:<s>``
 before the first command of each second, so the restored data holds every command of the seconds up
 to T and none after: the instant reached is the last annotation at or before T.
-
-The window is [the base's time (its RDB ``ctime``, or its first ``#TS:``), the last archived ``#TS:``].
 """
 
 from __future__ import annotations
@@ -23,15 +21,11 @@ import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from hadr_backup.errors import HadrError, RestoreFailed
 from hadr_backup.fsutil import durable_write
 from hadr_backup.redis import aoffiles
-from hadr_backup.redis.aofarchive import archived_state
-from hadr_backup.redis.aoffiles import BASE, INCR
 from hadr_backup.repo import layout
-from hadr_backup.timefmt import format_time, rfc3339
 
 AOF_DIR_NAME = "appendonlydir"  # where a restored multi-part AOF goes in --to DIR
 HEAD_BYTES = 4096  # enough of a base file for its RDB aux fields or its first annotation
@@ -47,13 +41,14 @@ class ArchivedFile:
 
 @dataclass(frozen=True)
 class AofChain:
-    """The base and incr files of the last archived manifest, and the window they restore to."""
+    """A base and the incr files after it (one generation, aofwindows.py), and the window they restore to."""
 
     source: str
     base: ArchivedFile
     incrs: tuple[ArchivedFile, ...]
     start: int  # the base's time, unix seconds
-    end: int  # the last archived #TS, unix seconds
+    end: int  # the last second it restores whole, unix seconds
+    current: bool = True  # the last archived manifest's generation; False: a closed one
 
     @property
     def prefix(self) -> str:
@@ -63,49 +58,11 @@ class AofChain:
     def covers(self, second: int) -> bool:
         return self.start <= second <= self.end
 
-    @property
-    def window(self) -> AofWindow:
-        return AofWindow(self.start, self.end, self.base.name)
 
-
-@dataclass(frozen=True)
-class AofWindow:
-    """A Redis source with archived AOF is restorable to any second of [base time, last archived #TS]."""
-
-    start: int
-    end: int
-    base: str
-
-    def to_json(self) -> dict[str, Any]:
-        return {"kind": "aof", "start": rfc3339(self.start), "end": rfc3339(self.end), "base": self.base}
-
-    def describe(self) -> str:
-        span = f"from {format_time(self.start)} to {format_time(self.end)}"
-        return f"AOF archive: {span}, to the second (base {self.base})"
-
-
-def load_chain(repo, source: str) -> AofChain | None:
-    """The archived chain of ``source``; None without an archive whose base is archived whole."""
-    state = archived_state(repo, source)
-    if not state or not state.get("manifest"):
-        return None
-    manifest = aoffiles.parse_manifest(state["manifest"])
-    records = state["files"]
-    bases = [f for f in manifest.files if f.type == BASE]
-    if not bases or not records.get(bases[0].name, {}).get("complete") or not BASE_NAME.match(bases[0].name):
-        return None
-    base = _archived(bases[0], records)
-    incrs = tuple(_archived(f, records) for f in sorted(manifest.files, key=lambda f: f.seq) if f.type == INCR)
-    start = head_time(repo, source, base)
-    if start is None:
-        return None
-    end = last_timestamp(repo, source, incrs)
-    return AofChain(source, base, incrs, start, max(start, end or start))
-
-
-def _archived(aof_file, records: dict) -> ArchivedFile:
-    record = records.get(aof_file.name, {"pieces": []})
-    return ArchivedFile(aof_file.name, aof_file.seq, tuple(tuple(p) for p in record["pieces"]))
+def archived_file(name: str, record: dict | None) -> ArchivedFile:
+    """An archived file as its archive state record says (no record: nothing archived)."""
+    record = record or {"pieces": []}
+    return ArchivedFile(name, int(record.get("seq", 0)), tuple(tuple(p) for p in record["pieces"]))
 
 
 def file_chunks(repo, source: str, archived: ArchivedFile) -> Iterator[bytes]:
@@ -131,15 +88,21 @@ def _damaged(key: str, why: str) -> RestoreFailed:
 def head_time(repo, source: str, archived: ArchivedFile) -> int | None:
     """When an archived file begins: a base's RDB ``ctime`` (or its first ``#TS:``), an incr's first
     ``#TS:``; None when its first bytes hold neither."""
-    head = b""
-    for chunk in file_chunks(repo, source, archived):
-        head += chunk
-        if len(head) >= HEAD_BYTES:
-            break
+    head = head_bytes(repo, source, archived)
     if head.startswith(b"REDIS"):
         return aoffiles.rdb_ctime(head)
     found = next(aoffiles.timestamps(io.BytesIO(head), len(head)), None)
     return found[1] if found else None
+
+
+def head_bytes(repo, source: str, archived: ArchivedFile, size: int = HEAD_BYTES) -> bytes:
+    """The first ``size`` bytes of an archived file (all of it when it is shorter)."""
+    head = b""
+    for chunk in file_chunks(repo, source, archived):
+        head += chunk
+        if len(head) >= size:
+            break
+    return head[:size]
 
 
 def last_timestamp(repo, source: str, incrs: tuple[ArchivedFile, ...]) -> int | None:

@@ -3,7 +3,7 @@
 Each method is a thin call into the module that does the work, imported when it is called (a `hadr
 backup redis` starts without the AOF, restore and check modules): backup (snapshots over the replication
 protocol), restore (to a directory, from a snapshot or the AOF archive), windows (snapshot instants, the
-AOF archive's seconds), aofretention (the AOF files no kept snapshot needs), checks (``hadr check`` and
+seconds of each AOF generation), aofretention (the AOF files no kept snapshot needs), checks (``hadr check`` and
 ``verify repo --deep``).
 """
 
@@ -41,7 +41,7 @@ class RedisEngine:
         return run(ctx.policy, options, ctx.ui)
 
     def windows(self, repo, source_name: str, now: float) -> list[Any]:
-        from hadr_backup.redis.aofrestore import load_chain
+        from hadr_backup.redis.aofwindows import load_chains
         from hadr_backup.redis.status import SnapshotWindow
 
         snapshots = sorted(
@@ -50,9 +50,7 @@ class RedisEngine:
         windows: list[Any] = []
         if snapshots:
             windows.append(SnapshotWindow(tuple(e.consistent_at for e in snapshots), tuple(e.id for e in snapshots)))
-        if chain := load_chain(repo, source_name):
-            windows.append(chain.window)
-        return windows
+        return windows + load_chains(repo, source_name).windows  # one per restorable AOF generation
 
     def status(self, repo, source_name: str, now: float) -> Any:
         from hadr_backup.redis.status import AofArchiveStatus

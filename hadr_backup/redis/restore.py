@@ -1,5 +1,5 @@
-"""``hadr restore redis --to DIR``: the AOF archive when it covers the target (aofrestore.py), else a
-snapshot written to ``DIR/dump.rdb``; either is proven by loading it.
+"""``hadr restore redis --to DIR``: the newest AOF generation whose window covers the target (aofwindows.py,
+written by aofrestore.py), else a snapshot written to ``DIR/dump.rdb``; either is proven by loading it.
 
 The snapshot is the newest complete one whose instant is at or before the target (or the one named, or
 the newest); a target before the oldest exits 2 with the window before anything is written. The RDB is
@@ -22,7 +22,8 @@ from hadr_backup.fsutil import durable_write
 from hadr_backup.policy.model import Policy
 from hadr_backup.postgres.restoredir import refuse_unsafe
 from hadr_backup.redis import KIND
-from hadr_backup.redis.aofrestore import AOF_DIR_NAME, AofChain, load_chain, target_second, write_chain
+from hadr_backup.redis.aofrestore import AOF_DIR_NAME, AofChain, target_second, write_chain
+from hadr_backup.redis.aofwindows import AofChains, load_chains
 from hadr_backup.redis.backup import RDB_NAME
 from hadr_backup.redis.backupmeta import RedisBackupMeta
 from hadr_backup.redis.queuerun import RestoredQueueCheck
@@ -166,16 +167,16 @@ def assemble(policy: Policy, options: RedisRestoreOptions, directory: Path, ui=N
     else a snapshot as dump.rdb, checked against the catalog's SHA-256 while it streams."""
     source = policy.sources.redis_named(options.source)
     with open_repo(policy) as repo:
-        # 1. the AOF archive when it covers the target (a target after it exits 2, before any write)
-        chain = None if options.backup_id else load_chain(repo, source.name)
-        use_aof, second = _aof_target(chain, options)
-        if use_aof:
+        # 1. the newest AOF generation that covers the target (a target after them exits 2, before any write)
+        chains = AofChains() if options.backup_id else load_chains(repo, source.name)
+        chain, second = _aof_target(chains, options)
+        if chain is not None:
             return _write_aof(repo, chain, second, directory, ui)
         # 2. else pick the snapshot, before anything is written
         try:
             entry = pick_snapshot(repo.catalog.select(kind=KIND, source=source.name, state="complete"), options)
         except TargetUnreachable as error:
-            raise error.amend(prefix=f"{chain.window.describe()}; " if chain else "") from None
+            raise error.amend(prefix=f"{chains.describe()}; " if chains.chains else "") from None
         stored = entry.objects[0]
         if problem := repo.object_problem(stored):
             raise RestoreFailed(f"backup {entry.id} cannot be restored: {problem[1]}", hint="hadr verify repo")
@@ -193,20 +194,24 @@ def one_target(options: RedisRestoreOptions) -> None:
         raise UsageError("give one of --backup ID, --latest or --target-time T")
 
 
-def _aof_target(chain: AofChain | None, options: RedisRestoreOptions) -> tuple[bool, int | None]:
-    """Whether the AOF chain restores what ``options`` ask, and the second to cut at (None: all of it).
-    A target after the last archived annotation is outside the window: exit 2."""
-    if chain is None or options.backup_id:
-        return False, None
-    if options.latest:
-        return True, None
-    second = target_second(parse_target_time(options.target_time).timestamp())
-    if second > chain.end:
+def _aof_target(chains: AofChains, options: RedisRestoreOptions) -> tuple[AofChain | None, int | None]:
+    """The generation that restores what ``options`` ask (None: a snapshot does), and the second to cut at
+    (None: all of it). Not covered while a generation cannot be read: that one may be the one, so its error
+    is the answer (exit 1 naming the piece). A target after the last archived annotation: exit 2."""
+    if options.backup_id:
+        return None, None
+    second = None if options.latest else target_second(parse_target_time(options.target_time).timestamp())
+    chain = chains.current if second is None else chains.covering(second)
+    unreadable = chains.unreadable[-1] if chains.unreadable else None
+    if chain is None and unreadable and (second is not None or unreadable[0].current):
+        generation, error = unreadable
+        raise error.amend(prefix=f"the AOF generation of base {generation.base} cannot be read: ")
+    if chain is None and second is not None and chains.end is not None and second > chains.end:
         raise TargetUnreachable(
-            f"{format_time(second)} is after the last archived instant; {chain.window.describe()}",
+            f"{format_time(second)} is after the last archived instant; {chains.describe()}",
             hint="pick a target time within the window (hadr info), or archive first: hadr archive redis",
         )
-    return chain.covers(second), second
+    return chain, second
 
 
 def _write_aof(repo, chain: AofChain, second: int | None, directory: Path, ui) -> Assembled:
