@@ -4,8 +4,10 @@ A restore to an instant T starts from the newest base file written at or before 
 files after it. So with T the oldest instant retention keeps (the oldest kept snapshot), every file wholly
 older than that base can go: an older base, and an incr file whose last ``#TS:`` second is before the base's
 — a rewrite opens the new incr file before it forks the child that writes the base, so an incr file that
-ended before the base began is all in it. The files of the last archived manifest (the chain ``restore
-redis`` reads) are never removed, nor the archive state, nor a file whose time cannot be read.
+ended before the base began is all in it. An incr file of a generation the archive recorded
+(aofgenerations.py) goes with that generation's base, and only with it: a kept generation stays whole. The
+files of the last archived manifest (the current generation) are never removed, nor the archive state, nor a
+file whose time cannot be read. A generation with a removed file is no longer a window (aofwindows.py).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from hadr_backup.engines import StreamObject
 from hadr_backup.errors import HadrError, ObjectChanged
 from hadr_backup.redis import aoffiles
 from hadr_backup.redis.aofarchive import AofArchiveChanged, archived_state
+from hadr_backup.redis.aofgenerations import generations
 from hadr_backup.redis.aofrestore import BASE_NAME, ArchivedFile, head_time, last_timestamp
 from hadr_backup.repo import layout
 from hadr_backup.repo.catalog import BackupEntry
@@ -32,22 +35,29 @@ class AofRecord:
     start: int | None  # when it begins (unix seconds): a base's ctime, an incr's first #TS; None: unknown
     end: int | None  # an incr's last #TS (a base's: its start); None: unknown
     current: bool  # named by the last archived manifest as its base or an incr file
+    generation: str | None = None  # an incr file's: the base of the generation the archive recorded it in
 
 
 def expired_aof(records: Sequence[AofRecord], keep_from: float) -> list[AofRecord]:
-    """The records wholly older than the newest base that begins at or before ``keep_from``."""
+    """The records wholly older than the newest base that begins at or before ``keep_from``; an incr file
+    of a recorded generation goes when its base does."""
     bases = sorted((r for r in records if r.is_base and r.start is not None), key=lambda r: r.start)
     needed = [b for b in bases if b.start <= keep_from]
     if not needed:
         return []
     floor = needed[-1].start
-    gone = []
-    for record in records:
-        if record.current or record.name == needed[-1].name:
-            continue
+
+    def older(record: AofRecord) -> bool:
         moment = record.start if record.is_base else record.end
-        if moment is not None and moment < floor:
-            gone.append(record)
+        return moment is not None and moment < floor
+
+    candidates = [r for r in records if not r.current and r.name != needed[-1].name]
+    gone_bases = {r.name for r in candidates if r.is_base and older(r)}
+    gone = [
+        r
+        for r in candidates
+        if (r.name in gone_bases if r.is_base else r.generation in gone_bases if r.generation else older(r))
+    ]
     return sorted(gone, key=lambda r: (r.start or 0, r.seq))
 
 
@@ -69,6 +79,7 @@ def stream_expired(repo, source: str, kept: Sequence[BackupEntry]) -> list[Strea
 def _records(repo, source: str, state: dict) -> list[AofRecord]:
     manifest = aoffiles.parse_manifest(state.get("manifest") or "")
     current = {f.name for f in manifest.files if f.type in (aoffiles.BASE, aoffiles.INCR)}
+    generation_of = {incr: g.base for g in generations(state) for incr in g.incrs}
     records = []
     for name, record in state.get("files", {}).items():
         archived = ArchivedFile(name, int(record.get("seq", 0)), tuple(tuple(p) for p in record.get("pieces", [])))
@@ -82,7 +93,7 @@ def _records(repo, source: str, state: dict) -> list[AofRecord]:
                 end = start if is_base else last_timestamp(repo, source, (archived,))
             except HadrError:
                 start = end = None  # unreadable: its time is unknown, so it stays
-        records.append(AofRecord(name, archived.seq, is_base, start, end, name in current))
+        records.append(AofRecord(name, archived.seq, is_base, start, end, name in current, generation_of.get(name)))
     return records
 
 

@@ -3,7 +3,8 @@ for ~9 s, BGREWRITEAOF twice in the middle, `hadr archive redis` between; `hadr 
 generation (touching or overlapping); restores to seconds T in the first, middle and last generation each
 equal the oracle at second granularity and use that generation's base; `verify repo` (quick and --deep)
 passes on the three generations and reports a missing piece of the first one, whose restore then fails
-naming it. A generation a prune removed is no longer offered, and a T in it exits 2 with the windows."""
+naming it. A generation a prune removed is no longer offered, and a T in it exits 2 with the windows; a
+state written before generations were recorded offers its current generation only."""
 
 from __future__ import annotations
 
@@ -123,6 +124,7 @@ def test_a_pruned_generation_is_not_offered_and_a_target_in_it_exits_2(redis_fac
     rewrite(server)
     run_writer_archiving(server, policy_file, seconds=1.5, archive_every=1.0)
     hadr_cli(policy_file, "backup", "redis", check=True)
+    time.sleep(1.1)  # base 3 begins a second after the snapshot: the snapshot needs generation 2
     rewrite(server)
     archive(policy_file)
     old_window, *_ = aof_windows(policy_file)
@@ -147,3 +149,13 @@ def test_a_pruned_generation_is_not_offered_and_a_target_in_it_exits_2(redis_fac
     assert "before the oldest snapshot" in done.stderr and "appendonly.aof.2.base.rdb" in done.stderr, done.stderr
     assert "appendonly.aof.1.base.rdb" not in done.stderr
     assert list(untouched.iterdir()) == []
+
+    # 4. a state written before generations were recorded knows only its current one; archiving records it
+    with open_repo(load_policy(str(policy_file)), write=True, lock=False, catalog=False) as repo:
+        state, token = repo.read_json_versioned(layout.aof_state(SOURCE))
+        del state["generations"]
+        repo.put_json_if(layout.aof_state(SOURCE), state, token=token)
+    assert [w["base"] for w in aof_windows(policy_file)] == ["appendonly.aof.3.base.rdb"]
+    verify_passes(policy_file)
+    archive(policy_file)
+    assert list(state_of(policy_file)["generations"]) == ["appendonly.aof.3.base.rdb"]

@@ -191,3 +191,21 @@ def test_an_incr_file_that_ended_in_the_second_of_the_base_stays() -> None:
     assert expired_aof(records, 150) == []  # the oldest kept instant needs base 1
     unknown = [AofRecord("appendonly.aof.1.base.rdb", 1, True, None, None, False), *records[1:]]
     assert [r.name for r in expired_aof(unknown, 300)] == ["appendonly.aof.1.incr.aof"]
+
+
+def test_an_incr_file_of_a_recorded_generation_goes_with_its_base_and_only_with_it() -> None:
+    """The archive recorded which generation each incr file is of: base 1's incr file, ended in the second
+    of base 2, goes with base 1; base 2's, whose last #TS is before base 2's ctime (the fork fell at the end
+    of a second), stays with it."""
+    records = [
+        AofRecord("appendonly.aof.1.base.rdb", 1, True, 100, 100, False),
+        AofRecord("appendonly.aof.1.incr.aof", 1, False, 101, 200, False, "appendonly.aof.1.base.rdb"),
+        AofRecord("appendonly.aof.2.base.rdb", 2, True, 200, 200, False),
+        AofRecord("appendonly.aof.2.incr.aof", 2, False, 199, 199, False, "appendonly.aof.2.base.rdb"),
+        AofRecord("appendonly.aof.3.base.rdb", 3, True, 300, 300, True),
+        AofRecord("appendonly.aof.3.incr.aof", 3, False, 300, 350, True, "appendonly.aof.3.base.rdb"),
+    ]
+    assert [r.name for r in expired_aof(records, 250)] == ["appendonly.aof.1.base.rdb", "appendonly.aof.1.incr.aof"]
+    unknown_time = [AofRecord("appendonly.aof.1.base.rdb", 1, True, None, None, False), *records[1:]]
+    assert expired_aof(unknown_time, 250) == []  # a base whose time cannot be read stays, its incr with it
+    assert {r.name for r in expired_aof(records, 320)} == {r.name for r in records[:4]}
