@@ -216,7 +216,8 @@ def _aof_target(chains: AofChains, options: RedisRestoreOptions) -> tuple[AofCha
 
 def _write_aof(repo, chain: AofChain, second: int | None, directory: Path, ui) -> Assembled:
     if ui is not None:
-        ui.info(f"restoring the AOF archive of {chain.source} up to {format_time(second or chain.end)}")
+        generation = f"the generation of {chain.base.name}" + ("" if chain.current else ", closed by a rewrite,")
+        ui.info(f"restoring {generation} of the AOF archive of {chain.source} up to {format_time(second or chain.end)}")
     reached, files = write_chain(repo, chain, directory, second)
     size = sum((directory / AOF_DIR_NAME / name).stat().st_size for name in files)
     return Assembled(chain.source, directory, reached, size, files, aof_name=chain.prefix)

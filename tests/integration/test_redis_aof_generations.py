@@ -113,6 +113,19 @@ def test_every_generation_restores_to_the_second_and_verifies(redis_factory, tmp
     assert key.rsplit("/", 1)[-1] in done.stderr and "damaged or missing" in done.stderr, done.stderr
     assert not to.exists()
 
+    # 5. its last piece missing too: the generation cannot be read, so it is no window; the others still are,
+    # and a restore into it fails naming the piece instead of falling back
+    start, end, _sha = state["files"][first_incr]["pieces"][-1]
+    last_key = layout.aof_piece(SOURCE, first_incr, start, end)
+    (tmp_path / "repo" / last_key).unlink()
+    assert [w["base"] for w in aof_windows(policy_file)] == [w["base"] for w in windows[1:]]
+    done = restore(policy_file, to, "--target-time", utc(only_in[0][-1]), expect=1)
+    assert "appendonly.aof.1.base.rdb cannot be read" in done.stderr, done.stderr
+    assert last_key.rsplit("/", 1)[-1] in done.stderr and not to.exists()
+    deep = hadr_cli(policy_file, "--json", "verify", "repo", "--deep")
+    findings = assert_schema("verify-repo", deep.stdout)["findings"]
+    assert deep.returncode == 3 and {f["code"] for f in findings if f["level"] == "error"} == {"aof-piece-missing"}
+
 
 def test_a_pruned_generation_is_not_offered_and_a_target_in_it_exits_2(redis_factory, tmp_path: Path) -> None:
     server = archivable(redis_factory)
