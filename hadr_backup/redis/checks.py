@@ -194,7 +194,7 @@ def _check_chains(repo, source: str, subject: str, damaged: set[str], report: Re
     for generation, error in chains.unreadable:
         if not damaged & {generation.base, *generation.incrs}:  # else its damaged piece is the finding
             report.add(ERROR, "aof-chain-unusable", subject, f"generation of base {generation.base}: {error.message}")
-    if chains.current is None and not any(g.current for g, _error in chains.unreadable):
+    if chains.current is None and not any(g.current for g, _error in chains.unreadable) and report.passed:
         report.add(ERROR, "aof-chain-unusable", subject, "no current base archived whole with a time to start from")
     for chain in chains.chains:
         if not damaged & {chain.base.name, *(f.name for f in chain.incrs)}:

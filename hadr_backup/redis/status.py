@@ -1,5 +1,5 @@
 """What `hadr info` shows of a Redis source: the snapshot instants it restores to, and the AOF archive's
-state and lag (the window the AOF archive restores to is aofrestore.AofWindow)."""
+state and lag (the windows of the AOF archive, one per generation, are aofwindows.AofWindow)."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ class SnapshotWindow:
 
 @dataclass(frozen=True)
 class AofArchiveStatus:
-    """What `hadr archive redis` stored (the window it restores to is an AofWindow)."""
+    """What `hadr archive redis` stored (the windows it restores to are AofWindows)."""
 
     files: int
     archived_bytes: int
