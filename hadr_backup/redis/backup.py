@@ -4,6 +4,7 @@ No access to the Redis host's disk is needed: the server forks and sends the RDB
 would to a replica (snapshot.py), and the bytes flow through the pipeline (zstd, AES-GCM, SHA-256)
 straight into the repository. A second connection reads INFO and the server's clock before SYNC and
 once the RDB begins to arrive (the fork is done by then): that instant is what the snapshot represents.
+SYNC goes out before the repository is opened, so the server's fork and first RDB bytes overlap with it.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 from hadr_backup.policy.model import Policy
 from hadr_backup.redis import KIND
 from hadr_backup.redis.backupmeta import RedisBackupMeta
-from hadr_backup.redis.snapshot import SnapshotFailed, Transfer, rdb_chunks, start_sync
+from hadr_backup.redis.snapshot import SnapshotFailed, Transfer, rdb_chunks, start_sync, wait_preamble
 from hadr_backup.redis.wire import Address, Connection, RedisError, keys_per_db, parse_info
 from hadr_backup.repo.repository import open_repo
 from hadr_backup.timefmt import format_time, rfc3339
@@ -81,18 +82,27 @@ def run_backup_redis(policy: Policy, source_name: str | None = None, ui=None) ->
     address = Address.of_source(source)
     began = time.monotonic()
     # 1. learn about the server on a control connection (fails early on a wrong password)
-    with Connection(address) as control:
+    with Connection(address) as control, Connection(address) as replica:
         server = _inspect(control)
         warnings = _delay_warning(server, ui)
+        # 2. SYNC first: the server forks and writes the RDB while the repository opens
+        transfer, after = Transfer(), {}
+        sync_at = server.now(time.time())
+        start_sync(replica)
+        preamble = wait_preamble(replica, transfer, lambda: after.update(parse_info(control.call("INFO", "keyspace"))))
         with open_repo(policy, write=True) as repo:
-            # 2. record the backup as running before any data is stored
+            # 3. record the backup as running before any data is stored
             entry = repo.begin_backup(KIND, source.name, {"redis_version": server.info.get("redis_version", "")})
             try:
-                # 3. SYNC on a second connection; stream the RDB into the repository
-                transfer, sync_at, after = _stream(repo, entry, address, server, control)
+                # 4. stream the RDB into the repository
+                transfer.stored = repo.put_object(
+                    entry.object_prefix + RDB_NAME, rdb_chunks(replica, transfer, preamble)
+                )
+                if not transfer.ended:
+                    raise SnapshotFailed("the RDB stream ended before its end")
                 snapshot_at = server.now(transfer.header_at)
                 meta = _meta(entry, server, transfer, after, sync_at, snapshot_at)
-                # 4. only now is it restorable
+                # 5. only now is it restorable
                 repo.finish_backup(entry, [transfer.stored], meta.to_meta(), consistent_at=snapshot_at)
             except BaseException as error:
                 repo.abandon_backup(entry, error)
@@ -141,21 +151,6 @@ def _delay_warning(server: _Server, ui) -> list[str]:
     if ui is not None:
         ui.info(f"{note}; {DELAY_HINT}")
     return [f"{note} ({DELAY_HINT})"]
-
-
-def _stream(repo, entry, address: Address, server: _Server, control: Connection):
-    transfer = Transfer()
-    after: dict[str, str] = {}
-    with Connection(address) as replica:
-        sync_at = server.now(time.time())
-        start_sync(replica)
-        chunks = rdb_chunks(
-            replica, transfer, on_header=lambda: after.update(parse_info(control.call("INFO", "keyspace")))
-        )
-        transfer.stored = repo.put_object(entry.object_prefix + RDB_NAME, chunks)
-    if not transfer.ended:
-        raise SnapshotFailed("the RDB stream ended before its end")
-    return transfer, sync_at, after
 
 
 def _meta(

@@ -55,12 +55,18 @@ def start_sync(conn: Connection) -> None:
     conn.send("SYNC")
 
 
-def rdb_chunks(conn: Connection, transfer: Transfer, on_header: Callable[[], None] | None = None) -> Iterator[bytes]:
-    """The RDB bytes of the SYNC reply on ``conn``, checked as they pass; ``transfer`` says what came."""
+def wait_preamble(conn: Connection, transfer: Transfer, on_header: Callable[[], None] | None = None) -> bytes:
+    """Wait for the SYNC reply's preamble (the server has forked: ``transfer.header_at`` is the instant
+    the snapshot represents), then call ``on_header``; the RDB bytes follow (``rdb_chunks``)."""
     preamble = _preamble(conn)
     transfer.header_at = time.time()
     if on_header is not None:
         on_header()
+    return preamble
+
+
+def rdb_chunks(conn: Connection, transfer: Transfer, preamble: bytes) -> Iterator[bytes]:
+    """The RDB bytes after ``preamble`` on ``conn``, checked as they pass; ``transfer`` says what came."""
     checker = _Checker(transfer)
     if preamble.startswith(b"EOF:"):
         transfer.form = "diskless"
