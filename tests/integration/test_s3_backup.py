@@ -15,12 +15,11 @@ from hadr_backup.objectstore.manifest import mirror_records, open_content
 from hadr_backup.objectstore.mirror import run_backup_s3
 from hadr_backup.objectstore.versions import state_at
 from hadr_backup.policy.load import load_policy
-from hadr_backup.procs import free_port
 from hadr_backup.repo import layout
 from hadr_backup.repo.repository import init_repo, open_repo
 from hadr_backup.sandbox.servers import S3Server
 from tests.helpers import hadr_cli
-from tests.integration.s3_support import bucket_policy, source_records, versioned_bucket, write_history
+from tests.integration.s3_support import another_s3, bucket_policy, source_records, versioned_bucket, write_history
 from tests.schema_check import assert_schema
 
 
@@ -133,12 +132,8 @@ def test_cli_run_json_list_info_and_verify(s3_server, tmp_path: Path) -> None:
 def authenticating_s3(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[S3Server]:
     """A moto server that checks credentials after its first 40 requests (``authenticate_from_now``)."""
     monkeypatch.setenv("INITIAL_NO_AUTH_ACTION_COUNT", "40")
-    server = S3Server(free_port(), tmp_path / "moto-auth")
-    server.start()
-    try:
+    with another_s3(tmp_path / "moto-auth") as server:
         yield server
-    finally:
-        server.stop()
 
 
 def authenticate_from_now(client) -> None:
