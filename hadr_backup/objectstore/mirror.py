@@ -124,22 +124,25 @@ def run_backup_s3(
                 stored.append(manifest)
                 _say(ui, f"{bucket}: {plural(run.new, 'new record')} of {run.records} listed")
             # 4. complete: the instant before the first listing began is what the run describes
-            meta = _meta(target, buckets)
-            repo.finish_backup(entry, stored, meta, consistent_at=started)
+            repo.finish_backup(entry, stored, _meta(target, buckets), consistent_at=started)
         except BaseException as error:
             repo.abandon_backup(entry, error)
             raise
+    return _result(entry, target, started, buckets, time.monotonic() - began)
+
+
+def _result(entry, target, started: float, buckets: dict[str, BucketRun], seconds: float) -> S3BackupResult:
     return S3BackupResult(
         backup_id=entry.id,
-        source=source.name,
+        source=entry.source,
         state=entry.state,
         mode=target.mode,
         parent=entry.parent,
         consistent_at=started,
         buckets=buckets,
-        mirror=meta.get("mirror"),
+        mirror=target.describe() or None,
         stored_size=entry.stored_size + sum(run.written for run in buckets.values()),
-        seconds=time.monotonic() - began,
+        seconds=seconds,
         warnings=_warnings(buckets),
     )
 

@@ -126,6 +126,12 @@ def test_cli_run_json_list_info_and_verify(s3_server, tmp_path: Path) -> None:
     verified = assert_schema("verify-repo", hadr_cli(policy_file, "--json", "verify", "repo", "--deep").stdout)
     assert verified["passed"] and verified["checked"]["s3_manifests"] == 3
     assert verified["checked"]["s3_records"] == count
+    checked = hadr_cli(policy_file, "--json", "check")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    findings = {(f["code"], f["subject"]): f["level"] for f in assert_schema("check", checked.stdout)["findings"]}
+    assert findings[("bucket-listable", bucket)] == findings[("versioning-on", bucket)] == "ok"
+    listed = hadr_cli(policy_file, "list", check=True).stdout
+    assert f"{count} records" in listed and "repository" in listed
 
 
 @pytest.fixture
