@@ -22,6 +22,8 @@ from tests.helpers import hadr_cli
 from tests.integration.s3_support import another_s3, bucket_policy, source_records, versioned_bucket, write_history
 from tests.schema_check import assert_schema
 
+BIG = bytes(range(256)) * (9 * 4096 + 17)  # 9 MiB and a bit: more than copy.INLINE_MAX
+
 
 def page_size_with_markers_on_edges(client, bucket: str) -> int:
     """A page size at which some page of the listing ends on a delete marker."""
@@ -106,6 +108,7 @@ def test_cli_run_json_list_info_and_verify(s3_server, tmp_path: Path) -> None:
     client = s3_server.client()
     bucket = versioned_bucket(client, f"cli-{time.time_ns()}")
     write_history(client, bucket, keys=20, rounds=3)
+    client.put_object(Bucket=bucket, Key="big.bin", Body=BIG)  # above INLINE_MAX: hashed, then streamed
     count = len(source_records(client, bucket))
     policy_file = bucket_policy(tmp_path, s3_server.endpoint_url, [bucket])
     hadr_cli(policy_file, "init", check=True)
@@ -123,6 +126,10 @@ def test_cli_run_json_list_info_and_verify(s3_server, tmp_path: Path) -> None:
     assert source["restorable_window"][0]["kind"] == "s3-runs"
     assert source["archive"]["buckets"][0]["versioning"] == "enabled"
     assert source["archive"]["buckets"][0]["window"] == "unbounded"
+    with open_repo(load_policy(str(policy_file))) as repo:
+        (big,) = [r for r in mirror_records(repo, "items", bucket) if r.key == "big.bin"]
+        assert big.sha256 == hashlib.sha256(BIG).hexdigest()
+        assert b"".join(open_content(repo, load_policy(str(policy_file)), big)) == BIG
     verified = assert_schema("verify-repo", hadr_cli(policy_file, "--json", "verify", "repo", "--deep").stdout)
     assert verified["passed"] and verified["checked"]["s3_manifests"] == 3
     assert verified["checked"]["s3_records"] == count

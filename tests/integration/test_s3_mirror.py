@@ -22,7 +22,7 @@ from hadr_backup.sandbox.servers import S3Server
 from tests.faultproxy import FaultProxy
 from tests.helpers import hadr_cli
 from tests.integration.s3_support import another_s3, bucket_policy, source_records, versioned_bucket, write_history
-from tests.integration.test_s3_backup import current, identities
+from tests.integration.test_s3_backup import BIG, current, identities
 from tests.schema_check import assert_schema
 
 
@@ -66,6 +66,7 @@ def test_mirror_to_another_endpoint_and_server_side_on_the_same(s3_server, secon
     client, other = s3_server.client(), second_s3.client()
     bucket = versioned_bucket(client, f"src-{time.time_ns()}")
     write_history(client, bucket, keys=30, rounds=4)
+    client.put_object(Bucket=bucket, Key="items/big.bin", Body=BIG)  # read here, written as a multipart upload
     away = versioned_bucket(other, "dr-copy")
     policy_file = bucket_policy(
         tmp_path, s3_server.endpoint_url, [bucket], mirror=mirror_entry(second_s3, away, prefix="site-a")
