@@ -19,6 +19,7 @@ from dataclasses import asdict
 from typing import NamedTuple
 
 from hadr_backup.errors import HadrError, ObjectExists, SourceChecksumMismatch, VersionGone
+from hadr_backup.objectstore.adopt import Leftovers
 from hadr_backup.objectstore.client import BucketClient
 from hadr_backup.objectstore.manifest import MIRROR, REPOSITORY, Content, MirroredRecord
 from hadr_backup.objectstore.versions import VersionRecord
@@ -193,6 +194,10 @@ class MirrorTarget:
 
     def __init__(self, mirror: BucketMirror, client: BucketClient, server_side: bool):
         self.mirror, self.client, self.server_side = mirror, client, server_side
+        self.leftovers: Leftovers | None = None  # set after a failed run: its copies are adopted
+
+    def adopt_since(self, since: float) -> None:
+        self.leftovers = Leftovers(self.client, self.mirror.bucket, since)
 
     def describe(self) -> dict:
         return {
@@ -209,6 +214,10 @@ class MirrorTarget:
         if record.deleted:
             return marker(record)
         destination = self.key_of(reader.bucket, record.key)
+        adopted = self.leftovers.adopt(record, destination) if self.leftovers is not None else None
+        if adopted is not None:  # a killed run's copy: recorded now, not copied again
+            content = Content(MIRROR, destination, bucket=self.mirror.bucket, version_id=adopted[0])
+            return Copied(mirrored(record, adopted[1], content), record.size, 0)
         try:
             if self.server_side and record.size <= 5 << 30:
                 version_id, sha = self._server_side(reader, record, destination)

@@ -27,6 +27,7 @@ from hadr_backup.objectstore.versions import PAGE_SIZE, list_versions
 from hadr_backup.policy.model import BucketSource, Policy
 from hadr_backup.repo import layout
 from hadr_backup.repo.catalog import StoredObject
+from hadr_backup.repo.lock import CLOCK_MARGIN
 from hadr_backup.repo.repository import open_repo
 from hadr_backup.timefmt import format_time, rfc3339
 from hadr_backup.ui import plural
@@ -112,6 +113,8 @@ def run_backup_s3(
     with open_repo(policy, write=True) as repo:
         target = mirror or RepositoryTarget(repo)
         runs = complete_runs(repo, source.name)
+        if mirror is not None and (failed := _failed_since(repo, source.name, runs)) is not None:
+            mirror.adopt_since(failed.started_at - CLOCK_MARGIN)
         # 2. record the run as running (heartbeat) before anything is copied
         entry = repo.begin_backup(KIND, source.name, {"mode": target.mode})
         entry.parent = runs[-1].id if runs else None
@@ -174,6 +177,14 @@ def _copy_bucket(repo, entry, source: BucketSource, client, target, bucket: str,
 
 def _is_marker(record) -> bool:
     return record.deleted
+
+
+def _failed_since(repo, source_name: str, runs: list):
+    """The oldest run of the source that failed after its newest complete one (its copies may be in the
+    mirror, unrecorded); None when there is none."""
+    after = runs[-1].started_at if runs else 0.0
+    failed = [e for e in repo.catalog.select(kind=KIND, source=source_name, state="failed") if e.started_at > after]
+    return failed[0] if failed else None
 
 
 def prove_listable(client: BucketClient, bucket: str) -> None:
