@@ -39,13 +39,18 @@ LIST_VERSIONS = int(os.environ.get("HADR_BENCH_S3_LIST_VERSIONS", 100_000))
 WORKERS = 16
 COMPETITOR = f"rclone copy --transfers {WORKERS}"
 HADR = [sys.executable, "-m", "hadr_backup"]
+# hadr's listing (retrying client, document order restored), with patient timeouts: moto answers a page of a
+# 100k-version bucket slowly
 LISTER = """
 import resource, sys
-from hadr_backup.objectstore.client import ListingClient, source_client
+from botocore.config import Config
+from hadr_backup.objectstore.client import BucketClient, ListingClient
 from hadr_backup.objectstore.versions import list_versions
-from hadr_backup.policy.model import BucketSource
-source = BucketSource("bench", sys.argv[1], (sys.argv[2],), access_key="testing", secret_key="testing")
-count = sum(1 for _ in list_versions(ListingClient(source_client(source)), sys.argv[2]))
+from hadr_backup.repo.s3 import _session
+config = Config(connect_timeout=600, read_timeout=600, s3={"addressing_style": "path"})
+client = _session().client("s3", endpoint_url=sys.argv[1], region_name="us-east-1", aws_access_key_id="testing",
+                           aws_secret_access_key="testing", config=config)
+count = sum(1 for _ in list_versions(ListingClient(BucketClient(client, sys.argv[1], "bench")), sys.argv[2]))
 print(count, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 """
 
@@ -106,6 +111,12 @@ def listing_rss(endpoint: str, bucket: str, env: dict) -> tuple[int, float]:
     return int(count), float(rss)
 
 
+def shown(figure: Figure) -> Figure:
+    """Each figure on stderr as soon as it is measured (a later failure does not lose it)."""
+    print(f"  {figure.name}: {figure.ours:,.2f} vs {figure.theirs} {figure.unit}", file=sys.stderr, flush=True)
+    return figure
+
+
 def run() -> list[Figure]:
     if not shutil.which("rclone"):
         raise RuntimeError("rclone is not installed: apt-get install -y rclone (scripts/setup.sh --bench)")
@@ -120,6 +131,10 @@ def run() -> list[Figure]:
 
 
 def _figures(work: Path, server: S3Server) -> list[Figure]:
+    return _mirror_figures(work, server) + _listing_figures(server)
+
+
+def _mirror_figures(work: Path, server: S3Server) -> list[Figure]:
     client, endpoint = server.client(), server.endpoint_url
     keys = [f"data/{index:06d}.bin" for index in range(OBJECTS)]
     source = versioned(client, "bench-source")
@@ -132,24 +147,39 @@ def _figures(work: Path, server: S3Server) -> list[Figure]:
     hadr_run = [*HADR, "--policy", str(policy), "backup", "s3"]
     rclone_run = ["rclone", "copy", "--transfers", str(WORKERS), "bench:bench-source", "bench:bench-rclone"]
     ours, theirs = measured(hadr_run, env), measured(rclone_run, rclone_env(endpoint))
+    what = f"{OBJECTS:,} objects of 1-64 KiB"
+    figures = [
+        shown(
+            Figure(
+                f"s3 mirror, {what}",
+                OBJECTS / ours[0],
+                OBJECTS / theirs[0],
+                "objects/s",
+                True,
+                COMPETITOR,
+                "ratio >= 1.0",
+            )
+        ),
+        shown(Figure(f"s3 mirror CPU, {what}", ours[1], theirs[1], "s", False, COMPETITOR, "")),
+    ]
     changed = keys[:: max(1, round(1 / CHANGED))] if CHANGED > 0 else []
     fill(client, source, changed, seed=2)
-    ours_again, theirs_again = measured(hadr_run, env), measured(rclone_run, rclone_env(endpoint))
-    fill_versions(client, LIST_VERSIONS)
-    small = listing_rss(endpoint, "bench-list-small", env)
-    large = listing_rss(endpoint, "bench-list", env)
-    what = f"{OBJECTS:,} objects of 1-64 KiB"
-    rate = lambda seconds: OBJECTS / seconds  # noqa: E731
-    return [
-        Figure(f"s3 mirror, {what}", rate(ours[0]), rate(theirs[0]), "objects/s", True, COMPETITOR, "ratio >= 1.0"),
-        Figure(f"s3 mirror CPU, {what}", ours[1], theirs[1], "s", False, COMPETITOR, ""),
-        Figure(f"s3 rerun after {len(changed):,} changed", ours_again[0], theirs_again[0], "s", False, COMPETITOR, ""),
-        Figure(
-            f"s3 rerun CPU after {len(changed):,} changed", ours_again[1], theirs_again[1], "s", False, COMPETITOR, ""
-        ),
-        Figure(f"s3 listing peak RSS, {small[0]:,} versions", small[1], None, "MB", False, "-", ""),
-        Figure(f"s3 listing peak RSS, {large[0]:,} versions", large[1], None, "MB", False, "-", "< 150"),
+    ours, theirs = measured(hadr_run, env), measured(rclone_run, rclone_env(endpoint))
+    return figures + [
+        shown(Figure(f"s3 rerun after {len(changed):,} changed", ours[0], theirs[0], "s", False, COMPETITOR, "")),
+        shown(Figure(f"s3 rerun CPU after {len(changed):,} changed", ours[1], theirs[1], "s", False, COMPETITOR, "")),
     ]
+
+
+def _listing_figures(server: S3Server) -> list[Figure]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    fill_versions(server.client(), LIST_VERSIONS)
+    figures = []
+    for bucket in ("bench-list-small", "bench-list"):
+        count, rss = listing_rss(server.endpoint_url, bucket, env)
+        target = "< 150" if bucket == "bench-list" else ""
+        figures.append(shown(Figure(f"s3 listing peak RSS, {count:,} versions", rss, None, "MB", False, "-", target)))
+    return figures
 
 
 def fill_versions(client, versions: int) -> None:
