@@ -102,12 +102,12 @@ class S3Engine:
         return [("mode", entry.meta.get("mode", "?")), ("new", f"{plural(new, 'record')}, {size} bytes")]
 
     def needs(self, entry: BackupEntry) -> Needs:
-        """Its manifests and description; its parent's manifests (runs are incremental: a run restores
-        only with every earlier run of its source). The content the manifests reference is shared by
-        runs and sources: ``checks.referenced_content`` says which of it the kept entries need."""
+        """Its manifests and description; its parent's manifests, recorded when it completed (runs are
+        incremental: a run restores only with every earlier run of its source). The content the manifests
+        reference is shared by runs and sources: ``checks.referenced_content`` says which of it the kept
+        entries need."""
         own = [*run_manifests(entry).values(), layout.backup_description(entry.kind, entry.source, entry.id)]
-        parent = [layout.s3_manifest(entry.source, entry.parent, b) for b in entry.meta.get("buckets", {})]
-        return Needs(objects=tuple(own), stream_keys=tuple(parent) if entry.parent else ())
+        return Needs(objects=tuple(own), stream_keys=tuple(entry.needs))
 
     def meta_json(self, entry: BackupEntry) -> dict:
         return entry.meta

@@ -22,7 +22,7 @@ from hadr_backup.objectstore import KIND
 from hadr_backup.objectstore.client import BucketClient, ListingClient, mirror_client, same_account, source_client
 from hadr_backup.objectstore.copy import Copied, MirrorTarget, RepositoryTarget, SourceReader
 from hadr_backup.objectstore.incremental import ordered_pool, unseen
-from hadr_backup.objectstore.manifest import complete_runs, manifest_lines, mirror_records
+from hadr_backup.objectstore.manifest import complete_runs, manifest_lines, mirror_records, run_manifests
 from hadr_backup.objectstore.versions import PAGE_SIZE, list_versions
 from hadr_backup.policy.model import BucketSource, Policy
 from hadr_backup.repo import layout
@@ -127,7 +127,8 @@ def run_backup_s3(
                 stored.append(manifest)
                 _say(ui, f"{bucket}: {plural(run.new, 'new record')} of {run.records} listed")
             # 4. complete: the instant before the first listing began is what the run describes
-            repo.finish_backup(entry, stored, _meta(target, buckets), consistent_at=started)
+            parent = list(run_manifests(runs[-1]).values()) if runs else []  # incremental on it
+            repo.finish_backup(entry, stored, _meta(target, buckets), consistent_at=started, needs=parent)
         except BaseException as error:
             repo.abandon_backup(entry, error)
             raise

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from hadr_backup import engines
+from hadr_backup.objectstore.checks import referenced_content
 from hadr_backup.objectstore.manifest import mirror_records, open_content
 from hadr_backup.objectstore.mirror import run_backup_s3
 from hadr_backup.objectstore.versions import state_at
@@ -133,6 +135,15 @@ def test_cli_run_json_list_info_and_verify(s3_server, tmp_path: Path) -> None:
     verified = assert_schema("verify-repo", hadr_cli(policy_file, "--json", "verify", "repo", "--deep").stdout)
     assert verified["passed"] and verified["checked"]["s3_manifests"] == 3
     assert verified["checked"]["s3_records"] == count
+    assert verified["checked"]["needed_objects"] == 2  # each later run needs its parent's manifest
+    with open_repo(load_policy(str(policy_file))) as repo:
+        first_run, second_run, _third = repo.catalog.select(kind="s3")
+        needs = engines.engine("s3").needs(second_run)
+        assert needs.stream_keys == (layout.s3_manifest("items", first_run.id, bucket),)
+        assert layout.s3_manifest("items", second_run.id, bucket) in needs.objects
+        assert referenced_content(repo, [first_run]) == {
+            r.content.key for r in mirror_records(repo, "items", bucket) if r.content is not None
+        }
     checked = hadr_cli(policy_file, "--json", "check")
     assert checked.returncode == 0, checked.stdout + checked.stderr
     findings = {(f["code"], f["subject"]): f["level"] for f in assert_schema("check", checked.stdout)["findings"]}
