@@ -6,9 +6,11 @@ bucket on the same endpoint — server-side copies on both sides (hadr: CopyObje
 SHA-256 checksum, 16 workers; rclone: its S3 server-side copy, 16 transfers). Then ``HADR_BENCH_S3_CHANGED``
 (default 1 %) of the objects are overwritten and each side runs again: hadr copies the new versions only, rclone
 compares and copies the changed objects. Figures: objects per second (wall), CPU seconds (user + sys of the
-command; the moto server's CPU is counted on neither side), and the peak RSS of a process that streams a listing
-of ``HADR_BENCH_S3_LIST_VERSIONS`` (default 100,000) versions through ``list_versions`` (and the same for a tenth
-of them: memory must not grow with the listing). rclone needs ``AWS_CA_BUNDLE`` unset; it is configured by
+command; the moto server's CPU is counted on neither side), and the peak RSS (VmHWM) of a process that streams a
+listing of ``HADR_BENCH_S3_LIST_VERSIONS`` (default 100,000) versions through hadr's listing (and the same for a
+tenth of them: memory must not grow with the listing), answered by a stand-in endpoint that generates the pages
+(``VersionPages``; moto held 16 GB for 100k versions). ``HADR_BENCH_S3_OBJECTS=0`` measures the listing only.
+rclone needs ``AWS_CA_BUNDLE`` unset; it is configured by
 ``RCLONE_CONFIG_BENCH_*`` environment variables.
 """
 
@@ -21,9 +23,12 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import yaml
 from runner import ROOT, Figure
@@ -42,7 +47,7 @@ HADR = [sys.executable, "-m", "hadr_backup"]
 # hadr's listing (retrying client, document order restored), with patient timeouts: moto answers a page of a
 # 100k-version bucket slowly
 LISTER = """
-import resource, sys
+import sys
 from botocore.config import Config
 from hadr_backup.objectstore.client import BucketClient, ListingClient
 from hadr_backup.objectstore.versions import list_versions
@@ -51,7 +56,8 @@ config = Config(connect_timeout=600, read_timeout=600, s3={"addressing_style": "
 client = _session().client("s3", endpoint_url=sys.argv[1], region_name="us-east-1", aws_access_key_id="testing",
                            aws_secret_access_key="testing", config=config)
 count = sum(1 for _ in list_versions(ListingClient(BucketClient(client, sys.argv[1], "bench")), sys.argv[2]))
-print(count, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+peak = next(line for line in open("/proc/self/status") if line.startswith("VmHWM:"))  # reset by exec
+print(count, int(peak.split()[1]) / 1024)
 """
 
 
@@ -69,10 +75,13 @@ def measured(argv: list[str], env: dict) -> tuple[float, float]:
 
 def fill(client, bucket: str, keys: list[str], seed: int) -> None:
     """Put one object of 1–64 KiB per key (random bytes from ``seed``), 16 at a time."""
-    rng = random.Random(seed)
-    bodies = {key: rng.randbytes(rng.randint(1, 64) << 10) for key in keys}
+
+    def put(key: str) -> None:
+        rng = random.Random(f"{seed}/{key}")
+        client.put_object(Bucket=bucket, Key=key, Body=rng.randbytes(rng.randint(1, 64) << 10))
+
     with ThreadPoolExecutor(WORKERS) as pool:
-        list(pool.map(lambda key: client.put_object(Bucket=bucket, Key=key, Body=bodies[key]), keys))
+        list(pool.map(put, keys))
 
 
 def versioned(client, bucket: str) -> str:
@@ -131,7 +140,7 @@ def run() -> list[Figure]:
 
 
 def _figures(work: Path, server: S3Server) -> list[Figure]:
-    return _mirror_figures(work, server) + _listing_figures(server)
+    return (_mirror_figures(work, server) if OBJECTS else []) + _listing_figures()
 
 
 def _mirror_figures(work: Path, server: S3Server) -> list[Figure]:
@@ -171,26 +180,69 @@ def _mirror_figures(work: Path, server: S3Server) -> list[Figure]:
     ]
 
 
-def _listing_figures(server: S3Server) -> list[Figure]:
+def _listing_figures() -> list[Figure]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    fill_versions(server.client(), LIST_VERSIONS)
     figures = []
-    for bucket in ("bench-list-small", "bench-list"):
-        count, rss = listing_rss(server.endpoint_url, bucket, env)
-        target = "< 150" if bucket == "bench-list" else ""
+    for versions in (LIST_VERSIONS // 10, LIST_VERSIONS):
+        with VersionPages(versions) as pages:
+            count, rss = listing_rss(pages.endpoint, "bench-list", env)
+        assert count == versions, (count, versions)
+        target = "< 150" if versions == LIST_VERSIONS else ""
         figures.append(shown(Figure(f"s3 listing peak RSS, {count:,} versions", rss, None, "MB", False, "-", target)))
     return figures
 
 
-def fill_versions(client, versions: int) -> None:
-    """``bench-list``: ``versions`` versions (10 per key, tiny); ``bench-list-small``: a tenth of them."""
-    for bucket, count in (("bench-list", versions), ("bench-list-small", versions // 10)):
-        versioned(client, bucket)
-        keys = [f"k/{index:07d}" for index in range(max(1, count // 10))]
+class VersionPages:
+    """A stand-in endpoint that answers ListObjectVersions for a bucket of ``versions`` records (10 per key,
+    every fifth a delete marker), page by page as S3 does, generated on the fly: the listing side is what is
+    measured (moto held 16 GB for 100k versions, and answers a page of them in seconds)."""
 
-        def ten(key: str, bucket: str = bucket) -> None:
-            for round_ in range(10):
-                client.put_object(Bucket=bucket, Key=key, Body=str(round_).encode())
+    def __init__(self, versions: int):
+        self.versions = versions
+        self.port = free_port()
+        handler = type("Handler", (BaseHTTPRequestHandler,), {"do_GET": _page, "log_message": lambda *a: None})
+        handler.pages = self
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), handler)
 
-        with ThreadPoolExecutor(WORKERS) as pool:
-            list(pool.map(ten, keys))
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> VersionPages:
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def entry(self, index: int) -> str:
+        key, age = f"k/{index // 10:07d}", index % 10
+        modified = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(1_700_000_000 + (10 - age) * 60))
+        head = f"<Key>{key}</Key><VersionId>i{index}</VersionId><IsLatest>{str(age == 0).lower()}</IsLatest>"
+        if age % 5 == 1:
+            return f"<DeleteMarker>{head}<LastModified>{modified}</LastModified></DeleteMarker>"
+        tail = f'<ETag>"{index:032x}"</ETag><Size>{age + 1}</Size>'
+        return f"<Version>{head}<LastModified>{modified}</LastModified>{tail}</Version>"
+
+
+def _page(handler) -> None:
+    pages = handler.pages
+    query = parse_qs(urlsplit(handler.path).query)
+    start = int(query.get("version-id-marker", ["i-1"])[0][1:]) + 1
+    end = min(pages.versions, start + int(query.get("max-keys", ["1000"])[0]))
+    more = end < pages.versions
+    marker = (
+        f"<NextKeyMarker>k/{(end - 1) // 10:07d}</NextKeyMarker><NextVersionIdMarker>i{end - 1}</NextVersionIdMarker>"
+    )
+    body = (
+        '<?xml version="1.0" encoding="UTF-8"?><ListVersionsResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">'
+        f"<Name>bench-list</Name><IsTruncated>{str(more).lower()}</IsTruncated>{marker if more else ''}"
+        + "".join(pages.entry(index) for index in range(start, end))
+        + "</ListVersionsResult>"
+    ).encode()
+    handler.send_response(200)
+    handler.send_header("Content-Type", "application/xml")
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)
