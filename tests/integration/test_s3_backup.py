@@ -17,6 +17,7 @@ from hadr_backup.objectstore.manifest import mirror_records, open_content
 from hadr_backup.objectstore.mirror import run_backup_s3
 from hadr_backup.objectstore.versions import state_at
 from hadr_backup.policy.load import load_policy
+from hadr_backup.procs import free_port
 from hadr_backup.repo import layout
 from hadr_backup.repo.repository import init_repo, open_repo
 from hadr_backup.sandbox.servers import S3Server
@@ -194,6 +195,18 @@ def test_bad_bucket_exits_2_and_leaves_the_catalog_alone(s3_server, tmp_path: Pa
         "invalid bucket name": ("Not_A_Bucket", "'Not_A_Bucket' is not a valid bucket name"),
     }[case]
     assert_refused(bucket_policy(tmp_path, s3_server.endpoint_url, [bucket, name]), tmp_path / "repo", expected)
+
+
+def test_an_endpoint_that_does_not_answer_or_an_unknown_source_exit_2(s3_server, tmp_path: Path) -> None:
+    client = s3_server.client()
+    bucket = versioned_bucket(client, f"ep-{time.time_ns()}")
+    hadr_cli(bucket_policy(tmp_path, s3_server.endpoint_url, [bucket]), "init", check=True)
+    closed = f"http://127.0.0.1:{free_port()}"
+    assert_refused(
+        bucket_policy(tmp_path, closed, [bucket]), tmp_path / "repo", f"cannot reach the S3 endpoint {closed}"
+    )
+    unknown = hadr_cli(bucket_policy(tmp_path, s3_server.endpoint_url, [bucket]), "backup", "s3", "--source", "nope")
+    assert unknown.returncode == 2 and "no sources.buckets entry named 'nope'" in unknown.stderr
 
 
 def test_bad_credentials_exit_2_and_leave_the_catalog_alone(authenticating_s3: S3Server, tmp_path: Path) -> None:
