@@ -103,12 +103,22 @@ def rclone_env(endpoint: str) -> dict:
     return env
 
 
-def hadr_policy(work: Path, endpoint: str, source: str, mirror: str) -> Path:
+def hadr_policy(work: Path, endpoint: str, source: str, mirror: str | None) -> Path:
+    """A policy whose bucket source copies into ``mirror`` (None: into the repository, encrypted)."""
     credentials = {"endpoint": endpoint, "access_key": "testing", "secret_key": "testing"}
-    entry = {"name": "bench", "buckets": [source], "workers": WORKERS, "mirror": {"bucket": mirror, **credentials}}
-    data = {"repository": {"path": str(work / "repo")}, "sources": {"buckets": [{**entry, **credentials}]}}
+    entry = {"name": "bench", "buckets": [source], "workers": WORKERS, **credentials}
+    data = {"repository": {"path": str(work / "repo")}, "sources": {"buckets": [entry]}}
+    if mirror is not None:
+        entry["mirror"] = {"bucket": mirror, **credentials}
+    else:
+        data["encryption"] = {"key_file": str(work / "master.key")}
+    work.mkdir(parents=True, exist_ok=True)
     policy = work / "policy.yaml"
     policy.write_text(yaml.safe_dump(data))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    for command in (["key", "create"] if mirror is None else []), ["init"]:
+        if command:
+            subprocess.run([*HADR, "--policy", str(policy), *command], check=True, stdout=subprocess.DEVNULL, env=env)
     return policy
 
 
@@ -152,7 +162,6 @@ def _mirror_figures(work: Path, server: S3Server) -> list[Figure]:
     versioned(client, "bench-rclone")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     policy = hadr_policy(work, endpoint, source, "bench-hadr")
-    subprocess.run([*HADR, "--policy", str(policy), "init"], check=True, stdout=subprocess.DEVNULL, env=env)
     hadr_run = [*HADR, "--policy", str(policy), "backup", "s3"]
     rclone_run = ["rclone", "copy", "--transfers", str(WORKERS), "bench:bench-source", "bench:bench-rclone"]
     ours, theirs = measured(hadr_run, env), measured(rclone_run, rclone_env(endpoint))
@@ -170,6 +179,12 @@ def _mirror_figures(work: Path, server: S3Server) -> list[Figure]:
             )
         ),
         shown(Figure(f"s3 mirror CPU, {what}", ours[1], theirs[1], "s", False, COMPETITOR, "")),
+    ]
+    into_repository = hadr_policy(work / "into-repository", endpoint, source, None)
+    stored = measured([*HADR, "--policy", str(into_repository), "backup", "s3"], env)
+    figures += [
+        shown(Figure(f"s3 into the repository, {what}", OBJECTS / stored[0], None, "objects/s", True, "-", "")),
+        shown(Figure(f"s3 into the repository CPU, {what}", stored[1], None, "s", False, "-", "")),
     ]
     changed = keys[:: max(1, round(1 / CHANGED))] if CHANGED > 0 else []
     fill(client, source, changed, seed=2)
