@@ -85,9 +85,12 @@ class BucketState:
     def describe(self) -> str:
         if self.error is not None:
             return f"{self.bucket}: cannot be read: {self.error}"
+        why = {
+            "none": "old versions are not kept",
+            "unbounded": "no lifecycle rule expires noncurrent versions",
+        }.get(self.window, "the shortest noncurrent-version expiry of its lifecycle rules")
         return (
-            f"{self.bucket}: versioning {self.versioning}, point-in-time window {self.window} "
-            f"(noncurrent versions kept {self.window if self.window != 'none' else 'not at all'}), "
+            f"{self.bucket}: versioning {self.versioning}, point-in-time window {self.window} ({why}), "
             f"object lock {self.lock.describe()}"
         )
 
