@@ -236,3 +236,31 @@ def test_current_versions_only(s3_server, tmp_path: Path) -> None:
             body = b"".join(open_content(repo, policy, record))
             assert hashlib.sha256(body).hexdigest() == record.sha256
     assert json.loads(json.dumps(run.to_json()))["buckets"][bucket]["new"] == 12
+
+
+def test_content_damaged_on_the_way_fails_the_run_with_exit_code_3(
+    s3_server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bytes hadr hashes differ from what the bucket's ETag says (a damaged read): the run fails, loudly."""
+    from hadr_backup.errors import SourceChecksumMismatch
+    from hadr_backup.objectstore.copy import ReadCheck
+
+    client = s3_server.client()
+    bucket = versioned_bucket(client, f"dmg-{time.time_ns()}")
+    write_history(client, bucket, keys=10, rounds=1)
+    policy = load_policy(str(bucket_policy(tmp_path, s3_server.endpoint_url, [bucket])))
+    init_repo(policy)
+    update = ReadCheck.update
+
+    def damaged(self, chunk: bytes) -> None:
+        flipped = chunk[:-1] + bytes([chunk[-1] ^ 1]) if self.record.key == "items/00005.bin" else chunk
+        update(self, flipped)
+
+    monkeypatch.setattr(ReadCheck, "update", damaged)
+    with pytest.raises(SourceChecksumMismatch, match="items/00005.bin.*MD5") as caught:
+        run_backup_s3(policy)
+    assert caught.value.exit_code == 3
+    with open_repo(policy) as repo:
+        (run,) = repo.catalog.entries
+        assert run.state == "failed" and "items/00005.bin" in run.error
+        assert list(mirror_records(repo, "items", bucket)) == []
