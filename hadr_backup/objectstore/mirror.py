@@ -25,6 +25,7 @@ from hadr_backup.objectstore.incremental import ordered_pool, unseen
 from hadr_backup.objectstore.manifest import complete_runs, manifest_lines, mirror_records, run_manifests
 from hadr_backup.objectstore.versions import PAGE_SIZE, list_versions
 from hadr_backup.policy.model import BucketSource, Policy
+from hadr_backup.progress import shown_by
 from hadr_backup.repo import layout
 from hadr_backup.repo.catalog import StoredObject
 from hadr_backup.repo.lock import CLOCK_MARGIN
@@ -34,6 +35,7 @@ from hadr_backup.ui import plural
 
 WINDOW_PER_WORKER = 4  # copies taken from the listing and not yet in the manifest, per worker
 NOTES_SHOWN = 5
+PROGRESS_EVERY = 1000  # listed records between progress updates when nothing is copied
 
 
 @dataclass
@@ -122,10 +124,12 @@ def run_backup_s3(
             # 3. per bucket: listing ⋈ earlier manifests → bounded copy pool → manifest, in key order
             buckets, stored, started = {}, [], None
             for bucket in source.buckets:
-                run, manifest, listed_at = _copy_bucket(repo, entry, source, client, target, bucket, page_size)
+                with shown_by(ui, f"backup {entry.id}: {bucket}", unit="records") as progress:
+                    run, manifest, listed_at = _copy_bucket(
+                        repo, entry, source, client, target, bucket, page_size, progress
+                    )
                 buckets[bucket], started = run, started if started is not None else listed_at
                 stored.append(manifest)
-                _say(ui, f"{bucket}: {plural(run.new, 'new record')} of {run.records} listed")
             # 4. complete: the instant before the first listing began is what the run describes
             parent = list(run_manifests(runs[-1]).values()) if runs else []  # incremental on it
             repo.finish_backup(entry, stored, _meta(target, buckets), consistent_at=started, needs=parent)
@@ -151,7 +155,7 @@ def _result(entry, target, started: float, buckets: dict[str, BucketRun], second
     )
 
 
-def _copy_bucket(repo, entry, source: BucketSource, client, target, bucket: str, page_size: int):
+def _copy_bucket(repo, entry, source: BucketSource, client, target, bucket: str, page_size: int, progress):
     """One bucket: its manifest (stored), what was done, and the instant its listing began."""
     listing = ListingClient(client)
     run = BucketRun()
@@ -159,6 +163,8 @@ def _copy_bucket(repo, entry, source: BucketSource, client, target, bucket: str,
     def listed():
         for record in list_versions(listing, bucket, page_size=page_size):
             run.records += 1
+            if run.records % PROGRESS_EVERY == 0:
+                progress.update(run.records)
             yield record
 
     def outcomes():
@@ -167,13 +173,19 @@ def _copy_bucket(repo, entry, source: BucketSource, client, target, bucket: str,
         window = source.workers * WINDOW_PER_WORKER
         for copied in ordered_pool(new, copy, workers=source.workers, window=window, inline=_is_marker):
             run.add(copied)
+            progress.update(run.records, note=_progress_note(run))
             if copied.record is not None:
                 yield copied.record
 
     stored: StoredObject = repo.put_object(
         layout.s3_manifest(source.name, entry.id, bucket), manifest_lines(outcomes())
     )
+    progress.update(run.records, note=_progress_note(run))
     return run, stored, (listing.server_time or time.time()) - 1.0
+
+
+def _progress_note(run: BucketRun) -> str:
+    return f"{plural(run.new, 'new record')}, {run.bytes} bytes"
 
 
 def _is_marker(record) -> bool:
@@ -226,8 +238,3 @@ def _warnings(buckets: dict[str, BucketRun]) -> list[str]:
             shown = "; ".join(run.notes[:NOTES_SHOWN]) + ("; …" if len(run.notes) > NOTES_SHOWN else "")
             warnings.append(f"{name}: {plural(run.skipped, 'version')} deleted before copied, skipped: {shown}")
     return warnings
-
-
-def _say(ui, message: str) -> None:
-    if ui is not None:
-        ui.info(message)
