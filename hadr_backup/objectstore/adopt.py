@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import threading
 
-from hadr_backup.objectstore.client import BucketClient
+from hadr_backup.objectstore.client import BucketClient, b64_to_hex
 from hadr_backup.objectstore.versions import VersionRecord
 
 
@@ -45,8 +45,6 @@ class Leftovers:
         )
         checksum = head.get("ChecksumSHA256")
         if checksum and "-" not in checksum:
-            from hadr_backup.objectstore.copy import b64_to_hex
-
             return b64_to_hex(checksum)
         body = self.client.call("get_object", Bucket=self.bucket, Key=key, VersionId=version_id)["Body"]
         sha = hashlib.sha256()

@@ -9,6 +9,7 @@ The status codes that count as transient are the repository driver's (``repo/s3.
 
 from __future__ import annotations
 
+import base64
 import functools
 import time
 from email.utils import parsedate_to_datetime
@@ -86,6 +87,11 @@ class BucketClient:
 
     def _credentials_hint(self) -> str:
         return f"check {self.setting}.access_key and secret_key (e.g. access_key: ${{AWS_ACCESS_KEY_ID}})"
+
+
+def b64_to_hex(value: str) -> str:
+    """A checksum header (base64, as S3 sends ``x-amz-checksum-sha256``) in hexadecimal."""
+    return base64.b64decode(value).hex()
 
 
 def _code(error: Exception) -> str | None:

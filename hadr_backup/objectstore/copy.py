@@ -20,7 +20,7 @@ from typing import NamedTuple
 
 from hadr_backup.errors import HadrError, ObjectExists, SourceChecksumMismatch, VersionGone
 from hadr_backup.objectstore.adopt import Leftovers
-from hadr_backup.objectstore.client import BucketClient
+from hadr_backup.objectstore.client import BucketClient, b64_to_hex
 from hadr_backup.objectstore.manifest import MIRROR, REPOSITORY, Content, MirroredRecord
 from hadr_backup.objectstore.versions import VersionRecord
 from hadr_backup.policy.model import BucketMirror
@@ -51,10 +51,6 @@ def mirrored(record: VersionRecord, sha256: str | None = None, content: Content 
 
 def marker(record: VersionRecord) -> Copied:
     return Copied(mirrored(record), 0, 0)
-
-
-def b64_to_hex(value: str) -> str:
-    return base64.b64decode(value).hex()
 
 
 class ReadCheck:
