@@ -19,6 +19,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from hadr_backup.errors import PolicyError
+from hadr_backup.policy.bucketload import bucket_source
 from hadr_backup.policy.model import (
     BucketSource,
     Check,
@@ -351,18 +352,7 @@ class _Reader:
         return files
 
     def buckets(self, value: Any, where: str) -> BucketSource:
-        data = self.mapping(value, where, {"name", "endpoint", "buckets", "region", "access_key", "secret_key"})
-        names = self.strings(data, "buckets", where)
-        if not names:
-            raise self.fail(f"{where}.buckets", "a non-empty list of bucket names", data.get("buckets"))
-        return BucketSource(
-            name=self.string(data, "name", where, required=True),
-            endpoint=self.string(data, "endpoint", where),
-            buckets=names,
-            region=self.string(data, "region", where, default="us-east-1"),
-            access_key=self.string(data, "access_key", where),
-            secret_key=self.string(data, "secret_key", where),
-        )
+        return bucket_source(self, value, where)
 
     def retention(self, value: Any) -> Retention:
         data = self.mapping(value, "retention", {"hourly", "daily", "weekly", "monthly", "min_full", "keep_within"})
