@@ -60,6 +60,10 @@ class TargetUnreachable(UsageError):
     """The requested recovery target is outside the restorable window."""
 
 
+class BucketMissing(UsageError):
+    """The bucket does not exist."""
+
+
 # -- failures (exit 1) --------------------------------------------------------------------------
 
 
