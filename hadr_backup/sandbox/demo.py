@@ -3,7 +3,7 @@
 sandbox up → base backup → bundler workload → an accidental UPDATE at a recorded instant → more
 workload → WAL archived → PITR to the last good instant into a side cluster → the damaged rows are
 back and the later rows absent → RTO, RPO → production repaired from the restored copy → side
-cluster torn down
+cluster torn down → a bucket restored to an instant into a new bucket and verified (demobucket.py)
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from hadr_backup.errors import ServerError
+from hadr_backup.sandbox.demobucket import bucket_line, bucket_story
 from hadr_backup.sandbox.layout import Sandbox, sandbox_policy
 from hadr_backup.timefmt import format_time, rfc3339
 from hadr_backup.ui import plural
@@ -45,6 +46,7 @@ class DemoResult:
     ledger_problems: int | None = None  # ledger invariant problems in production after the repair
     kept: str | None = None  # the side cluster's directory when --keep
     sandbox_stopped: bool = False  # --stop-sandbox: the sandbox was stopped at the end (its data stays)
+    bucket: dict[str, Any] | None = None  # the bucket restored to an instant (demobucket.py)
 
     @property
     def exit_code(self) -> int:
@@ -53,6 +55,7 @@ class DemoResult:
             and self.later_rows_absent == self.later_rows
             and self.lost_rows == 0
             and self.ledger_problems == 0
+            and bool(self.bucket and self.bucket["passed"])
         )
         return 0 if good else 3
 
@@ -86,6 +89,8 @@ class DemoResult:
                 ("side cluster", f"kept in {self.kept}" if self.kept else "stopped and removed"),
             ]
         )
+        if self.bucket:
+            out.kv([("bucket", bucket_line(self.bucket))])
         out.line("demo: " + ("PASSED" if self.exit_code == 0 else "FAILED"))
         if self.sandbox_stopped:
             out.line(
@@ -139,6 +144,8 @@ def run_demo(
         else:
             tear_down(Path(restored.directory), policy.sources.postgres_named(None).bin_dir)
     result.kept = restored.directory if keep else None
+    # 7. a bucket restored to an instant into a new bucket, verified
+    result.bucket = bucket_story(sandbox, say)
     if stop_sandbox:  # so that another sandbox (the README's by-hand steps) can take the ports
         from hadr_backup.sandbox.run import run_sandbox_down
 

@@ -53,6 +53,9 @@ def test_demo_restores_the_damaged_rows_and_measures_rto_and_rpo() -> None:
         assert f"--policy {policy} wal-fetch --source main %f %p" in result["restore"]["settings"]["restore_command"]
         assert not (folder / "demo-restore").exists()  # the side cluster is gone
         assert "4/6 point-in-time restore" in done.stderr
+        bucket = result["bucket"]  # the sandbox bucket restored to an instant into a new bucket, verified
+        assert bucket["passed"] and bucket["mismatches"] == 0 and bucket["demo_objects_as_at_target"]
+        assert bucket["objects"] > 20 and "0 mismatches" in done.stderr and "verified:" in done.stderr
         # stopped at the end (as scripts/demo.sh asks), so another sandbox can take the ports
         assert result["sandbox_stopped"] is True
         assert not [port for port in ports.values() if port_open(port)], ports

@@ -281,3 +281,29 @@ def test_a_bucket_that_does_not_exist_and_refused_credentials_exit_2(s3_server, 
     policy = make_policy(tmp_path / "down.yaml", "http://127.0.0.1:9", bucket)
     done, _ = restore(policy, "--bucket", bucket, "--to-bucket", "x-dst", at=time.time() - 60)
     assert done.returncode == 2 and "cannot reach the S3 endpoint" in done.stderr
+
+
+def test_the_verification_names_keys_that_differ_are_missing_or_extra(history):
+    from hadr_backup.objectstore.client import bucket_client
+    from hadr_backup.objectstore.destination import Destination
+    from hadr_backup.objectstore.history import SourceHistory
+    from hadr_backup.objectstore.verifyrestore import verify_restore
+    from hadr_backup.policy.load import load_policy
+
+    client, bucket, oracle, policy_path = history
+    at, expected = oracle[6]
+    target = f"dst-{uuid.uuid4().hex[:12]}"
+    done, _ = restore(policy_path, "--bucket", bucket, "--to-bucket", target, at=at)
+    assert done.returncode == 0, done.stderr
+    keys = sorted(key for key, body in expected.items() if body)
+    client.put_object(Bucket=target, Key=keys[3], Body=b"x" * len(expected[keys[3]]))  # same size, other bytes
+    client.delete_object(Bucket=target, Key=keys[5])
+    client.put_object(Bucket=target, Key="zz-extra", Body=b"1")
+
+    source = load_policy(str(policy_path)).sources.buckets_named("items")
+    history_ = SourceHistory(bucket_client(source), source, bucket)
+    verification = verify_restore(history_, Destination(client, source, target), history_.state(at), workers=4)
+    assert verification.mismatches == 3 and not verification.passed
+    found = {(problem.key, problem.problem) for problem in verification.problems}
+    assert found == {(keys[3], "sha256"), (keys[5], "missing"), ("zz-extra", "extra")}
+    assert verification.objects == len(expected) - 2
