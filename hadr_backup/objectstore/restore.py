@@ -81,8 +81,9 @@ def run_restore_s3(policy, options: S3RestoreOptions, ui=None) -> S3RestoreResul
         apply(history, destination, actions, result.counts, options, ui)
         # 5. the destination verified against the state at T
         if not options.dry_run:
-            with shown_by(ui, "verifying the restored objects", unit="objects"):
-                result.verification = verify_restore(history, destination, history.state(at), options.workers)
+            with shown_by(ui, "verifying the restored objects", unit="objects") as progress:
+                state = history.state(at)
+                result.verification = verify_restore(history, destination, state, options.workers, progress)
         if options.in_place and not options.dry_run:
             result.undo_time = math.floor(started) - 1e-6
     result.seconds = time.time() - started

@@ -11,6 +11,7 @@ from hadr_backup.objectstore.verifyrestore import Verification
 from hadr_backup.timefmt import format_time, human_size, rfc3339
 
 UNREADABLE = "unreadable: "
+ORIGINS = {"source": "the bucket's own versions", "mirror": "the mirror's manifests (hadr backup s3)"}
 
 
 @dataclass
@@ -125,7 +126,7 @@ class S3RestoreResult:
         out.line(f"{verb} s3://{self.bucket} (source {self.source}) as of {format_time(self.target_time)}")
         out.kv(
             [
-                ("from", f"the {self.origin}'s versions; restorable {self.window.describe()}"),
+                ("from", f"{ORIGINS[self.origin]}; restorable {self.window.describe()}"),
                 ("into", where + (" (new bucket)" if self.created_bucket else "")),
                 ("at the target", f"{counts.objects} objects, {human_size(counts.bytes)}"),
                 (

@@ -62,17 +62,20 @@ class Verification:
         return f"verified: {self.objects} objects, {size}, {self.mismatches} mismatches"
 
 
-def verify_restore(history, destination, state: Iterator[VersionRecord], workers: int) -> Verification:
-    """Check ``destination`` against ``state`` (the records of T, in key order)."""
+def verify_restore(history, destination, state: Iterator[VersionRecord], workers: int, progress=None) -> Verification:
+    """Check ``destination`` against ``state`` (the records of T, in key order); ``progress``: a
+    progress.Progress told the number of keys checked."""
     verification = Verification()
     pairs = join_by_key(state, destination.current(), key_of=lambda record: record.key)
     checked = bounded_map(lambda pair: _check(history, destination, *pair), pairs, workers)
-    for (_key, expected, _actual), problem in checked:
+    for index, ((_key, expected, _actual), problem) in enumerate(checked, 1):
         if problem is not None:
             verification.add(problem)
         else:
             verification.objects += 1
             verification.bytes += expected.size
+        if progress is not None:
+            progress.update(index)
     return verification
 
 
