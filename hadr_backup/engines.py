@@ -28,7 +28,11 @@ KINDS: dict[str, tuple[str, str]] = {
     "s3": ("buckets", "S3 buckets"),
 }
 # kind -> module whose ENGINE implements it
-_ENGINES = {"pg": "hadr_backup.postgres.engine", "redis": "hadr_backup.redis.engine"}
+_ENGINES = {
+    "pg": "hadr_backup.postgres.engine",
+    "redis": "hadr_backup.redis.engine",
+    "s3": "hadr_backup.objectstore.engine",
+}
 
 
 @dataclass(frozen=True)

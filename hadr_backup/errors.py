@@ -60,10 +60,6 @@ class TargetUnreachable(UsageError):
     """The requested recovery target is outside the restorable window."""
 
 
-class BucketMissing(UsageError):
-    """The bucket does not exist."""
-
-
 # -- failures (exit 1) --------------------------------------------------------------------------
 
 
@@ -160,3 +156,20 @@ class LocalFileError(HadrError):
 
 class ServerError(HadrError):
     """A server hadr talks to failed or cannot be reached."""
+
+
+# -- S3 bucket sources ----------------------------------------------------------------------------
+
+
+class BucketUnavailable(UsageError):
+    """A bucket source (or its mirror) cannot be used: no such bucket, access denied, endpoint unreachable."""
+
+
+class VersionGone(HadrError):
+    """An object version was deleted from its bucket after it was listed."""
+
+
+class SourceChecksumMismatch(IntegrityError):
+    """What was read from a bucket does not match the checksum the bucket gave for it."""
+
+    exit_code = EXIT_VERIFY

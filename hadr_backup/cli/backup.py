@@ -1,9 +1,10 @@
-"""hadr backup pg (redis, s3 and all join this group)."""
+"""hadr backup pg | redis | s3 (all joins this group)."""
 
 from __future__ import annotations
 
 import click
 
+from hadr_backup.objectstore import KIND as S3
 from hadr_backup.postgres import KIND as PG
 from hadr_backup.redis import KIND as REDIS
 
@@ -34,3 +35,15 @@ def backup_redis(app, source_name: str | None) -> None:
     from hadr_backup.engines import EngineContext, engine
 
     app.ui.render(engine(REDIS).backup(EngineContext(app.policy(), app.ui), source_name))
+
+
+@backup.command(S3)
+@click.option("--source", "source_name", metavar="NAME", help="Which sources.buckets entry (default: the only one).")
+@click.pass_obj
+def backup_s3(app, source_name: str | None) -> None:
+    """Copy the bucket versions no earlier run copied (into the repository, or the policy's mirror bucket).
+
+    One manifest per bucket per run; incremental on the last complete run of the source."""
+    from hadr_backup.engines import EngineContext, engine
+
+    app.ui.render(engine(S3).backup(EngineContext(app.policy(), app.ui), source_name))

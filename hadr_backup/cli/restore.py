@@ -146,7 +146,8 @@ def restore_redis(app, to, into, target_time, latest, backup_id, force, source_n
 @click.pass_context
 def restore_s3(ctx, app, bucket, target_time, to_bucket, to_prefix, in_place, dry_run, from_mirror, force, source_name):
     """Restore a bucket to an instant, into another bucket or in place, and verify it."""
-    from hadr_backup.objectstore.restore import S3RestoreOptions, run_restore_s3
+    from hadr_backup.engines import EngineContext, engine
+    from hadr_backup.objectstore.restore import S3RestoreOptions
     from hadr_backup.timefmt import format_time, parse_target_time
 
     when = parse_target_time(target_time)
@@ -162,6 +163,6 @@ def restore_s3(ctx, app, bucket, target_time, to_bucket, to_prefix, in_place, dr
         from_mirror=from_mirror,
         force=force,
     )
-    result = run_restore_s3(app.policy(), options, app.ui)
+    result = engine(S3).restore(EngineContext(app.policy(), app.ui), options)
     app.ui.render(result)
     ctx.exit(result.exit_code)

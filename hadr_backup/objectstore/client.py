@@ -1,99 +1,123 @@
-"""A boto3 client for a policy's bucket source, and what its errors mean to an operator.
+"""The S3 client of a bucket source or a mirror: boto3, our own retries, errors in hadr's words.
 
-The client is the repository driver's (``repo.s3.make_client``: standard retries, so a transient 500,
-503 or SlowDown is retried before it surfaces). What surfaces is translated here: a missing bucket,
-refused credentials or an endpoint that does not answer are the operator's to fix (exit 2); a server
-error that outlived the retries may pass (TransientStorageError); a missing key or version is
-ObjectMissing.
+Every call goes through ``BucketClient.call``: transient answers (500, 503, SlowDown, a dropped
+connection) are retried with back-off (``Backoff``); what no retry fixes becomes one clear error —
+a missing bucket, refused credentials or an endpoint that does not answer is ``BucketUnavailable``
+(exit 2) naming the policy entry to fix; a version deleted since it was listed is ``VersionGone``.
+The status codes that count as transient are the repository driver's (``repo/s3.py``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
-from typing import Any, TypeVar
+import functools
+from typing import Any
 
-from hadr_backup.errors import BucketMissing, HadrError, ObjectMissing, TransientStorageError, UsageError
-from hadr_backup.policy.model import BucketSource
-from hadr_backup.repo.s3 import make_client
+from hadr_backup.errors import BucketUnavailable, HadrError, TransientStorageError, VersionGone
+from hadr_backup.policy.model import BucketMirror, BucketSource
+from hadr_backup.repo.s3 import _AUTH_CODES, _TRANSIENT_CODES, _transient_transport_error, make_client
+from hadr_backup.repo.storage import Backoff, retry_transient
 
-T = TypeVar("T")
-_MISSING = {"NoSuchKey", "NoSuchVersion", "404", "NotFound"}
-_DENIED = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403"}
-_TRANSIENT = {"500", "502", "503", "504", "InternalError", "ServiceUnavailable", "SlowDown", "RequestTimeout"}
-CREDENTIALS_HINT = "check access_key and secret_key of this entry of sources.buckets in the policy"
-
-
-def bucket_client(source: BucketSource):
-    """A client for the source's endpoint with the source's credentials."""
-    return make_client(source.endpoint, source.region, source.access_key, source.secret_key)
+RETRY = Backoff(attempts=8, base_delay=0.1, max_delay=4.0, max_seconds=90.0)
+QUICK = Backoff(attempts=2, base_delay=0.2)  # reports (info, check): say what is wrong, soon
+_GONE_CODES = {"NoSuchVersion", "NoSuchKey"}
 
 
-def where(source: BucketSource, bucket: str, key: str | None = None) -> str:
-    """``s3://bucket/key (endpoint)``: how a message names a place."""
-    place = f"s3://{bucket}/{key}" if key else f"s3://{bucket}"
-    return f"{place} ({source.endpoint or 'AWS'})"
+class BucketClient:
+    """A boto3 S3 client plus where it points (for messages) and how its calls are retried."""
 
+    def __init__(self, client, endpoint: str | None, setting: str, backoff: Backoff = RETRY):
+        self.client, self.endpoint, self.setting, self.backoff = client, endpoint, setting, backoff
 
-def call(source: BucketSource, bucket: str, key: str | None, operation: Callable[..., Any], **kwargs: Any) -> Any:
-    """``operation(**kwargs)`` with its failure translated (see :func:`translate`)."""
-    try:
-        return operation(**kwargs)
-    except Exception as error:
-        raise translate(error, source, bucket, key) from error
+    @property
+    def where(self) -> str:
+        return self.endpoint or "AWS"
 
+    def call(self, operation: str, *, absent: frozenset[str] = frozenset(), **kwargs) -> dict:
+        """``client.<operation>(**kwargs)``, retried while the failure is transient; {} when the server
+        answers with an error code in ``absent`` (a configuration the bucket does not have)."""
+        method = getattr(self.client, operation)
 
-def guarded(source: BucketSource, bucket: str, stream: Iterable[T]) -> Iterator[T]:
-    """``stream`` (a listing that asks the server page by page) with each failure translated."""
-    items = iter(stream)
-    while True:
+        def once() -> dict:
+            try:
+                return method(**kwargs)
+            except Exception as error:
+                if _code(error) in absent:
+                    return {}
+                raise self.translate(error, kwargs.get("Bucket", "?"), kwargs.get("Key")) from error
+
         try:
-            item = next(items)
-        except StopIteration:
-            return
-        except Exception as error:
-            raise translate(error, source, bucket) from error
-        yield item
+            return retry_transient(once, self.backoff)
+        except _Unreachable as error:
+            raise BucketUnavailable(error.message, hint=error.hint) from error
 
+    def translate(self, error: Exception, bucket: str, key: str | None = None) -> Exception:
+        from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
-def translate(error: Exception, source: BucketSource, bucket: str, key: str | None = None) -> Exception:
-    """A boto3 failure as the hadr error an operator can act on; anything else unchanged."""
-    from botocore import exceptions
+        what = f"s3://{bucket}/{key or ''} at {self.where}"
+        if isinstance(error, NoCredentialsError):
+            return BucketUnavailable(f"no S3 credentials to reach {what}", hint=self._credentials_hint())
+        if isinstance(error, ClientError):
+            return self._client_error(error, bucket, what)
+        if _transient_transport_error(error):
+            return _Unreachable(
+                f"cannot reach the S3 endpoint {self.where}: {error}",
+                hint=f"is the endpoint up and {self.setting}.endpoint right?",
+            )
+        if isinstance(error, BotoCoreError):
+            return BucketUnavailable(f"S3 request for {what} failed: {error}", hint=f"check {self.setting}")
+        return error
 
-    place = where(source, bucket, key)
-    if isinstance(error, exceptions.NoCredentialsError):
-        return UsageError(f"no S3 credentials for {place}", hint=CREDENTIALS_HINT)
-    if isinstance(error, exceptions.ClientError):
+    def _client_error(self, error, bucket: str, what: str) -> Exception:
         code = str(error.response.get("Error", {}).get("Code", ""))
         status = str(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
-        if code == "NoSuchBucket" or (code in _MISSING and key is None):
-            return BucketMissing(f"bucket {bucket} does not exist at {source.endpoint or 'AWS'}", hint="check the name")
-        if code in _MISSING:
-            return ObjectMissing(f"{place} is missing")
-        if code in _DENIED or status == "403":
-            return UsageError(f"access to {place} was denied ({code})", hint=CREDENTIALS_HINT)
-        if code in _TRANSIENT or status.startswith("5"):
-            return TransientStorageError(f"S3 error on {place}: {code} (HTTP {status}) after retries")
-        return HadrError(f"S3 error on {place}: {code}: {error}")
-    if isinstance(error, exceptions.EndpointConnectionError):
-        return UsageError(
-            f"cannot reach the S3 endpoint of {place}: {error}", hint="is the endpoint up and its address right?"
-        )
-    if isinstance(error, (exceptions.ConnectionError, exceptions.HTTPClientError, exceptions.IncompleteReadError)):
-        return TransientStorageError(f"the connection to {place} failed: {error}")
-    if isinstance(error, exceptions.BotoCoreError):
-        return UsageError(f"S3 request to {place} failed: {error}", hint="check the endpoint and credentials")
-    return error
+        if code == "NoSuchBucket":
+            return BucketUnavailable(
+                f"bucket {bucket} does not exist at {self.where}", hint=f"create it, or fix {self.setting}"
+            )
+        if code in _GONE_CODES:
+            return VersionGone(f"{what}: {code}")
+        if code in _AUTH_CODES or status == "403":
+            return BucketUnavailable(f"access to {what} was denied ({code})", hint=self._credentials_hint())
+        if code in _TRANSIENT_CODES or status.startswith("5"):
+            return TransientStorageError(f"S3 error on {what}: {code} (HTTP {status}) after retries")
+        return HadrError(f"S3 error on {what}: {code}: {error}")
+
+    def _credentials_hint(self) -> str:
+        return f"check {self.setting}.access_key and secret_key (e.g. access_key: ${{AWS_ACCESS_KEY_ID}})"
 
 
-def bucket_exists(client, source: BucketSource, bucket: str) -> bool:
-    """Whether ``bucket`` exists (HEAD answers 404 without a code for a missing bucket)."""
-    try:
-        call(source, bucket, None, client.head_bucket, Bucket=bucket)
-    except BucketMissing:
-        return False
-    return True
+def _code(error: Exception) -> str | None:
+    response = getattr(error, "response", None)
+    return str(response.get("Error", {}).get("Code", "")) if isinstance(response, dict) else None
 
 
-def versioning_enabled(client, source: BucketSource, bucket: str) -> bool:
-    answer = call(source, bucket, None, client.get_bucket_versioning, Bucket=bucket)
-    return answer.get("Status") == "Enabled"
+class _Unreachable(TransientStorageError):
+    """The endpoint did not answer (retried; after the last retry: BucketUnavailable)."""
+
+
+def source_client(source: BucketSource, index: int = 0, backoff: Backoff = RETRY) -> BucketClient:
+    """The client of a bucket source, sized for its copy workers."""
+    client = _client(source.endpoint, source.region, source.access_key, source.secret_key, source.workers + 4)
+    return BucketClient(client, source.endpoint, f"sources.buckets[{index}] ({source.name})", backoff)
+
+
+def mirror_client(mirror: BucketMirror, workers: int = 16, setting: str = "mirror") -> BucketClient:
+    client = _client(mirror.endpoint, mirror.region, mirror.access_key, mirror.secret_key, workers + 4)
+    return BucketClient(client, mirror.endpoint, setting)
+
+
+def same_account(source: BucketSource, mirror: BucketMirror) -> bool:
+    """Whether one client reaches both (then the mirror is filled by server-side CopyObject)."""
+    return (source.endpoint, source.region, source.access_key, source.secret_key) == (
+        mirror.endpoint,
+        mirror.region,
+        mirror.access_key,
+        mirror.secret_key,
+    )
+
+
+@functools.lru_cache(maxsize=32)
+def _client(endpoint: str | None, region: str, access_key: str | None, secret_key: str | None, pool: int) -> Any:
+    # botocore tries once: ours retry (RETRY), a failure midway through a body included
+    retries = {"total_max_attempts": 1}
+    return make_client(endpoint, region, access_key, secret_key, pool=pool, retries=retries, path_style=bool(endpoint))

@@ -16,12 +16,12 @@ import io
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
 
-from hadr_backup.objectstore.client import call, guarded
-from hadr_backup.objectstore.history import body_chunks, sha256_of
+from hadr_backup.errors import HadrError
+from hadr_backup.objectstore.client import BucketClient
+from hadr_backup.objectstore.copy import READ_SIZE, ReadCheck
+from hadr_backup.objectstore.mirror import _Listing as RetriedListing
 from hadr_backup.objectstore.versions import VersionRecord, list_versions, state_at
-from hadr_backup.policy.model import BucketSource
 
 ONE_PUT = 8 << 20  # streamed content up to this size goes up in one PutObject (held in memory)
 ONE_COPY = 5 << 30  # CopyObject's limit; larger versions are copied in parts
@@ -30,8 +30,7 @@ COPIED, STREAMED = "copied", "streamed"
 
 @dataclass(frozen=True)
 class Destination:
-    client: Any
-    source: BucketSource  # whose endpoint and credentials reach the destination
+    client: BucketClient  # the source's: a destination is on the source's endpoint
     bucket: str
     prefix: str = ""  # "" or ending in "/"
     in_place: bool = False
@@ -45,22 +44,24 @@ class Destination:
     def current(self) -> Iterator[VersionRecord]:
         """What the destination holds now, in key order (keys without the prefix)."""
         if self.in_place:
-            return state_at(guarded(self.source, self.bucket, list_versions(self.client, self.bucket)), math.inf)
+            return state_at(list_versions(RetriedListing(self.client), self.bucket), math.inf)
         return self._objects()
 
     def _objects(self) -> Iterator[VersionRecord]:
-        paginator = self.client.get_paginator("list_objects_v2")
-        pages = paginator.paginate(Bucket=self.bucket, Prefix=self.prefix)
-        strip = len(self.prefix)
-        for page in guarded(self.source, self.bucket, pages):
+        request = {"Bucket": self.bucket, "Prefix": self.prefix}
+        while True:
+            page = self.client.call("list_objects_v2", **request)
             for item in page.get("Contents", ()):
                 yield VersionRecord(
-                    key=item["Key"][strip:],
+                    key=item["Key"][len(self.prefix) :],
                     version_id="",
                     last_modified=item["LastModified"].timestamp(),
                     size=int(item["Size"]),
                     etag=(item.get("ETag") or "").strip('"') or None,
                 )
+            if not page.get("IsTruncated"):
+                return
+            request["ContinuationToken"] = page["NextContinuationToken"]
 
     def count(self) -> int:
         return sum(1 for _record in self._objects())
@@ -69,37 +70,44 @@ class Destination:
         """Put ``record``'s content at its key -> COPIED or STREAMED."""
         target = self.key(record.key)
         copy_source = history.copy_source(record)
-        if copy_source is not None:
-            operation = self.client.copy if record.size > ONE_COPY else self.client.copy_object
-            call(self.source, self.bucket, target, operation, CopySource=copy_source, Bucket=self.bucket, Key=target)
+        if copy_source is not None and record.size <= ONE_COPY:
+            self.client.call("copy_object", CopySource=copy_source, Bucket=self.bucket, Key=target)
+            return COPIED
+        if copy_source is not None:  # in parts (boto3's managed copy)
+            self._raw(target, self.client.client.copy, copy_source, self.bucket, target)
             return COPIED
         if record.size <= ONE_PUT:
             data = b"".join(history.open(record))
             checksum = base64.b64encode(hashlib.sha256(data).digest()).decode()
-            call(
-                self.source,
-                self.bucket,
-                target,
-                self.client.put_object,
-                Bucket=self.bucket,
-                Key=target,
-                Body=data,
-                ChecksumSHA256=checksum,
-            )
+            self.client.call("put_object", Bucket=self.bucket, Key=target, Body=data, ChecksumSHA256=checksum)
         else:
-            reader = ChunkReader(history.open(record))
-            call(self.source, self.bucket, target, self.client.upload_fileobj, reader, self.bucket, target)
+            self._raw(target, self.client.client.upload_fileobj, ChunkReader(history.open(record)), self.bucket, target)
         return STREAMED
 
     def delete(self, key: str) -> None:
-        target = self.key(key)
-        call(self.source, self.bucket, target, self.client.delete_object, Bucket=self.bucket, Key=target)
+        self.client.call("delete_object", Bucket=self.bucket, Key=self.key(key))
 
-    def sha256(self, key: str) -> str:
-        """The SHA-256 of the key's current content, read back."""
-        target = self.key(key)
-        answer = call(self.source, self.bucket, target, self.client.get_object, Bucket=self.bucket, Key=target)
-        return sha256_of(body_chunks(answer["Body"]))
+    def sha256(self, held: VersionRecord) -> str:
+        """The SHA-256 of the key's current content, read back (and its size and ETag checked)."""
+        target = self.key(held.key)
+        response = self.client.call("get_object", Bucket=self.bucket, Key=target, ChecksumMode="ENABLED")
+        check = ReadCheck(f"s3://{self.bucket}/{target}", held, response)
+        try:
+            with response["Body"] as body:
+                while chunk := body.read(READ_SIZE):
+                    check.update(chunk)
+        except Exception as error:
+            raise self.client.translate(error, self.bucket, target) from error
+        return check.finish()
+
+    def _raw(self, target: str, operation, *args) -> None:
+        """A boto3 transfer (not one request: not retried here), its failure translated."""
+        try:
+            operation(*args)
+        except HadrError:
+            raise
+        except Exception as error:
+            raise self.client.translate(error, self.bucket, target) from error
 
 
 class ChunkReader(io.RawIOBase):

@@ -3,26 +3,26 @@
 Both give the same things: the window a target time must fall in, the records in key order (each key's
 newest first) for ``versions.state_at``, a record's content, and its SHA-256. Only the source can be
 copied from server-side (``copy_source``); the mirror's content is streamed out of the repository or
-the mirror bucket, verified against the SHA-256 its manifest recorded.
+the mirror bucket, verified against the SHA-256 its manifest recorded (manifest.open_content).
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from hadr_backup.errors import TargetUnreachable, UsageError
-from hadr_backup.objectstore import KIND
-from hadr_backup.objectstore.client import call, guarded
+from hadr_backup.objectstore.client import BucketClient
+from hadr_backup.objectstore.copy import SourceReader
+from hadr_backup.objectstore.manifest import complete_runs, mirror_records, open_content
+from hadr_backup.objectstore.mirror import _Listing as RetriedListing
+from hadr_backup.objectstore.protection import inspect_bucket
 from hadr_backup.objectstore.versions import VersionRecord, list_versions, state_at
 from hadr_backup.policy.model import BucketSource
-from hadr_backup.repo.catalog import COMPLETE
 from hadr_backup.timefmt import format_time, rfc3339
 
-READ_SIZE = 1 << 20
 DAY = 86400.0
 
 
@@ -56,11 +56,12 @@ class SourceHistory:
 
     origin = "source"
 
-    def __init__(self, client, source: BucketSource, bucket: str):
+    def __init__(self, client: BucketClient, source: BucketSource, bucket: str):
         self.client, self.source, self.bucket = client, source, bucket
+        self.reader = SourceReader(client, bucket)
 
     def records(self) -> Iterator[VersionRecord]:
-        return guarded(self.source, self.bucket, list_versions(self.client, self.bucket))
+        return list_versions(RetriedListing(self.client), self.bucket)
 
     def window(self, listing_started: float) -> Window:
         """From the oldest version still listed (or as far back as the lifecycle keeps noncurrent versions,
@@ -71,7 +72,7 @@ class SourceHistory:
             oldest = min(record.last_modified for record in self.records())
         except ValueError:
             raise UsageError(f"bucket {self.bucket} has no versions: there is nothing to restore") from None
-        expiry_days = noncurrent_expiry_days(self.client, self.source, self.bucket)
+        expiry_days = inspect_bucket(self.client, self.bucket).noncurrent_days
         if expiry_days is not None and listing_started - expiry_days * DAY > oldest:
             return Window(listing_started - expiry_days * DAY, end, "noncurrent-expiry")
         return Window(oldest, end, "oldest-version")
@@ -83,19 +84,11 @@ class SourceHistory:
         return {"Bucket": self.bucket, "Key": record.key, "VersionId": record.version_id}
 
     def open(self, record: VersionRecord) -> Iterator[bytes]:
-        answer = call(
-            self.source,
-            self.bucket,
-            record.key,
-            self.client.get_object,
-            Bucket=self.bucket,
-            Key=record.key,
-            VersionId=record.version_id,
-        )
-        return body_chunks(answer["Body"])
+        """The version's bytes, checked against what the bucket says of them (ETag, checksums)."""
+        return self.reader.chunks(record)
 
     def sha256(self, record: VersionRecord) -> str:
-        return record.sha256 or sha256_of(self.open(record))
+        return record.sha256 or self.reader.sha256(record)
 
 
 class MirrorHistory:
@@ -107,12 +100,11 @@ class MirrorHistory:
         self.repo, self.policy, self.source, self.bucket = repo, policy, source, bucket
 
     def runs(self) -> list[Any]:
-        runs = self.repo.catalog.select(kind=KIND, source=self.source.name, state=COMPLETE)
-        return [entry for entry in runs if entry.consistent_at is not None]
+        return complete_runs(self.repo, self.source.name)
 
     def window(self, listing_started: float) -> Window:
         """From the oldest complete run's listing start to the newest one's consistent_at."""
-        instants = [entry.consistent_at for entry in self.runs()]
+        instants = [entry.consistent_at or entry.started_at for entry in self.runs()]
         if not instants:
             raise UsageError(
                 f"the repository holds no complete `hadr backup s3` run of source {self.source.name}",
@@ -121,8 +113,6 @@ class MirrorHistory:
         return Window(min(instants), max(instants), "mirror-runs")
 
     def records(self) -> Iterator[VersionRecord]:
-        from hadr_backup.objectstore.manifest import mirror_records
-
         return mirror_records(self.repo, self.source.name, self.bucket)
 
     def state(self, at: float) -> Iterator[VersionRecord]:
@@ -132,40 +122,9 @@ class MirrorHistory:
         return None
 
     def open(self, record: VersionRecord) -> Iterator[bytes]:
-        from hadr_backup.objectstore.manifest import open_content
-
-        return open_content(self.repo, self.source, record)
+        return open_content(self.repo, self.policy, record)
 
     def sha256(self, record: VersionRecord) -> str:
-        return record.sha256 or sha256_of(self.open(record))
-
-
-def noncurrent_expiry_days(client, source: BucketSource, bucket: str) -> int | None:
-    """The fewest days an enabled lifecycle rule keeps noncurrent versions; None without such a rule."""
-    from botocore.exceptions import ClientError
-
-    try:
-        rules = client.get_bucket_lifecycle_configuration(Bucket=bucket).get("Rules", [])
-    except ClientError as error:
-        if error.response.get("Error", {}).get("Code") == "NoSuchLifecycleConfiguration":
-            return None
-        raise
-    days = [
-        rule["NoncurrentVersionExpiration"]["NoncurrentDays"]
-        for rule in rules
-        if rule.get("Status") == "Enabled" and rule.get("NoncurrentVersionExpiration", {}).get("NoncurrentDays")
-    ]
-    return min(days) if days else None
-
-
-def body_chunks(body) -> Iterator[bytes]:
-    with body:
-        while chunk := body.read(READ_SIZE):
-            yield chunk
-
-
-def sha256_of(chunks: Iterator[bytes]) -> str:
-    digest = hashlib.sha256()
-    for chunk in chunks:
-        digest.update(chunk)
-    return digest.hexdigest()
+        if record.sha256 is None:
+            raise UsageError(f"the mirror's manifest has no SHA-256 for {record.key} version {record.version_id}")
+        return record.sha256

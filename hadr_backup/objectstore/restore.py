@@ -18,20 +18,20 @@ from __future__ import annotations
 import math
 import time
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from hadr_backup.errors import BucketMissing, IntegrityError, RepositoryError, RestoreFailed, UsageError
-from hadr_backup.objectstore.client import bucket_client, bucket_exists, call, versioning_enabled
+from hadr_backup.errors import BucketUnavailable, IntegrityError, RepositoryError, RestoreFailed, UsageError
+from hadr_backup.objectstore.client import BucketClient, source_client
 from hadr_backup.objectstore.destination import Destination
 from hadr_backup.objectstore.history import MirrorHistory, SourceHistory
+from hadr_backup.objectstore.protection import inspect_bucket
 from hadr_backup.objectstore.restoreresult import Counts, S3RestoreResult
 from hadr_backup.objectstore.streams import bounded_map, join_by_key
 from hadr_backup.objectstore.verifyrestore import verify_restore
 from hadr_backup.progress import shown_by
 
-WORKERS = 16
 WRITE, DELETE, KEEP = "write", "delete", "keep"
 
 
@@ -46,7 +46,7 @@ class S3RestoreOptions:
     dry_run: bool = False
     from_mirror: bool = False
     force: bool = False  # write into a non-empty destination (and delete what is absent at T)
-    workers: int = WORKERS
+    workers: int | None = None  # concurrent requests; None: the source's workers
 
 
 @dataclass(frozen=True)
@@ -64,14 +64,15 @@ def run_restore_s3(policy, options: S3RestoreOptions, ui=None) -> S3RestoreResul
         # 1. the source, the bucket, and where its history comes from
         source = policy.sources.buckets_named(options.source)
         check_options(options, source)
-        client = bucket_client(source)
+        options = replace(options, workers=options.workers or source.workers)
+        client = source_client(source, policy.sources.buckets.index(source))
         warnings: list[str] = []
         history = open_history(stack, policy, client, source, options, warnings)
         # 2. T inside the restorable window, before anything is written
         window = history.window(started)
         window.require(at, history.origin)
         # 3. the destination: in place needs versioning; a bucket is created, and must be empty
-        destination, created = prepare_destination(client, source, options)
+        destination, created = prepare_destination(client, options)
         result = S3RestoreResult.begin(source.name, options, at, history.origin, destination, window, warnings)
         result.created_bucket = created
         # 4. the plan (the state at T against what the destination holds) applied, or only counted
@@ -109,22 +110,22 @@ def check_options(options: S3RestoreOptions, source) -> None:
 
 def open_history(stack: ExitStack, policy, client, source, options: S3RestoreOptions, warnings: list[str]):
     """The source's versions, or the mirror when asked for or when the source bucket is gone."""
-    from hadr_backup.repo.repository import open_repo
-
     if options.from_mirror:
-        return MirrorHistory(stack.enter_context(open_repo(policy)), policy, source, options.bucket)
-    if bucket_exists(client, source, options.bucket):
+        return open_mirror(stack, policy, source, options, warnings)
+    if bucket_exists(client, options.bucket):
         return SourceHistory(client, source, options.bucket)
-    gone = f"bucket {options.bucket} does not exist at {source.endpoint or 'AWS'}"
+    gone = f"bucket {options.bucket} does not exist at {client.where}"
     if options.in_place:
-        raise BucketMissing(f"{gone}: there is nothing to restore in", hint="restore from the mirror: --to-bucket B2")
+        raise BucketUnavailable(
+            f"{gone}: there is nothing to restore in", hint="restore from the mirror: --to-bucket B2"
+        )
     try:
-        mirror = MirrorHistory(stack.enter_context(open_repo(policy)), policy, source, options.bucket)
+        mirror = open_mirror(stack, policy, source, options, warnings)
         runs = mirror.runs()
     except RepositoryError as error:
-        raise BucketMissing(f"{gone}, and there is no mirror to restore it from ({error.message})") from error
+        raise BucketUnavailable(f"{gone}, and there is no mirror to restore it from ({error.message})") from error
     if not runs:
-        raise BucketMissing(
+        raise BucketUnavailable(
             f"{gone}, and the repository holds no `hadr backup s3` run of source {source.name} to restore it from",
             hint="check the bucket's name and the source's endpoint",
         )
@@ -132,21 +133,32 @@ def open_history(stack: ExitStack, policy, client, source, options: S3RestoreOpt
     return mirror
 
 
-def prepare_destination(client, source, options: S3RestoreOptions) -> tuple[Destination, bool]:
+def open_mirror(stack: ExitStack, policy, source, options: S3RestoreOptions, warnings: list[str]) -> MirrorHistory:
+    from hadr_backup.repo.repository import open_repo
+
+    if source.versions == "current":
+        warnings.append(
+            f"source {source.name} mirrors current versions only: between two runs the mirror knows of no change, "
+            "so the state at T is what the runs saw, not every write before T"
+        )
+    return MirrorHistory(stack.enter_context(open_repo(policy)), policy, source, options.bucket)
+
+
+def prepare_destination(client: BucketClient, options: S3RestoreOptions) -> tuple[Destination, bool]:
     """The destination, checked; whether its bucket is (or, in a dry run, would be) created."""
     if options.in_place:
-        if not versioning_enabled(client, source, options.bucket):
+        if inspect_bucket(client, options.bucket).versioning != "enabled":
             raise UsageError(
                 f"versioning is not enabled on bucket {options.bucket}: an in-place restore would destroy the "
                 "versions it overwrites and could not be undone",
                 hint="enable versioning (hadr protect s3), or restore --to-bucket",
             )
-        return Destination(client, source, options.bucket, in_place=True), False
+        return Destination(client, options.bucket, in_place=True), False
     prefix = options.to_prefix.strip("/") + "/" if options.to_prefix.strip("/") else ""
-    destination = Destination(client, source, options.to_bucket, prefix)
-    if not bucket_exists(client, source, options.to_bucket):
+    destination = Destination(client, options.to_bucket, prefix)
+    if not bucket_exists(client, options.to_bucket):
         if not options.dry_run:
-            call(source, options.to_bucket, None, client.create_bucket, Bucket=options.to_bucket)
+            client.call("create_bucket", Bucket=options.to_bucket)
         return destination, True
     held = destination.count()
     if held and not options.force:
@@ -156,6 +168,11 @@ def prepare_destination(client, source, options: S3RestoreOptions) -> tuple[Dest
             "those absent at the target time",
         )
     return destination, False
+
+
+def bucket_exists(client: BucketClient, bucket: str) -> bool:
+    """A HEAD of the bucket: 404 (with no error code: HEAD has no body) when it does not exist."""
+    return bool(client.call("head_bucket", absent=frozenset({"404", "NoSuchBucket", "NotFound"}), Bucket=bucket))
 
 
 def plan(state, current, *, in_place: bool):

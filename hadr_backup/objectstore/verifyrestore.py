@@ -92,7 +92,10 @@ def _check(history, destination, key: str, expected, actual) -> Problem | None:
         want = history.sha256(expected)
     except IntegrityError as error:
         return Problem(key, "unreadable", f"the {history.origin}'s content fails verification: {error.message}")
-    have = destination.sha256(key)
+    try:
+        have = destination.sha256(actual)
+    except IntegrityError as error:  # what was read back disagrees with the destination's ETag or checksum
+        return Problem(key, "sha256", error.message)
     if want != have:
         return Problem(key, "sha256", f"SHA-256 {have}, {want} expected")
     return None

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from hadr_backup.errors import PolicyError
+from hadr_backup.policy.bucketload import bucket_source
 from hadr_backup.policy.model import (
     BucketSource,
     Check,
@@ -315,18 +316,7 @@ class _Reader:
         )
 
     def buckets(self, value: Any, where: str) -> BucketSource:
-        data = self.mapping(value, where, {"name", "endpoint", "buckets", "region", "access_key", "secret_key"})
-        names = self.strings(data, "buckets", where)
-        if not names:
-            raise self.fail(f"{where}.buckets", "a non-empty list of bucket names", data.get("buckets"))
-        return BucketSource(
-            name=self.string(data, "name", where, required=True),
-            endpoint=self.string(data, "endpoint", where),
-            buckets=names,
-            region=self.string(data, "region", where, default="us-east-1"),
-            access_key=self.string(data, "access_key", where),
-            secret_key=self.string(data, "secret_key", where),
-        )
+        return bucket_source(self, value, where)
 
     def retention(self, value: Any) -> Retention:
         data = self.mapping(value, "retention", {"hourly", "daily", "weekly", "monthly", "min_full"})

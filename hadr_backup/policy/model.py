@@ -142,6 +142,27 @@ class RedisSource:
 
 
 @dataclass(frozen=True)
+class ObjectLock:
+    """Default retention that ``hadr protect s3`` sets where a bucket was created with object lock."""
+
+    mode: str  # GOVERNANCE | COMPLIANCE
+    days: int
+
+
+@dataclass(frozen=True)
+class BucketMirror:
+    """Where ``hadr backup s3`` copies versions when not into the repository: a versioned bucket,
+    usually on another endpoint (one mirror version per source version)."""
+
+    bucket: str
+    endpoint: str | None = None
+    prefix: str = ""
+    region: str = "us-east-1"
+    access_key: str | None = None
+    secret_key: str | None = None
+
+
+@dataclass(frozen=True)
 class BucketSource:
     name: str
     endpoint: str | None
@@ -149,6 +170,11 @@ class BucketSource:
     region: str = "us-east-1"
     access_key: str | None = None
     secret_key: str | None = None
+    versions: str = "all"  # all | current: what `hadr backup s3` copies
+    noncurrent_days: int = 30  # the noncurrent-version expiry `hadr protect s3` sets
+    object_lock: ObjectLock | None = None
+    mirror: BucketMirror | None = None  # None: into the hadr repository
+    workers: int = 16  # concurrent copies
 
     @property
     def port(self) -> int:

@@ -14,6 +14,9 @@
     wal/<source>/history/<name>-<sha256>   timeline history files (postgres/wal.py picks the folder)
     aof/<source>/archive.json              the AOF archive's state: per file the archived offset and pieces
     aof/<source>/<aof file>/<start>-<end>  one archived piece of a Redis AOF file: bytes [start, end)
+    backups/s3/<source>/<run-id>/manifest/<bucket>.jsonl   what one `hadr backup s3` run saw first
+    content/<sha256[:2]>/<sha256>          a bucket object version's bytes, by their plaintext SHA-256,
+                                           shared by every run and source (stored once)
     probe-<random>                         `hadr check`'s write probe: written, read back, removed
 """
 
@@ -28,6 +31,7 @@ KEYS = "keys/"
 BACKUPS = "backups/"
 WAL = "wal/"
 AOF = "aof/"
+CONTENT = "content/"
 DESCRIPTION = "backup.json"
 PROBE = "probe-"
 
@@ -120,3 +124,27 @@ def split_aof_piece(key: str) -> tuple[int, int] | None:
         return None
     start, _, end = parts[3].partition("-")
     return (int(start), int(end)) if start.isdigit() and end.isdigit() else None
+
+
+# -- S3 bucket sources: manifests per run and bucket, content by SHA-256 ------------------------------
+
+S3_KIND = "s3"
+MANIFEST_FOLDER = "manifest"
+
+
+def s3_manifest(source: str, run_id: str, bucket: str) -> str:
+    """The manifest of ``bucket`` written by run ``run_id`` of bucket source ``source``."""
+    return f"{backup_prefix(S3_KIND, source, run_id)}{MANIFEST_FOLDER}/{bucket}.jsonl"
+
+
+def content_object(sha256: str) -> str:
+    """Where the bytes whose plaintext SHA-256 is ``sha256`` are stored (once, for every run and source)."""
+    return f"{CONTENT}{sha256[:2]}/{sha256}"
+
+
+def split_content_key(key: str) -> str | None:
+    """``content/<xx>/<sha256>`` -> the SHA-256; None for other keys."""
+    parts = key.split("/")
+    if len(parts) != 3 or parts[0] + "/" != CONTENT or len(parts[2]) != 64 or parts[2][:2] != parts[1]:
+        return None
+    return parts[2]

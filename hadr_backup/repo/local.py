@@ -158,7 +158,8 @@ class LocalStorage:
             try:
                 os.stat(current)
             except FileNotFoundError as error:
-                if os.path.lexists(current):
+                # a folder another writer creates meanwhile was still absent when looked at
+                if os.path.islink(current) and not os.path.exists(current):
                     raise _unreadable(action, error, hint=f"{current} is a link to nothing") from error
                 return
             except OSError as error:

@@ -198,7 +198,7 @@ class Repository:
 
     def refuse_if_catalog_lost(self) -> None:
         """No catalog: fine for a new repository, an alarm when backups or WAL are stored."""
-        for prefix in (layout.BACKUPS, layout.WAL, layout.AOF):
+        for prefix in (layout.BACKUPS, layout.WAL, layout.AOF, layout.CONTENT):
             found = next(iter(self.store.list(prefix)), None)
             if found is not None:
                 raise CatalogMissing(

@@ -50,14 +50,25 @@ CREDENTIALS_HINT = (
 )
 
 
-def make_client(endpoint: str | None, region: str, access_key: str | None, secret_key: str | None):
+def make_client(
+    endpoint: str | None,
+    region: str,
+    access_key: str | None,
+    secret_key: str | None,
+    *,
+    pool: int = 32,
+    retries: dict | None = None,
+    path_style: bool = False,
+):
+    """A boto3 S3 client; ``retries``: botocore's own (default: 3 attempts), ``pool``: connections kept."""
     from botocore.config import Config
 
     config = Config(
-        retries={"max_attempts": 3, "mode": "standard"},
-        max_pool_connections=32,
+        retries=retries or {"max_attempts": 3, "mode": "standard"},
+        max_pool_connections=pool,
         connect_timeout=5,
         read_timeout=60,
+        s3={"addressing_style": "path"} if path_style else None,
         request_checksum_calculation="when_required",
         response_checksum_validation="when_required",
     )

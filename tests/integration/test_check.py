@@ -176,7 +176,7 @@ def test_the_async_archive_command_passes_too(env: PgEnv) -> None:
     assert status(done, "archive-end-to-end") == "ok"
 
 
-def test_sources_of_kinds_without_an_engine_are_not_checked(env: PgEnv) -> None:
+def test_a_bucket_source_that_cannot_be_reached_fails_its_check(env: PgEnv) -> None:
     original = env.policy_path.read_text()
     data = yaml.safe_load(original)
     data["sources"]["buckets"] = [{"name": "items", "endpoint": "http://127.0.0.1:1", "buckets": ["raw"]}]
@@ -186,8 +186,8 @@ def test_sources_of_kinds_without_an_engine_are_not_checked(env: PgEnv) -> None:
         unknown = run_check(env, "--source", "nope")
     finally:
         env.policy_path.write_text(original)
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert line(done, "source") == "source                skip  items: not checked: hadr has no S3 buckets engine yet"
+    failed(done, "bucket-listable", "cannot reach the S3 endpoint http://127.0.0.1:1")
+    assert status(done, "versioning-on") == "skip"
     assert unknown.returncode == 2
     assert "no source named 'nope'" in unknown.stderr and "main, items" in unknown.stderr
 

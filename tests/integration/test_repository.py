@@ -201,7 +201,7 @@ def test_unreachable_s3_repository_is_a_clear_error(tmp_path):
     assert "cannot reach" in run.stderr and "Traceback" not in run.stderr
 
 
-def test_info_shows_sources_hadr_cannot_back_up_yet_as_such(tmp_path):
+def test_info_shows_a_bucket_source_it_cannot_reach_as_such(tmp_path):
     data = {
         **local_policy_data(tmp_path / "repo"),
         "sources": {
@@ -212,15 +212,14 @@ def test_info_shows_sources_hadr_cannot_back_up_yet_as_such(tmp_path):
     policy_file = write_policy(tmp_path / "policy.yaml", data)
     assert hadr(policy_file, "init").returncode == 0
     shown = json.loads(hadr(policy_file, "--json", "info").stdout)["sources"]
-    assert [(s["kind"], s["name"], s["supported"]) for s in shown] == [
-        ("redis", "queues", True),
-        ("s3", "items", False),
-    ]
+    assert [(s["kind"], s["name"], s["supported"]) for s in shown] == [("redis", "queues", True), ("s3", "items", True)]
+    (bucket,) = shown[1]["archive"]["buckets"]
+    assert bucket["window"] == "unknown" and "cannot reach the S3 endpoint http://127.0.0.1:9" in bucket["error"]
     human = hadr(policy_file, "info").stdout
-    assert "s3 items: not backed up: hadr has no S3 buckets engine yet" in human
-    assert "0 complete" not in human
+    assert "raw-data-items: cannot be read: cannot reach the S3 endpoint" in human
     refused = hadr(policy_file, "list", "redis")
     assert (
         refused.returncode == 0
-        and "no backups yet — take one with `hadr backup pg` or `hadr backup redis`" in refused.stdout
+        and "no backups yet — take one with `hadr backup pg` or `hadr backup redis` or `hadr backup s3`"
+        in refused.stdout
     )

@@ -284,7 +284,7 @@ def test_a_bucket_that_does_not_exist_and_refused_credentials_exit_2(s3_server, 
 
 
 def test_the_verification_names_keys_that_differ_are_missing_or_extra(history):
-    from hadr_backup.objectstore.client import bucket_client
+    from hadr_backup.objectstore.client import source_client
     from hadr_backup.objectstore.destination import Destination
     from hadr_backup.objectstore.history import SourceHistory
     from hadr_backup.objectstore.verifyrestore import verify_restore
@@ -301,8 +301,9 @@ def test_the_verification_names_keys_that_differ_are_missing_or_extra(history):
     client.put_object(Bucket=target, Key="zz-extra", Body=b"1")
 
     source = load_policy(str(policy_path)).sources.buckets_named("items")
-    history_ = SourceHistory(bucket_client(source), source, bucket)
-    verification = verify_restore(history_, Destination(client, source, target), history_.state(at), workers=4)
+    bucket_client = source_client(source)
+    history_ = SourceHistory(bucket_client, source, bucket)
+    verification = verify_restore(history_, Destination(bucket_client, target), history_.state(at), workers=4)
     assert verification.mismatches == 3 and not verification.passed
     found = {(problem.key, problem.problem) for problem in verification.problems}
     assert found == {(keys[3], "sha256"), (keys[5], "missing"), ("zz-extra", "extra")}

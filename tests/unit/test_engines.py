@@ -32,15 +32,15 @@ def test_every_configured_source_is_listed_with_its_kind():
     ]
 
 
-def test_postgres_and_redis_have_an_engine_and_s3_says_it_has_none_yet():
+def test_every_kind_has_an_engine_and_an_unknown_kind_is_refused():
     engine = engines.engine(PG)
     assert (engine.kind, engine.section) == (PG, "postgres")
     assert engine.sources(policy_with_every_kind())[0].name == "main"
     redis = engines.engine("redis")
     assert (redis.kind, redis.section) == ("redis", "redis")
-    assert engines.find("s3") is None
-    with pytest.raises(UsageError, match="cannot back up or restore S3 buckets sources yet"):
-        engines.engine("s3")
+    s3 = engines.engine("s3")
+    assert (s3.kind, s3.section) == ("s3", "buckets")
+    assert s3.sources(policy_with_every_kind())[0].buckets == ("raw-data-items",)
     with pytest.raises(UsageError, match="unknown kind"):
         engines.find("mysql")
 
