@@ -129,7 +129,9 @@ def open_history(stack: ExitStack, policy, client, source, options: S3RestoreOpt
             f"{gone}, and the repository holds no `hadr backup s3` run of source {source.name} to restore it from",
             hint="check the bucket's name and the source's endpoint",
         )
-    warnings.append(f"{gone} any more: restoring from the mirror's manifests")
+    warnings.append(
+        f"bucket {options.bucket} does not exist any more at {client.where}: restored from the mirror's manifests"
+    )
     return mirror
 
 

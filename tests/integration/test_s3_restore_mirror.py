@@ -1,0 +1,93 @@
+"""hadr restore s3 from the mirror (the manifests of `hadr backup s3` runs in the repository), on moto over
+HTTP: restores to several instants between the runs against an oracle, a target outside the runs' window,
+the source bucket deleted (the restore falls back to the mirror and says so), and a damaged stored content
+(exit 3, the key named and not written, everything else restored)."""
+
+from __future__ import annotations
+
+import math
+import uuid
+
+from hadr_backup.objectstore.manifest import mirror_records
+from hadr_backup.objectstore.versions import state_at
+from hadr_backup.policy.load import load_policy
+from hadr_backup.repo.repository import open_repo
+from tests.helpers import hadr_cli
+from tests.integration.s3_history import (
+    bucket_contents,
+    make_policy,
+    next_second,
+    play_history,
+    restore,
+    versioned_bucket,
+)
+from tests.schema_check import assert_schema
+
+
+def delete_bucket(client, bucket: str) -> None:
+    for page in client.get_paginator("list_object_versions").paginate(Bucket=bucket):
+        doomed = [
+            {"Key": item["Key"], "VersionId": item["VersionId"]}
+            for item in page.get("Versions", []) + page.get("DeleteMarkers", [])
+        ]
+        if doomed:
+            client.delete_objects(Bucket=bucket, Delete={"Objects": doomed, "Quiet": True})
+    client.delete_bucket(Bucket=bucket)
+
+
+def test_restore_from_the_mirror_before_and_after_the_source_bucket_is_gone(s3_server, tmp_path):
+    client = s3_server.client()
+    bucket = versioned_bucket(client)
+    policy = make_policy(tmp_path / "policy.yaml", s3_server.endpoint_url, bucket)
+    hadr_cli(policy, "init", check=True)
+
+    def backup_after(round_: int) -> None:
+        if round_ in (1, 4):  # two runs: the second copies only what the first had not seen
+            hadr_cli(policy, "backup", "s3", check=True)
+
+    oracle = play_history(client, bucket, 60, 5, seed=5, after_round=backup_after)
+
+    # 1. from the mirror, to instants between and at the runs (a run's consistent_at is a whole second:
+    #    the last second of the round before it)
+    for round_ in (2, 3, 4):
+        at, expected = math.floor(oracle[round_][0]), oracle[round_][1]
+        target = f"dst-{uuid.uuid4().hex[:12]}"
+        done, report = restore(policy, "--bucket", bucket, "--to-bucket", target, "--from-mirror", at=at)
+        assert done.returncode == 0, done.stderr
+        assert_schema("restore-s3", report)
+        assert report["origin"] == "mirror" and report["window"]["bounded_by"] == "mirror-runs"
+        assert report["counts"]["streamed"] == len(expected) and report["counts"]["copied"] == 0
+        assert report["verification"]["objects"] == len(expected) and report["verification"]["passed"]
+        assert bucket_contents(client, target) == expected
+
+    # 2. before the first run's listing: outside the mirror's window
+    done, _ = restore(policy, "--bucket", bucket, "--to-bucket", "never-made", "--from-mirror", at=oracle[0][0])
+    assert done.returncode == 2 and "mirror runs" in done.stderr and "before the oldest" in done.stderr
+
+    # 3. the source bucket deleted: the restore says so and uses the mirror; in place has nowhere to go
+    delete_bucket(client, bucket)
+    at, expected = oracle[3]
+    target = f"dst-{uuid.uuid4().hex[:12]}"
+    done, report = restore(policy, "--bucket", bucket, "--to-bucket", target, at=at)
+    assert done.returncode == 0, done.stderr
+    assert report["origin"] == "mirror" and any("does not exist any more" in w for w in report["warnings"])
+    assert bucket_contents(client, target) == expected
+    done, _ = restore(policy, "--bucket", bucket, "--in-place", at=at)
+    assert done.returncode == 2 and "there is nothing to restore in" in done.stderr
+
+    # 4. a stored content damaged: exit 3, that key named and not written, the others restored
+    with open_repo(load_policy(str(policy))) as repo:
+        state = list(state_at(mirror_records(repo, "items", bucket), at))
+    victim = next(record for record in state if record.size > 100)
+    stored = tmp_path / "repo" / victim.content.key
+    data = bytearray(stored.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    stored.write_bytes(bytes(data))
+    target = f"dst-{uuid.uuid4().hex[:12]}"
+    done, report = restore(policy, "--bucket", bucket, "--to-bucket", target, at=at)
+    assert done.returncode == 3, done.stderr
+    assert_schema("restore-s3", report)
+    assert not report["passed"] and report["counts"]["unreadable"][0].startswith(f"{victim.key}: ")
+    assert {"key": victim.key, "problem": "missing"}.items() <= report["verification"]["problems"][0].items()
+    assert bucket_contents(client, target) == {k: v for k, v in expected.items() if k != victim.key}
+    next_second()
