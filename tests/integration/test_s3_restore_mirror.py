@@ -12,6 +12,7 @@ from hadr_backup.objectstore.manifest import mirror_records
 from hadr_backup.objectstore.versions import state_at
 from hadr_backup.policy.load import load_policy
 from hadr_backup.repo.repository import open_repo
+from hadr_backup.sandbox.seed import reset_bucket
 from tests.helpers import hadr_cli
 from tests.integration.s3_history import (
     bucket_contents,
@@ -25,13 +26,7 @@ from tests.schema_check import assert_schema
 
 
 def delete_bucket(client, bucket: str) -> None:
-    for page in client.get_paginator("list_object_versions").paginate(Bucket=bucket):
-        doomed = [
-            {"Key": item["Key"], "VersionId": item["VersionId"]}
-            for item in page.get("Versions", []) + page.get("DeleteMarkers", [])
-        ]
-        if doomed:
-            client.delete_objects(Bucket=bucket, Delete={"Objects": doomed, "Quiet": True})
+    reset_bucket(client, bucket)  # every version and delete marker removed
     client.delete_bucket(Bucket=bucket)
 
 
