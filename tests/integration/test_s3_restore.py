@@ -238,3 +238,21 @@ def test_the_verification_names_keys_that_differ_are_missing_or_extra(history):
     found = {(problem.key, problem.problem) for problem in verification.problems}
     assert found == {(keys[3], "sha256"), (keys[5], "missing"), ("zz-extra", "extra")}
     assert verification.objects == len(expected) - 2
+
+
+def test_transient_answers_are_retried_without_loss(s3_server, tmp_path):
+    client = s3_server.client()
+    bucket = versioned_bucket(client)
+    oracle = play_history(client, bucket, 40, 2, seed=11)
+    at, expected = oracle[-1]
+    with FaultProxy(s3_server.endpoint_url) as proxy:
+        proxy.fail(method="PUT", status=503, code="SlowDown", times=6)  # CopyObject is a PUT
+        proxy.fail(method="GET", query="versions", status=500, code="InternalError", times=2)
+        proxy.fail(method="GET", status=503, code="ServiceUnavailable", times=3)
+        policy = make_policy(tmp_path / "policy.yaml", proxy.endpoint_url, bucket)
+        target = f"dst-{uuid.uuid4().hex[:12]}"
+        done, report = restore(policy, "--bucket", bucket, "--to-bucket", target, at=at)
+        faulted = [seen for seen in proxy.seen if seen.faulted]
+    assert done.returncode == 0, done.stderr
+    assert len(faulted) == 11 and report["verification"]["passed"]
+    assert bucket_contents(client, target) == expected
