@@ -31,6 +31,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sandbox": ("hadr_backup.cli.sandbox:sandbox", "Local PostgreSQL + Redis + S3 with bundler-like data."),
     "backup": ("hadr_backup.cli.backup:backup", "Take one backup now."),
     "archive": ("hadr_backup.cli.archive:archive", "Archive a change stream continuously (Redis AOF)."),
+    "protect": ("hadr_backup.cli.protect:protect", "Make S3 buckets keep their history: versioning, lifecycle."),
     "wal-push": ("hadr_backup.cli.wal:wal_push", "PostgreSQL archive_command: store one WAL file."),
     "wal-fetch": ("hadr_backup.cli.wal:wal_fetch", "PostgreSQL restore_command: fetch one WAL file."),
     "restore": ("hadr_backup.cli.restore:restore", "Restore a source to a point in time."),

@@ -10,6 +10,8 @@ The status codes that count as transient are the repository driver's (``repo/s3.
 from __future__ import annotations
 
 import functools
+import time
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 from hadr_backup.errors import BucketUnavailable, HadrError, TransientStorageError, VersionGone
@@ -93,6 +95,22 @@ def _code(error: Exception) -> str | None:
 
 class _Unreachable(TransientStorageError):
     """The endpoint did not answer (retried; after the last retry: BucketUnavailable)."""
+
+
+class ListingClient:
+    """What ``list_versions`` calls, through the client's retries; keeps the server's Date of the first page
+    (``server_time``: the server's clock when the listing began)."""
+
+    def __init__(self, client: BucketClient):
+        self._client, self.meta = client, client.client.meta
+        self.server_time: float | None = None
+
+    def list_object_versions(self, **request) -> dict:
+        page = self._client.call("list_object_versions", **request)
+        if self.server_time is None:
+            date = page.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
+            self.server_time = parsedate_to_datetime(date).timestamp() if date else time.time()
+        return page
 
 
 def source_client(source: BucketSource, index: int = 0, backoff: Backoff = RETRY) -> BucketClient:

@@ -18,9 +18,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from hadr_backup.errors import HadrError
-from hadr_backup.objectstore.client import BucketClient
+from hadr_backup.objectstore.client import BucketClient, ListingClient
 from hadr_backup.objectstore.copy import READ_SIZE, ReadCheck
-from hadr_backup.objectstore.mirror import _Listing as RetriedListing
 from hadr_backup.objectstore.versions import VersionRecord, list_versions, state_at
 
 ONE_PUT = 8 << 20  # streamed content up to this size goes up in one PutObject (held in memory)
@@ -44,7 +43,7 @@ class Destination:
     def current(self) -> Iterator[VersionRecord]:
         """What the destination holds now, in key order (keys without the prefix)."""
         if self.in_place:
-            return state_at(list_versions(RetriedListing(self.client), self.bucket), math.inf)
+            return state_at(list_versions(ListingClient(self.client), self.bucket), math.inf)
         return self._objects()
 
     def _objects(self) -> Iterator[VersionRecord]:

@@ -14,10 +14,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from hadr_backup.errors import TargetUnreachable, UsageError
-from hadr_backup.objectstore.client import BucketClient
+from hadr_backup.objectstore.client import BucketClient, ListingClient
 from hadr_backup.objectstore.copy import SourceReader
 from hadr_backup.objectstore.manifest import complete_runs, mirror_records, open_content
-from hadr_backup.objectstore.mirror import _Listing as RetriedListing
 from hadr_backup.objectstore.protection import inspect_bucket
 from hadr_backup.objectstore.versions import VersionRecord, list_versions, state_at
 from hadr_backup.policy.model import BucketSource
@@ -60,18 +59,20 @@ class SourceHistory:
         self.client, self.source, self.bucket = client, source, bucket
         self.reader = SourceReader(client, bucket)
 
-    def records(self) -> Iterator[VersionRecord]:
-        return list_versions(RetriedListing(self.client), self.bucket)
+    def records(self, listing: ListingClient | None = None) -> Iterator[VersionRecord]:
+        return list_versions(listing or ListingClient(self.client), self.bucket)
 
     def window(self, listing_started: float) -> Window:
         """From the oldest version still listed (or as far back as the lifecycle keeps noncurrent versions,
-        if that is later) to the last whole second before the listing began: a version written later in
-        that second would carry the same LastModified as one written before it."""
-        end = math.floor(listing_started) - 1e-6
+        if that is later) to the last whole second before the listing began (by the server's clock where it
+        says; else ``listing_started``): a version written later in that second would carry the same
+        LastModified as one written before it."""
+        listing = ListingClient(self.client)
         try:
-            oldest = min(record.last_modified for record in self.records())
+            oldest = min(record.last_modified for record in self.records(listing))
         except ValueError:
             raise UsageError(f"bucket {self.bucket} has no versions: there is nothing to restore") from None
+        end = math.floor(min(listing.server_time or listing_started, listing_started)) - 1e-6
         expiry_days = inspect_bucket(self.client, self.bucket).noncurrent_days
         if expiry_days is not None and listing_started - expiry_days * DAY > oldest:
             return Window(listing_started - expiry_days * DAY, end, "noncurrent-expiry")

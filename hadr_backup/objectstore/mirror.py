@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
-from email.utils import parsedate_to_datetime
 from functools import partial
 from typing import Any
 
 from hadr_backup.errors import BucketUnavailable
 from hadr_backup.objectstore import KIND
-from hadr_backup.objectstore.client import BucketClient, mirror_client, same_account, source_client
+from hadr_backup.objectstore.client import BucketClient, ListingClient, mirror_client, same_account, source_client
 from hadr_backup.objectstore.copy import Copied, MirrorTarget, RepositoryTarget, SourceReader
 from hadr_backup.objectstore.incremental import ordered_pool, unseen
 from hadr_backup.objectstore.manifest import complete_runs, manifest_lines, mirror_records
@@ -99,21 +98,6 @@ class S3BackupResult:
             out.line(f"warning: {warning}")
 
 
-class _Listing:
-    """What ``list_versions`` calls, through the client's retries; keeps the server's Date of the first page."""
-
-    def __init__(self, client: BucketClient):
-        self._client, self.meta = client, client.client.meta
-        self.server_time: float | None = None
-
-    def list_object_versions(self, **request) -> dict:
-        page = self._client.call("list_object_versions", **request)
-        if self.server_time is None:
-            date = page.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
-            self.server_time = parsedate_to_datetime(date).timestamp() if date else time.time()
-        return page
-
-
 def run_backup_s3(
     policy: Policy, source_name: str | None = None, ui=None, *, page_size: int = PAGE_SIZE
 ) -> S3BackupResult:
@@ -140,29 +124,32 @@ def run_backup_s3(
                 stored.append(manifest)
                 _say(ui, f"{bucket}: {plural(run.new, 'new record')} of {run.records} listed")
             # 4. complete: the instant before the first listing began is what the run describes
-            meta = _meta(target, buckets)
-            repo.finish_backup(entry, stored, meta, consistent_at=started)
+            repo.finish_backup(entry, stored, _meta(target, buckets), consistent_at=started)
         except BaseException as error:
             repo.abandon_backup(entry, error)
             raise
+    return _result(entry, target, started, buckets, time.monotonic() - began)
+
+
+def _result(entry, target, started: float, buckets: dict[str, BucketRun], seconds: float) -> S3BackupResult:
     return S3BackupResult(
         backup_id=entry.id,
-        source=source.name,
+        source=entry.source,
         state=entry.state,
         mode=target.mode,
         parent=entry.parent,
         consistent_at=started,
         buckets=buckets,
-        mirror=meta.get("mirror"),
+        mirror=target.describe() or None,
         stored_size=entry.stored_size + sum(run.written for run in buckets.values()),
-        seconds=time.monotonic() - began,
+        seconds=seconds,
         warnings=_warnings(buckets),
     )
 
 
 def _copy_bucket(repo, entry, source: BucketSource, client, target, bucket: str, page_size: int):
     """One bucket: its manifest (stored), what was done, and the instant its listing began."""
-    listing = _Listing(client)
+    listing = ListingClient(client)
     run = BucketRun()
 
     def listed():

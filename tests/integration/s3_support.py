@@ -4,10 +4,14 @@ the policies that point hadr at them."""
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 from hadr_backup.objectstore.versions import list_versions
+from hadr_backup.procs import free_port
+from hadr_backup.sandbox.servers import S3Server
 from tests.helpers import local_policy_data, write_policy
 
 
@@ -53,8 +57,20 @@ def bucket_policy(tmp_path: Path, endpoint: str, buckets: list[str], **source) -
         **source,
     }
     data = {**local_policy_data(tmp_path / "repo"), "sources": {"buckets": [entry]}}
+    tmp_path.mkdir(parents=True, exist_ok=True)
     return write_policy(tmp_path / "policy.yaml", data)
 
 
 def source_records(client, bucket: str) -> list:
     return list(list_versions(client, bucket))
+
+
+@contextmanager
+def another_s3(log_dir: Path) -> Iterator[S3Server]:
+    """An S3 endpoint of its own (moto), beside the session's; stopped on the way out."""
+    server = S3Server(free_port(), log_dir)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -15,13 +15,14 @@ from hadr_backup.objectstore.manifest import mirror_records, open_content
 from hadr_backup.objectstore.mirror import run_backup_s3
 from hadr_backup.objectstore.versions import state_at
 from hadr_backup.policy.load import load_policy
-from hadr_backup.procs import free_port
 from hadr_backup.repo import layout
 from hadr_backup.repo.repository import init_repo, open_repo
 from hadr_backup.sandbox.servers import S3Server
 from tests.helpers import hadr_cli
-from tests.integration.s3_support import bucket_policy, source_records, versioned_bucket, write_history
+from tests.integration.s3_support import another_s3, bucket_policy, source_records, versioned_bucket, write_history
 from tests.schema_check import assert_schema
+
+BIG = bytes(range(256)) * (9 * 4096 + 17)  # 9 MiB and a bit: more than copy.INLINE_MAX
 
 
 def page_size_with_markers_on_edges(client, bucket: str) -> int:
@@ -107,6 +108,7 @@ def test_cli_run_json_list_info_and_verify(s3_server, tmp_path: Path) -> None:
     client = s3_server.client()
     bucket = versioned_bucket(client, f"cli-{time.time_ns()}")
     write_history(client, bucket, keys=20, rounds=3)
+    client.put_object(Bucket=bucket, Key="big.bin", Body=BIG)  # above INLINE_MAX: hashed, then streamed
     count = len(source_records(client, bucket))
     policy_file = bucket_policy(tmp_path, s3_server.endpoint_url, [bucket])
     hadr_cli(policy_file, "init", check=True)
@@ -124,21 +126,27 @@ def test_cli_run_json_list_info_and_verify(s3_server, tmp_path: Path) -> None:
     assert source["restorable_window"][0]["kind"] == "s3-runs"
     assert source["archive"]["buckets"][0]["versioning"] == "enabled"
     assert source["archive"]["buckets"][0]["window"] == "unbounded"
+    with open_repo(load_policy(str(policy_file))) as repo:
+        (big,) = [r for r in mirror_records(repo, "items", bucket) if r.key == "big.bin"]
+        assert big.sha256 == hashlib.sha256(BIG).hexdigest()
+        assert b"".join(open_content(repo, load_policy(str(policy_file)), big)) == BIG
     verified = assert_schema("verify-repo", hadr_cli(policy_file, "--json", "verify", "repo", "--deep").stdout)
     assert verified["passed"] and verified["checked"]["s3_manifests"] == 3
     assert verified["checked"]["s3_records"] == count
+    checked = hadr_cli(policy_file, "--json", "check")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    findings = {(f["code"], f["subject"]): f["level"] for f in assert_schema("check", checked.stdout)["findings"]}
+    assert findings[("bucket-listable", bucket)] == findings[("versioning-on", bucket)] == "ok"
+    listed = hadr_cli(policy_file, "list", check=True).stdout
+    assert f"{count} records" in listed and "repository" in listed
 
 
 @pytest.fixture
 def authenticating_s3(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[S3Server]:
     """A moto server that checks credentials after its first 40 requests (``authenticate_from_now``)."""
     monkeypatch.setenv("INITIAL_NO_AUTH_ACTION_COUNT", "40")
-    server = S3Server(free_port(), tmp_path / "moto-auth")
-    server.start()
-    try:
+    with another_s3(tmp_path / "moto-auth") as server:
         yield server
-    finally:
-        server.stop()
 
 
 def authenticate_from_now(client) -> None:

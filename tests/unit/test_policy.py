@@ -212,6 +212,21 @@ def test_env_expansion(monkeypatch):
             {"repository": {"path": "/r"}, "sources": {"postgres": [{"name": "m", "dsn": "host=h", "rpo": "5min"}]}},
             "sources.postgres[0].rpo: expected a positive number, got str '5min'",
         ),
+        *[
+            ({"repository": {"path": "/r"}, "sources": {"buckets": [{"name": "b", "buckets": ["raw"], **entry}]}}, text)
+            for entry, text in (
+                ({"versions": "some"}, "sources.buckets[0].versions: expected all or current, got str 'some'"),
+                ({"noncurrent_days": 0}, "sources.buckets[0].noncurrent_days: expected an integer from 1 to 36500"),
+                ({"workers": 0}, "sources.buckets[0].workers: expected an integer from 1 to 256, got int 0"),
+                ({"buckets": ["Raw_Items"]}, "sources.buckets[0].buckets[0]: 'Raw_Items' is not a valid bucket name"),
+                ({"buckets": []}, "sources.buckets[0].buckets: expected a non-empty list of bucket names"),
+                ({"object_lock": {"mode": "strict"}}, "sources.buckets[0].object_lock.mode: expected GOVERNANCE or"),
+                ({"object_lock": {"days": -1}}, "sources.buckets[0].object_lock.days: expected an integer from 1"),
+                ({"mirror": {"endpoint": "http://m"}}, "sources.buckets[0].mirror.bucket: required"),
+                ({"mirror": {"bucket": "m", "path": "/x"}}, "sources.buckets[0].mirror: unknown key 'path'"),
+                ({"lifecycle": 3}, "sources.buckets[0]: unknown key 'lifecycle'"),
+            )
+        ],
     ],
 )
 def test_bad_policies_name_file_field_and_expectation(data, message):
@@ -242,3 +257,41 @@ def test_cli_reports_bad_policy_in_one_line(tmp_path):
     assert run.returncode == 2
     assert "retention.hourly: expected an integer from 0 to 100000, got str 'lots'" in run.stderr
     assert "Traceback" not in run.stderr
+
+
+def test_bucket_source_keys_and_their_defaults():
+    policy = parse_policy(
+        {
+            "repository": {"path": "/r"},
+            "sources": {
+                "buckets": [
+                    {"name": "plain", "buckets": ["raw-data-items"]},
+                    {
+                        "name": "guarded",
+                        "buckets": ["a-bucket"],
+                        "versions": "current",
+                        "noncurrent_days": 14,
+                        "object_lock": {"mode": "compliance", "days": 3},
+                        "mirror": {"bucket": "dr-copy", "endpoint": "http://dr:9000", "prefix": "/site-a/"},
+                        "workers": 4,
+                    },
+                ]
+            },
+        },
+        "p.yaml",
+    )
+    plain, guarded = policy.sources.buckets
+    assert (plain.versions, plain.noncurrent_days, plain.object_lock, plain.mirror, plain.workers) == (
+        "all",
+        30,
+        None,
+        None,
+        16,
+    )
+    assert (guarded.versions, guarded.noncurrent_days, guarded.workers) == ("current", 14, 4)
+    assert (guarded.object_lock.mode, guarded.object_lock.days) == ("COMPLIANCE", 3)
+    assert (guarded.mirror.bucket, guarded.mirror.endpoint, guarded.mirror.prefix) == (
+        "dr-copy",
+        "http://dr:9000",
+        "site-a/",
+    )
