@@ -21,13 +21,15 @@ OBJECTS = 20
 
 def bucket_story(sandbox, say: Callable[[str], None]) -> dict[str, Any]:
     """Writes, the instant T, more writes; the bucket restored to T into a new bucket -> what the demo shows."""
+    from hadr_backup.objectstore.protect import run_protect_s3
     from hadr_backup.objectstore.restore import S3RestoreOptions, run_restore_s3
 
     source = sandbox.bucket_source
     bucket, client = source.buckets[0], sandbox.s3_client()
     say(f"bucket: objects written, then overwritten and deleted in {bucket}; restore to the instant between")
-    # 1. versioning on (the sandbox sets it up; a sandbox seeded before that gets it here)
-    client.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    # 1. the bucket protected (versioning on, noncurrent versions kept): hadr protect s3
+    protected = run_protect_s3(sandbox.policy, source.name)
+    say(f"    hadr protect s3: {protected.changed} changes")
     # 2. writes, the instant T (S3 stamps to the second: T falls in a second of its own), more writes
     _next_second()
     at_target = {f"{PREFIX}item-{n:02d}.json": f'{{"item": {n}, "v": 1}}'.encode() for n in range(OBJECTS)}
