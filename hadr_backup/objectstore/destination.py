@@ -17,7 +17,7 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from hadr_backup.errors import HadrError
+from hadr_backup.errors import HadrError, VersionGone
 from hadr_backup.objectstore.client import BucketClient, ListingClient
 from hadr_backup.objectstore.copy import READ_SIZE, ReadCheck
 from hadr_backup.objectstore.versions import VersionRecord, list_versions, state_at
@@ -69,12 +69,13 @@ class Destination:
         """Put ``record``'s content at its key -> COPIED or STREAMED."""
         target = self.key(record.key)
         copy_source = history.copy_source(record)
-        if copy_source is not None and record.size <= ONE_COPY:
-            self.client.call("copy_object", CopySource=copy_source, Bucket=self.bucket, Key=target)
-            return COPIED
-        if copy_source is not None:  # in parts (boto3's managed copy)
-            self._raw(target, self.client.client.copy, copy_source, self.bucket, target)
-            return COPIED
+        if copy_source is not None:
+            try:
+                self._copy(copy_source, target, record.size)
+                return COPIED
+            except VersionGone:
+                if not history.stream_when_gone:
+                    raise
         if record.size <= ONE_PUT:
             data = b"".join(history.open(record))
             checksum = base64.b64encode(hashlib.sha256(data).digest()).decode()
@@ -82,6 +83,12 @@ class Destination:
         else:
             self._raw(target, self.client.client.upload_fileobj, ChunkReader(history.open(record)), self.bucket, target)
         return STREAMED
+
+    def _copy(self, copy_source: dict[str, str], target: str, size: int) -> None:
+        if size <= ONE_COPY:
+            self.client.call("copy_object", CopySource=copy_source, Bucket=self.bucket, Key=target)
+        else:  # in parts (boto3's managed copy)
+            self._raw(target, self.client.client.copy, copy_source, self.bucket, target)
 
     def delete(self, key: str) -> None:
         self.client.call("delete_object", Bucket=self.bucket, Key=self.key(key))

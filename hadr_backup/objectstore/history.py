@@ -54,6 +54,7 @@ class SourceHistory:
     """The source bucket's own versions (ListObjectVersions), read at the source."""
 
     origin = "source"
+    stream_when_gone = False  # a version gone since it was listed fails the restore
 
     def __init__(self, client: BucketClient, source: BucketSource, bucket: str):
         self.client, self.source, self.bucket = client, source, bucket
@@ -93,12 +94,17 @@ class SourceHistory:
 
 
 class MirrorHistory:
-    """The records ``hadr backup s3`` runs stored (their manifests), and the content they point at."""
+    """The records ``hadr backup s3`` runs stored (their manifests), and the content they point at. While
+    the source bucket exists (``source_client``), a version it still holds is copied from it server-side
+    (a version id names immutable content; the verification checks it against the manifest's SHA-256),
+    and one it no longer holds is streamed from the mirror."""
 
     origin = "mirror"
+    stream_when_gone = True  # a version gone from the source is streamed from the mirror instead
 
-    def __init__(self, repo, policy, source: BucketSource, bucket: str):
+    def __init__(self, repo, policy, source: BucketSource, bucket: str, source_client: BucketClient | None = None):
         self.repo, self.policy, self.source, self.bucket = repo, policy, source, bucket
+        self.source_client = source_client
 
     def runs(self) -> list[Any]:
         return complete_runs(self.repo, self.source.name)
@@ -120,7 +126,9 @@ class MirrorHistory:
         return state_at(self.records(), at)
 
     def copy_source(self, record: VersionRecord) -> dict[str, str] | None:
-        return None
+        if self.source_client is None:
+            return None
+        return {"Bucket": self.bucket, "Key": record.key, "VersionId": record.version_id}
 
     def open(self, record: VersionRecord) -> Iterator[bytes]:
         return open_content(self.repo, self.policy, record)

@@ -110,9 +110,10 @@ def check_options(options: S3RestoreOptions, source) -> None:
 
 def open_history(stack: ExitStack, policy, client, source, options: S3RestoreOptions, warnings: list[str]):
     """The source's versions, or the mirror when asked for or when the source bucket is gone."""
+    exists = bucket_exists(client, options.bucket)
     if options.from_mirror:
-        return open_mirror(stack, policy, source, options, warnings)
-    if bucket_exists(client, options.bucket):
+        return open_mirror(stack, policy, source, options, warnings, client if exists else None)
+    if exists:
         return SourceHistory(client, source, options.bucket)
     gone = f"bucket {options.bucket} does not exist at {client.where}"
     if options.in_place:
@@ -135,7 +136,11 @@ def open_history(stack: ExitStack, policy, client, source, options: S3RestoreOpt
     return mirror
 
 
-def open_mirror(stack: ExitStack, policy, source, options: S3RestoreOptions, warnings: list[str]) -> MirrorHistory:
+def open_mirror(
+    stack: ExitStack, policy, source, options: S3RestoreOptions, warnings: list[str], client: BucketClient | None = None
+) -> MirrorHistory:
+    """The mirror's history; ``client``: the source's, when its bucket exists (versions it still holds are
+    copied from it)."""
     from hadr_backup.repo.repository import open_repo
 
     if source.versions == "current":
@@ -143,7 +148,7 @@ def open_mirror(stack: ExitStack, policy, source, options: S3RestoreOptions, war
             f"source {source.name} mirrors current versions only: between two runs the mirror knows of no change, "
             "so the state at T is what the runs saw, not every write before T"
         )
-    return MirrorHistory(stack.enter_context(open_repo(policy)), policy, source, options.bucket)
+    return MirrorHistory(stack.enter_context(open_repo(policy)), policy, source, options.bucket, client)
 
 
 def prepare_destination(client: BucketClient, options: S3RestoreOptions) -> tuple[Destination, bool]:
