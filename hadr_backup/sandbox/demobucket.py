@@ -30,7 +30,30 @@ def bucket_story(sandbox, say: Callable[[str], None]) -> dict[str, Any]:
     # 1. the bucket protected (versioning on, noncurrent versions kept): hadr protect s3
     protected = run_protect_s3(sandbox.policy, source.name)
     say(f"    hadr protect s3: {protected.changed} changes")
-    # 2. writes, the instant T (S3 stamps to the second: T falls in a second of its own), more writes
+    # 2. writes, the instant T, more writes
+    at_target, target = _write_story(client, bucket)
+    # 3. the bucket as it was at T, into a new bucket, verified by hadr
+    to_bucket = f"{bucket}-at-{compact(target).lower()}"
+    when = datetime.fromtimestamp(target, UTC)
+    restored = run_restore_s3(sandbox.policy, S3RestoreOptions(bucket=bucket, target_time=when, to_bucket=to_bucket))
+    say(f"    {format_time(target)} restored into {to_bucket}: {restored.verification.summary()}")
+    # 4. the demo's own check of its objects
+    held = _objects(client, to_bucket, PREFIX)
+    return {
+        "bucket": bucket,
+        "to_bucket": to_bucket,
+        "target": restored.to_json()["target_time"],
+        "objects": restored.verification.objects,
+        "bytes": restored.verification.bytes,
+        "mismatches": restored.verification.mismatches,
+        "demo_objects_as_at_target": held == at_target,
+        "passed": restored.exit_code == 0 and held == at_target,
+    }
+
+
+def _write_story(client, bucket: str) -> tuple[dict[str, bytes], float]:
+    """Objects written, the instant T, then some overwritten and deleted and one added -> (what the demo's
+    objects held at T, T). S3 stamps LastModified to the second: T falls in a second of its own."""
     _next_second()
     at_target = {f"{PREFIX}item-{n:02d}.json": f'{{"item": {n}, "v": 1}}'.encode() for n in range(OBJECTS)}
     for key, body in at_target.items():
@@ -42,26 +65,15 @@ def bucket_story(sandbox, say: Callable[[str], None]) -> dict[str, Any]:
         client.delete_object(Bucket=bucket, Key=f"{PREFIX}item-{n + 1:02d}.json")
     client.put_object(Bucket=bucket, Key=f"{PREFIX}late.json", Body=b'{"late": true}')
     _next_second()
-    # 3. the bucket as it was at T, into a new bucket, verified by hadr
-    to_bucket = f"{bucket}-at-{compact(target).lower()}"
-    when = datetime.fromtimestamp(target, UTC)
-    restored = run_restore_s3(sandbox.policy, S3RestoreOptions(bucket=bucket, target_time=when, to_bucket=to_bucket))
-    say(f"    {format_time(target)} restored into {to_bucket}: {restored.verification.summary()}")
-    # 4. the demo's own check of its objects
+    return at_target, target
+
+
+def _objects(client, bucket: str, prefix: str) -> dict[str, bytes]:
     held = {}
-    for page in client.get_paginator("list_objects_v2").paginate(Bucket=to_bucket, Prefix=PREFIX):
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         for item in page.get("Contents", ()):
-            held[item["Key"]] = client.get_object(Bucket=to_bucket, Key=item["Key"])["Body"].read()
-    return {
-        "bucket": bucket,
-        "to_bucket": to_bucket,
-        "target": restored.to_json()["target_time"],
-        "objects": restored.verification.objects,
-        "bytes": restored.verification.bytes,
-        "mismatches": restored.verification.mismatches,
-        "demo_objects_as_at_target": held == at_target,
-        "passed": restored.exit_code == 0 and held == at_target,
-    }
+            held[item["Key"]] = client.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()
+    return held
 
 
 def bucket_line(story: dict[str, Any]) -> str:
