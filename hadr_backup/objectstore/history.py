@@ -50,6 +50,16 @@ class Window:
         )
 
 
+def source_window(oldest: float, began: float, expiry_days: int | None) -> Window:
+    """Where a bucket's own versions can restore to: from its oldest version, or from ``expiry_days`` before
+    ``began`` when its lifecycle expires noncurrent versions sooner (what was current then may be gone), to
+    the last whole second before ``began`` (S3 stamps LastModified to the second)."""
+    end = math.floor(began) - 1e-6
+    if expiry_days is not None and began - expiry_days * DAY > oldest:
+        return Window(began - expiry_days * DAY, end, "noncurrent-expiry")
+    return Window(oldest, end, "oldest-version")
+
+
 class SourceHistory:
     """The source bucket's own versions (ListObjectVersions), read at the source."""
 
@@ -73,11 +83,8 @@ class SourceHistory:
             oldest = min(record.last_modified for record in self.records(listing))
         except ValueError:
             raise UsageError(f"bucket {self.bucket} has no versions: there is nothing to restore") from None
-        end = math.floor(min(listing.server_time or listing_started, listing_started)) - 1e-6
-        expiry_days = inspect_bucket(self.client, self.bucket).noncurrent_days
-        if expiry_days is not None and listing_started - expiry_days * DAY > oldest:
-            return Window(listing_started - expiry_days * DAY, end, "noncurrent-expiry")
-        return Window(oldest, end, "oldest-version")
+        began = min(listing.server_time or listing_started, listing_started)
+        return source_window(oldest, began, inspect_bucket(self.client, self.bucket).noncurrent_days)
 
     def state(self, at: float) -> Iterator[VersionRecord]:
         return state_at(self.records(), at)

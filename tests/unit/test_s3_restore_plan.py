@@ -8,7 +8,7 @@ import time
 import pytest
 
 from hadr_backup.errors import TargetUnreachable
-from hadr_backup.objectstore.history import Window
+from hadr_backup.objectstore.history import DAY, Window, source_window
 from hadr_backup.objectstore.restore import DELETE, KEEP, WRITE, Action, plan
 from hadr_backup.objectstore.restoreresult import Counts
 from hadr_backup.objectstore.streams import bounded_map, join_by_key
@@ -92,3 +92,11 @@ def test_counts_tell_copied_streamed_unchanged_and_unreadable_apart() -> None:
     assert (counts.objects, counts.bytes, counts.written, counts.written_bytes) == (4, 23, 2, 15)
     assert (counts.copied, counts.streamed, counts.unchanged, counts.deleted) == (1, 1, 1, 1)
     assert counts.unreadable == ["d: SHA-256 differs"] and counts.changed == 3
+
+
+def test_the_source_window_ends_before_the_listing_second_and_starts_where_versions_are_kept() -> None:
+    began = 1_000_000.75
+    assert source_window(990_000.0, began, None) == Window(990_000.0, 999_999.999999, "oldest-version")
+    assert source_window(990_000.0, began, 30) == Window(990_000.0, 999_999.999999, "oldest-version")
+    kept = source_window(100.0, began, 2)  # noncurrent versions expire after 2 days: older states may be gone
+    assert kept == Window(began - 2 * DAY, 999_999.999999, "noncurrent-expiry")
