@@ -25,6 +25,14 @@ from hadr_backup.objectstore.versions import VersionRecord, list_versions, state
 ONE_PUT = 8 << 20  # streamed content up to this size goes up in one PutObject (held in memory)
 ONE_COPY = 5 << 30  # CopyObject's limit; larger versions are copied in parts
 COPIED, STREAMED = "copied", "streamed"
+PART_SIZE = 8 << 20
+
+
+def _transfer_config():
+    from boto3.s3.transfer import TransferConfig
+
+    # parts of PART_SIZE, two in flight: a large streamed version holds about three parts in memory
+    return TransferConfig(multipart_threshold=ONE_PUT, multipart_chunksize=PART_SIZE, max_concurrency=2)
 
 
 @dataclass(frozen=True)
@@ -81,7 +89,8 @@ class Destination:
             checksum = base64.b64encode(hashlib.sha256(data).digest()).decode()
             self.client.call("put_object", Bucket=self.bucket, Key=target, Body=data, ChecksumSHA256=checksum)
         else:
-            self._raw(target, self.client.client.upload_fileobj, ChunkReader(history.open(record)), self.bucket, target)
+            stream = io.BufferedReader(ChunkReader(history.open(record)), READ_SIZE)  # read(n): n bytes, or the end
+            self._raw(target, self.client.client.upload_fileobj, stream, self.bucket, target, Config=_transfer_config())
         return STREAMED
 
     def _copy(self, copy_source: dict[str, str], target: str, size: int) -> None:
@@ -106,10 +115,10 @@ class Destination:
             raise self.client.translate(error, self.bucket, target) from error
         return check.finish()
 
-    def _raw(self, target: str, operation, *args) -> None:
+    def _raw(self, target: str, operation, *args, **kwargs) -> None:
         """A boto3 transfer (not one request: not retried here), its failure translated."""
         try:
-            operation(*args)
+            operation(*args, **kwargs)
         except HadrError:
             raise
         except Exception as error:

@@ -137,6 +137,7 @@ def test_bad_usage_is_refused_with_exit_2(history):
         (["--bucket", bucket, "--to-bucket", "x-dst", "--in-place"], "--to-bucket B2"),
         (["--bucket", "not-this-sources", "--to-bucket", "x-dst"], "is not one of source items's buckets"),
         (["--bucket", bucket, "--to-bucket", bucket], "is the bucket being restored"),
+        (["--bucket", bucket, "--in-place", "--to-prefix", "p"], "--to-prefix goes with --to-bucket"),
     ]
     for args, message in cases:
         done, _ = restore(policy, *args, at=at)
@@ -256,3 +257,25 @@ def test_transient_answers_are_retried_without_loss(s3_server, tmp_path):
     assert done.returncode == 0, done.stderr
     assert len(faulted) == 11 and report["verification"]["passed"]
     assert bucket_contents(client, target) == expected
+
+
+def test_keys_with_spaces_unicode_and_plus_signs_are_restored_and_verified(s3_server, tmp_path):
+    client = s3_server.client()
+    bucket = versioned_bucket(client)
+    keys = ["a b/c d.txt", "dir/ü-umlaut.bin", "x+y=z", "percent%20not-a-space", "日本/ファイル", "zz/", "empty"]
+    for key in keys:
+        client.put_object(Bucket=bucket, Key=key, Body=b"" if key == "empty" else key.encode() * 3)
+    next_second()
+    at = time.time() - 0.5
+    client.put_object(Bucket=bucket, Key="x+y=z", Body=b"later")
+    client.delete_object(Bucket=bucket, Key="a b/c d.txt")
+    next_second()
+    policy = make_policy(tmp_path / "policy.yaml", s3_server.endpoint_url, bucket)
+    target = f"dst-{uuid.uuid4().hex[:12]}"
+    done, report = restore(policy, "--bucket", bucket, "--to-bucket", target, "--to-prefix", "back up/", at=at)
+    assert done.returncode == 0, done.stderr
+    assert bucket_contents(client, target, "back up/") == {k: b"" if k == "empty" else k.encode() * 3 for k in keys}
+    assert report["verification"]["objects"] == len(keys)
+    done, report = restore(policy, "--bucket", bucket, "--in-place", at=at)
+    assert done.returncode == 0, done.stderr
+    assert (report["counts"]["written"], report["verification"]["objects"]) == (2, len(keys))

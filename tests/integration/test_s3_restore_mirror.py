@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import uuid
 
+from hadr_backup.objectstore.destination import ONE_PUT
 from hadr_backup.objectstore.manifest import mirror_records
 from hadr_backup.objectstore.versions import state_at
 from hadr_backup.policy.load import load_policy
@@ -104,3 +105,23 @@ def test_restore_from_the_mirror_before_and_after_the_source_bucket_is_gone(s3_s
     assert {"key": victim.key, "problem": "missing"}.items() <= report["verification"]["problems"][0].items()
     assert bucket_contents(client, target) == {k: v for k, v in expected.items() if k != victim.key}
     next_second()
+
+
+def test_a_version_larger_than_one_put_streams_from_the_mirror_as_a_multipart_upload(s3_server, tmp_path):
+    client = s3_server.client()
+    bucket = versioned_bucket(client)
+    large = bytes(range(256)) * (ONE_PUT // 256 + 4099)  # above the in-memory limit of one PutObject
+    client.put_object(Bucket=bucket, Key="large.bin", Body=large)
+    client.put_object(Bucket=bucket, Key="small.txt", Body=b"small")
+    next_second()
+    policy = make_policy(tmp_path / "policy.yaml", s3_server.endpoint_url, bucket)
+    hadr_cli(policy, "init", check=True)
+    hadr_cli(policy, "backup", "s3", check=True)
+    at = mirrored_state(policy, bucket, math.inf)[0].last_modified
+    delete_bucket(client, bucket)
+    target = f"dst-{uuid.uuid4().hex[:12]}"
+    done, report = restore(policy, "--bucket", bucket, "--to-bucket", target, at=at)
+    assert done.returncode == 0, done.stderr
+    assert report["counts"]["streamed"] == 2 and report["verification"]["bytes"] == len(large) + 5
+    assert client.get_object(Bucket=target, Key="large.bin")["Body"].read() == large
+    assert client.head_object(Bucket=target, Key="large.bin")["ETag"].strip('"').endswith("-2")  # in parts
