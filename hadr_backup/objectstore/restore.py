@@ -20,6 +20,7 @@ import time
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from datetime import datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 from hadr_backup.errors import BucketUnavailable, IntegrityError, RepositoryError, RestoreFailed, UsageError
@@ -66,10 +67,12 @@ def run_restore_s3(policy, options: S3RestoreOptions, ui=None) -> S3RestoreResul
         check_options(options, source)
         options = replace(options, workers=options.workers or source.workers)
         client = source_client(source, policy.sources.buckets.index(source))
+        head = bucket_head(client, options.bucket)
+        began = min(started, answered_at(head) or started)  # by the server's clock too: it stamps the writes
         warnings: list[str] = []
-        history = open_history(stack, policy, client, source, options, warnings)
+        history = open_history(stack, policy, client, source, options, warnings, exists=bool(head))
         # 2. T inside the restorable window, before anything is written
-        window = history.window(started)
+        window = history.window(began)
         window.require(at, history.origin)
         # 3. the destination: in place needs versioning; a bucket is created, and must be empty
         destination, created = prepare_destination(client, options)
@@ -86,7 +89,7 @@ def run_restore_s3(policy, options: S3RestoreOptions, ui=None) -> S3RestoreResul
                 state = history.state(at)
                 result.verification = verify_restore(history, destination, state, options.workers, progress)
         if options.in_place and not options.dry_run:
-            result.undo_time = math.floor(started) - 1e-6
+            result.undo_time = math.floor(began) - 1e-6
     result.seconds = time.time() - started
     return result
 
@@ -108,9 +111,10 @@ def check_options(options: S3RestoreOptions, source) -> None:
         )
 
 
-def open_history(stack: ExitStack, policy, client, source, options: S3RestoreOptions, warnings: list[str]):
+def open_history(
+    stack: ExitStack, policy, client, source, options: S3RestoreOptions, warnings: list[str], *, exists: bool
+):
     """The source's versions, or the mirror when asked for or when the source bucket is gone."""
-    exists = bucket_exists(client, options.bucket)
     if options.from_mirror:
         return open_mirror(stack, policy, source, options, warnings, client if exists else None)
     if exists:
@@ -163,7 +167,7 @@ def prepare_destination(client: BucketClient, options: S3RestoreOptions) -> tupl
         return Destination(client, options.bucket, in_place=True), False
     prefix = options.to_prefix.strip("/") + "/" if options.to_prefix.strip("/") else ""
     destination = Destination(client, options.to_bucket, prefix)
-    if not bucket_exists(client, options.to_bucket):
+    if not bucket_head(client, options.to_bucket):
         if not options.dry_run:
             client.call("create_bucket", Bucket=options.to_bucket)
         return destination, True
@@ -177,9 +181,15 @@ def prepare_destination(client: BucketClient, options: S3RestoreOptions) -> tupl
     return destination, False
 
 
-def bucket_exists(client: BucketClient, bucket: str) -> bool:
-    """A HEAD of the bucket: 404 (with no error code: HEAD has no body) when it does not exist."""
-    return bool(client.call("head_bucket", absent=frozenset({"404", "NoSuchBucket", "NotFound"}), Bucket=bucket))
+def bucket_head(client: BucketClient, bucket: str) -> dict:
+    """The bucket's HEAD answer; {} when it does not exist (404 with no error code: HEAD has no body)."""
+    return client.call("head_bucket", absent=frozenset({"404", "NoSuchBucket", "NotFound"}), Bucket=bucket)
+
+
+def answered_at(answer: dict) -> float | None:
+    """The server's clock when it answered (its Date header, to the second); None without one."""
+    date = answer.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
+    return parsedate_to_datetime(date).timestamp() if date else None
 
 
 def plan(state, current, *, in_place: bool):
