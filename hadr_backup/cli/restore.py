@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from hadr_backup.objectstore import KIND as S3
 from hadr_backup.postgres import KIND as PG
 from hadr_backup.redis import KIND as REDIS
 
@@ -138,3 +139,43 @@ def restore_redis(app, to, into, target_time, latest, backup_id, force, scratch_
         scratch_bind=scratch_bind,
     )
     app.ui.render(engine(REDIS).restore(EngineContext(app.policy(), app.ui), options))
+
+
+@restore.command(S3)
+@click.option("--bucket", required=True, metavar="B", help="The bucket to restore (one of the source's buckets).")
+@click.option(
+    "--target-time", required=True, metavar="T", help="YYYY-MM-DD HH:MM:SS[.ffffff][Z|±HH:MM]; no offset = UTC."
+)
+@click.option("--to-bucket", metavar="B2", help="Write the bucket as it was at T here (created when missing).")
+@click.option("--to-prefix", default="", metavar="P", help="With --to-bucket: under this prefix (a folder: P/).")
+@click.option("--in-place", is_flag=True, help="Write T's versions as new current versions of B (needs versioning).")
+@click.option("--dry-run", is_flag=True, help="Count what would be written and deleted; write nothing.")
+@click.option("--from-mirror", is_flag=True, help="Take the state at T from the mirror's manifests (hadr backup s3).")
+@click.option(
+    "--force", is_flag=True, help="Restore into a non-empty --to-bucket/--to-prefix: overwrite, delete extras."
+)
+@click.option("--source", "source_name", metavar="NAME", help="Which sources.buckets entry (default: the only one).")
+@click.pass_obj
+@click.pass_context
+def restore_s3(ctx, app, bucket, target_time, to_bucket, to_prefix, in_place, dry_run, from_mirror, force, source_name):
+    """Restore a bucket to an instant, into another bucket or in place, and verify it."""
+    from hadr_backup.engines import EngineContext, engine
+    from hadr_backup.objectstore.restore import S3RestoreOptions
+    from hadr_backup.timefmt import format_time, parse_target_time
+
+    when = parse_target_time(target_time)
+    app.ui.info(f"target time resolves to {format_time(when)} (UTC)")
+    options = S3RestoreOptions(
+        bucket=bucket,
+        target_time=when,
+        source=source_name,
+        to_bucket=to_bucket,
+        to_prefix=to_prefix,
+        in_place=in_place,
+        dry_run=dry_run,
+        from_mirror=from_mirror,
+        force=force,
+    )
+    result = engine(S3).restore(EngineContext(app.policy(), app.ui), options)
+    app.ui.render(result)
+    ctx.exit(result.exit_code)

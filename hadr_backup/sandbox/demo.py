@@ -4,7 +4,8 @@ sandbox up → base backup → bundler workload → an accidental UPDATE at a re
 workload → WAL archived → PITR to the last good instant into a side cluster → the damaged rows are
 back and the later rows absent → RTO, RPO → production repaired from the restored copy → side
 cluster torn down → the Redis queues snapshotted, their AOF archived under the workload, restored to a
-second and checked (demoredis.py)
+second and checked (demoredis.py) → a bucket restored to an instant
+into a new bucket and verified (demobucket.py)
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 
 from hadr_backup.errors import ServerError
 from hadr_backup.sandbox.demoredis import RedisDemo, redis_story
+from hadr_backup.sandbox.demobucket import bucket_line, bucket_story
 from hadr_backup.sandbox.layout import Sandbox, sandbox_policy
 from hadr_backup.timefmt import format_time, rfc3339
 from hadr_backup.ui import plural
@@ -48,6 +50,7 @@ class DemoResult:
     kept: str | None = None  # the side cluster's directory when --keep
     redis: RedisDemo | None = None  # the queues: snapshot, AOF archive, restore to T, queue checks
     sandbox_stopped: bool = False  # --stop-sandbox: the sandbox was stopped at the end (its data stays)
+    bucket: dict[str, Any] | None = None  # the bucket restored to an instant (demobucket.py)
 
     @property
     def exit_code(self) -> int:
@@ -57,6 +60,7 @@ class DemoResult:
             and self.lost_rows == 0
             and self.ledger_problems == 0
             and (self.redis is None or self.redis.passed)
+            and bool(self.bucket and self.bucket["passed"])
         )
         return 0 if good else 3
 
@@ -92,6 +96,8 @@ class DemoResult:
                 *(self.redis.rows() if self.redis else []),
             ]
         )
+        if self.bucket:
+            out.kv([("bucket", bucket_line(self.bucket))])
         out.line("demo: " + ("PASSED" if self.exit_code == 0 else "FAILED"))
         if self.sandbox_stopped:
             out.line(
@@ -147,6 +153,8 @@ def run_demo(
     result.kept = restored.directory if keep else None
     # 7. the Redis queues: snapshot, AOF archived under the workload, restored to a second, checked
     result.redis = redis_story(sandbox, seconds, say)
+    # 8. a bucket restored to an instant into a new bucket, verified
+    result.bucket = bucket_story(sandbox, say)
     if stop_sandbox:  # so that another sandbox (the README's by-hand steps) can take the ports
         from hadr_backup.sandbox.run import run_sandbox_down
 

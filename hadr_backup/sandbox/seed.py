@@ -131,10 +131,13 @@ def create_databases(admin_conn: Any) -> None:
 
 
 def reset_bucket(s3: Any, bucket: str) -> None:
-    """Create ``bucket`` if needed and remove every object (and version) in it."""
+    """Create ``bucket`` if needed, with versioning on (what `hadr restore s3` restores from), and remove
+    every object (and version) in it."""
     existing = {b["Name"] for b in s3.list_buckets().get("Buckets", [])}
     if bucket not in existing:
         s3.create_bucket(Bucket=bucket)
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    if bucket not in existing:
         return
     for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket):
         doomed = [

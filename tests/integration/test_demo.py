@@ -60,6 +60,9 @@ def test_demo_restores_the_damaged_rows_and_measures_rto_and_rpo() -> None:
         assert redis["requeued"] >= 5 and redis["queue_findings"] == []
         assert any("left active" in w and "--requeue-active" in w for w in redis["restore_warnings"])
         assert not (folder / "demo-redis-restore").exists()
+        bucket = result["bucket"]  # the sandbox bucket restored to an instant into a new bucket, verified
+        assert bucket["passed"] and bucket["mismatches"] == 0 and bucket["demo_objects_as_at_target"]
+        assert bucket["objects"] > 20 and "0 mismatches" in done.stderr and "verified:" in done.stderr
         # stopped at the end (as scripts/demo.sh asks), so another sandbox can take the ports
         assert result["sandbox_stopped"] is True
         assert not [port for port in ports.values() if port_open(port)], ports
