@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from hadr_backup.errors import ServerError
-from hadr_backup.sandbox.demoredis import RedisDemo, redis_story
 from hadr_backup.sandbox.demobucket import bucket_line, bucket_story
+from hadr_backup.sandbox.demoredis import RedisDemo, redis_story
 from hadr_backup.sandbox.layout import Sandbox, sandbox_policy
 from hadr_backup.timefmt import format_time, rfc3339
 from hadr_backup.ui import plural
