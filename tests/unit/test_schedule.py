@@ -174,11 +174,11 @@ def test_exec_records_the_run_and_list_shows_it(tmp_path: Path) -> None:
 
 
 def test_a_job_that_fails_is_recorded_with_its_error(tmp_path: Path) -> None:
-    buckets = {"buckets": [{"name": "items", "endpoint": "http://127.0.0.1:1", "buckets": ["b"]}]}
+    buckets = {"buckets": [{"name": "items", "endpoint": "http://127.0.0.1:1", "buckets": ["raw-items"]}]}
     policy = make_policy(tmp_path, [{"name": "mirror", "job": "backup s3", "cron": "0 * * * *"}], sources=buckets)
     done = hadr("--policy", str(policy), "--json", "schedule", "exec", "mirror")
     result = assert_schema("schedule-exec", done.stdout)
-    assert result["result"] == "failed" and "S3 buckets" in result["error"] and done.exit_code == 2
+    assert result["result"] == "failed" and "127.0.0.1:1" in result["error"] and done.exit_code == 2, result
     (entry,) = json.loads(hadr("--policy", str(policy), "schedule", "list", "--json").stdout)["schedules"]
     assert entry["last"]["last_result"] == "failed" and entry["last"]["failures"] == 1
     assert entry["last"]["last_failure"] is not None and entry["last"]["last_success"] is None
