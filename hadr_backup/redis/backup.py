@@ -4,12 +4,14 @@ No access to the Redis host's disk is needed: the server forks and sends the RDB
 would to a replica (snapshot.py), and the bytes flow through the pipeline (zstd, AES-GCM, SHA-256)
 straight into the repository. A second connection reads INFO and the server's clock before SYNC and
 once the RDB begins to arrive (the fork is done by then): that instant is what the snapshot represents.
-SYNC goes out before the repository is opened, so the server's fork and first RDB bytes overlap with it.
+SYNC goes out first; the repository opens on a thread while the server forks and starts the RDB.
 """
 
 from __future__ import annotations
 
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -85,16 +87,21 @@ def run_backup_redis(policy: Policy, source_name: str | None = None, ui=None) ->
     with Connection(address) as control, Connection(address) as replica:
         server = _inspect(control)
         warnings = _delay_warning(server, ui)
-        # 2. SYNC first: the server forks and writes the RDB while the repository opens
         transfer, after = Transfer(), {}
         sync_at = server.now(time.time())
         start_sync(replica)
-        preamble = wait_preamble(replica, transfer, lambda: after.update(parse_info(control.call("INFO", "keyspace"))))
-        with open_repo(policy, write=True) as repo:
-            # 3. record the backup as running before any data is stored
-            entry = repo.begin_backup(KIND, source.name, {"redis_version": server.info.get("redis_version", "")})
+        # 2. while the server forks and starts the RDB, the repository opens (on a thread) and records the
+        #    backup as running; the preamble's arrival here fixes the instant the snapshot represents
+        with ExitStack() as stack, ThreadPoolExecutor(1) as pool:
+            opening = pool.submit(_open_and_begin, stack, policy, source.name, server)
             try:
-                # 4. stream the RDB into the repository
+                preamble = wait_preamble(replica, transfer, lambda: after.update(_keyspace(control)))
+            except BaseException as error:
+                _abandon(opening, error)
+                raise
+            repo, entry = opening.result()
+            try:
+                # 3. stream the RDB into the repository
                 transfer.stored = repo.put_object(
                     entry.object_prefix + RDB_NAME, rdb_chunks(replica, transfer, preamble)
                 )
@@ -102,7 +109,7 @@ def run_backup_redis(policy: Policy, source_name: str | None = None, ui=None) ->
                     raise SnapshotFailed("the RDB stream ended before its end")
                 snapshot_at = server.now(transfer.header_at)
                 meta = _meta(entry, server, transfer, after, sync_at, snapshot_at)
-                # 5. only now is it restorable
+                # 4. only now is it restorable
                 repo.finish_backup(entry, [transfer.stored], meta.to_meta(), consistent_at=snapshot_at)
             except BaseException as error:
                 repo.abandon_backup(entry, error)
@@ -123,6 +130,25 @@ def run_backup_redis(policy: Policy, source_name: str | None = None, ui=None) ->
         seconds=time.monotonic() - began,
         warnings=warnings + (["the key counts changed while the snapshot was taken"] if not meta.keys_exact else []),
     )
+
+
+def _open_and_begin(stack: ExitStack, policy: Policy, source: str, server: _Server):
+    """Open the repository for writing (closed with ``stack``) and record the backup as running."""
+    repo = stack.enter_context(open_repo(policy, write=True))
+    return repo, repo.begin_backup(KIND, source, {"redis_version": server.info.get("redis_version", "")})
+
+
+def _abandon(opening: Future, error: BaseException) -> None:
+    """The snapshot failed before it began: the backup, once recorded as running, is failed."""
+    try:
+        repo, entry = opening.result()
+    except Exception:
+        return  # the repository did not open: nothing was recorded (the snapshot's error is the one said)
+    repo.abandon_backup(entry, error)
+
+
+def _keyspace(control: Connection) -> dict[str, str]:
+    return parse_info(control.call("INFO", "keyspace"))
 
 
 def _inspect(control: Connection) -> _Server:
