@@ -2,31 +2,21 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
-import tempfile
-from pathlib import Path
 
 import pytest
 
-from hadr_backup.procs import free_port, port_open, stop_pid
+from hadr_backup.procs import port_open, stop_pid
+from tests.integration.sandbox_support import REPO_ROOT, sandbox_place
 from tests.schema_check import assert_schema
 
 pytestmark = pytest.mark.integration
-REPO_ROOT = Path(__file__).resolve().parents[2]
-PORT_VARIABLES = ("HADR_SANDBOX_PG_PORT", "HADR_SANDBOX_CACHE_PORT", "HADR_SANDBOX_QUEUES_PORT", "HADR_SANDBOX_S3_PORT")
 
 
 def test_demo_restores_the_damaged_rows_and_measures_rto_and_rpo() -> None:
-    parent = Path(tempfile.mkdtemp(prefix="hadr-demo-", dir="/tmp"))
-    parent.chmod(0o755)
-    folder = parent / "sandbox"
-    ports: dict[str, int] = {}
-    while len(set(ports.values())) < len(PORT_VARIABLES):
-        ports = {name: free_port() for name in PORT_VARIABLES}
-    env = {**os.environ, **{k: str(v) for k, v in ports.items()}, "PYTHONPATH": str(REPO_ROOT)}
+    parent, folder, ports, env = sandbox_place("hadr-demo-")
 
     def hadr(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run(
