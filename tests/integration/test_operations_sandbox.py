@@ -93,13 +93,13 @@ def sandbox():
 
 def ops_policy(sandbox: Sandbox) -> Path:
     """The sandbox's policy with its schedules on one-second crons: Redis and the bucket every 2 s, a
-    PostgreSQL base backup once (at one second of the minute, a few seconds from now)."""
+    PostgreSQL base backup once (at one second of the hour, a few seconds from now)."""
     data = yaml.safe_load(sandbox.policy.read_text())
-    once = (datetime.now(UTC).second + 8) % 60
+    once = datetime.now(UTC) + timedelta(seconds=8)
     data["schedules"] = [
         {"name": "redis-snapshot", "job": "backup redis", "cron": "*/2 * * * * *"},
         {"name": "s3-mirror", "job": "backup s3", "cron": "*/2 * * * * *"},
-        {"name": "pg-base-backup", "job": "backup pg", "cron": f"{once} * * * * *"},
+        {"name": "pg-base-backup", "job": "backup pg", "cron": f"{once.second} {once.minute} * * * *"},
     ]
     return write_policy(sandbox.folder.parent / "ops-policy.yaml", data)
 
@@ -167,7 +167,7 @@ def test_the_daemon_runs_real_jobs_on_the_sandbox_and_its_metrics_say_so(sandbox
     ):
         assert began < samples[f'hadr_job_last_success_timestamp_seconds{{job="{job}",schedule="{schedule}"}}'] < now
     assert samples['hadr_job_interval_seconds{job="backup redis",schedule="redis-snapshot"}'] == 2
-    assert samples['hadr_job_interval_seconds{job="backup pg",schedule="pg-base-backup"}'] == 60
+    assert samples['hadr_job_interval_seconds{job="backup pg",schedule="pg-base-backup"}'] == 3600
     assert counted(samples)
     for kind, source, _least in LEAST:
         labels = f'{{kind="{kind}",source="{source}"}}'
@@ -196,7 +196,7 @@ def test_the_daemon_runs_real_jobs_on_the_sandbox_and_its_metrics_say_so(sandbox
     assert history["redis-snapshot"]["runs"] >= 2 and history["s3-mirror"]["runs"] >= 2
     entries = sandbox.catalog(policy)
     assert not [e for e in entries if e.state == "running"]
-    assert len(complete(entries, "pg", "main")) == 1  # once a minute: it ran once
+    assert len(complete(entries, "pg", "main")) == 1  # once an hour: it ran once
 
 
 # -- 2. a day of snapshots, and prune --dry-run -----------------------------------------------------------
