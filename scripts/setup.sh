@@ -33,7 +33,7 @@ PY=${PYTHON:-python3}
 # this checkout's code
 "$PY" -m pip install -q --disable-pip-version-check --root-user-action=ignore -e '.[test]' 2>&1 \
   | grep -v "is ignored: it is neither a file nor a directory" || true
-"$PY" -c "import hadr_backup, moto, pytest, psycopg, redis, zstandard" 
+"$PY" -c "import hadr_backup, moto, pytest, xdist, psycopg, redis, zstandard" 
 
 # PostgreSQL runs hadr (archive_command / restore_command) as the postgres OS user: that user must be
 # able to run this Python and read this checkout. Open the search (x) bit of their parent directories.
