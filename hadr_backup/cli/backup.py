@@ -1,4 +1,4 @@
-"""hadr backup pg | redis | s3 (all joins this group)."""
+"""hadr backup pg | redis | s3 | all."""
 
 from __future__ import annotations
 
@@ -47,3 +47,17 @@ def backup_s3(app, source_name: str | None) -> None:
     from hadr_backup.engines import EngineContext, engine
 
     app.ui.render(engine(S3).backup(EngineContext(app.policy(), app.ui), source_name))
+
+
+@backup.command("all")
+@click.pass_context
+def backup_all(ctx: click.Context) -> None:
+    """Back up every source the policy lists, kind by kind (PostgreSQL, Redis, S3).
+
+    A source that fails does not stop the others; the exit code is the worst of them."""
+    from hadr_backup.engines import EngineContext
+    from hadr_backup.schedule.runners import backup_all as run_backup_all
+
+    output = run_backup_all(EngineContext(ctx.obj.policy(), ctx.obj.ui))
+    ctx.obj.ui.render(output)
+    ctx.exit(output.exit_code)
