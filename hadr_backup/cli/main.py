@@ -39,6 +39,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "hadr_backup.cli.prune:prune",
         "Apply the retention policy: expire old backups, never what a kept one needs.",
     ),
+    "drill": (
+        "hadr_backup.cli.drill:drill",
+        "Restore the newest state of every source into scratch, prove it, measure RTO and RPO.",
+    ),
     "demo": ("hadr_backup.cli.demo:demo", "The whole story on the sandbox, narrated."),
     "schedule": ("hadr_backup.cli.schedule:schedule", "Run the schedules: a daemon with /metrics, or cron lines."),
     "metrics": ("hadr_backup.cli.metrics:metrics", "Print the Prometheus metrics once (textfile collector)."),

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import yaml
 
+from tests.helpers import hadr_cli
 from tests.integration.pg_support import PgEnv
 from tests.schema_check import assert_schema
 
@@ -34,6 +35,7 @@ def test_the_drill_restores_pg_and_redis_measures_rto_and_rpo_and_leaves_nothing
         assert json.loads(pg.hadr("--json", "schedule", "exec", "snap", check=True).stdout)["result"] == "succeeded"
         began = time.time()
         done = pg.hadr("--json", "schedule", "exec", "weekly-drill")
+        by_hand = pg.hadr("--json", "drill")  # the command runs the same drill
         pg.policy_path = original
     finally:
         pg.close()
@@ -48,3 +50,22 @@ def test_the_drill_restores_pg_and_redis_measures_rto_and_rpo_and_leaves_nothing
     # the restored PostgreSQL replayed the insert: the instant it reached is at or after that commit
     assert by_kind["pg"]["reached"] >= time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(committed - 1))
     assert not Path(drill["scratch"]).exists()
+    alone = assert_schema("drill", by_hand.stdout)
+    assert by_hand.returncode == 0 and alone["passed"], by_hand.stdout + by_hand.stderr
+    assert {s["kind"]: s["passed"] for s in alone["sources"]} == {"pg": True, "redis": True}
+    assert not Path(alone["scratch"]).exists()
+
+
+def test_a_drill_with_nothing_backed_up_fails_and_says_why(tmp_path: Path, redis_server) -> None:
+    policy = {
+        "repository": {"path": str(tmp_path / "repo")},
+        "sources": {"redis": [{"name": "c", "url": redis_server.url}]},
+    }
+    path = tmp_path / "policy.yaml"
+    path.write_text(yaml.safe_dump(policy))
+    assert hadr_cli(path, "init").returncode == 0
+    done = hadr_cli(path, "--json", "drill")
+    result = assert_schema("drill", done.stdout)
+    assert done.returncode == 1 and result["passed"] is False
+    (source,) = result["sources"]
+    assert source["kind"] == "redis" and not source["passed"] and "snapshot" in source["error"]
