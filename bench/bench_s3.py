@@ -137,13 +137,18 @@ def shown(figure: Figure) -> Figure:
 
 
 def run() -> list[Figure]:
+    return on_moto("hadr-bench-s3-", _figures)
+
+
+def on_moto(prefix: str, figures) -> list[Figure]:
+    """``figures(work, server)`` against a fresh moto server in a fresh folder, both gone afterwards."""
     if not shutil.which("rclone"):
         raise RuntimeError("rclone is not installed: apt-get install -y rclone (scripts/setup.sh --bench)")
-    work = Path(tempfile.mkdtemp(prefix="hadr-bench-s3-"))
+    work = Path(tempfile.mkdtemp(prefix=prefix))
     server = S3Server(free_port(), work / "moto")
     server.start()
     try:
-        return _figures(work, server)
+        return figures(work, server)
     finally:
         server.stop()
         shutil.rmtree(work, ignore_errors=True)

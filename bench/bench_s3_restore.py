@@ -15,19 +15,16 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import yaml
-from bench_s3 import WORKERS, fill, measured, rclone_env, versioned
+from bench_s3 import WORKERS, fill, measured, on_moto, rclone_env, versioned
 from runner import ROOT, Figure
 
 sys.path.insert(0, str(ROOT))
 
-from hadr_backup.procs import free_port  # noqa: E402
 from hadr_backup.sandbox.servers import S3Server  # noqa: E402
 from hadr_backup.timefmt import rfc3339  # noqa: E402
 
@@ -37,16 +34,7 @@ HADR = [sys.executable, "-m", "hadr_backup"]
 
 
 def run() -> list[Figure]:
-    if not shutil.which("rclone"):
-        raise RuntimeError("rclone is not installed: apt-get install -y rclone (scripts/setup.sh --bench)")
-    work = Path(tempfile.mkdtemp(prefix="hadr-bench-s3-restore-"))
-    server = S3Server(free_port(), work / "moto")
-    server.start()
-    try:
-        return _figures(work, server)
-    finally:
-        server.stop()
-        shutil.rmtree(work, ignore_errors=True)
+    return on_moto("hadr-bench-s3-restore-", _figures)
 
 
 def _figures(work: Path, server: S3Server) -> list[Figure]:
