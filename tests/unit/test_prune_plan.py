@@ -150,7 +150,8 @@ def aof_histories(draw):
             second = start + draw(st.integers(0, 50))
             records.append(AofRecord(f"appendonly.aof.{incr_seq}.incr.aof", incr_seq, False, start, second, current))
             incr_seq += 1
-        second += draw(st.integers(0, 5))  # the next base: written in the second the last incr ended, or later
+        # the next base: written in the second the last incr ended, or later, and never before this base
+        second = max(second, bases[-1]) + draw(st.integers(0, 5))
     keep_from = draw(st.integers(900, second + 10))
     return records, bases, keep_from
 
