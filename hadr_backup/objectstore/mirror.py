@@ -120,7 +120,7 @@ def run_backup_s3(
         # 2. record the run as running (heartbeat) before anything is copied
         entry = repo.begin_backup(KIND, source.name, {"mode": target.mode})
         entry.parent = runs[-1].id if runs else None
-        try:
+        with repo.recording(entry):
             # 3. per bucket: listing ⋈ earlier manifests → bounded copy pool → manifest, in key order
             buckets, stored, started = {}, [], None
             for bucket in source.buckets:
@@ -133,9 +133,6 @@ def run_backup_s3(
             # 4. complete: the instant before the first listing began is what the run describes
             parent = list(run_manifests(runs[-1]).values()) if runs else []  # incremental on it
             repo.finish_backup(entry, stored, _meta(target, buckets), consistent_at=started, needs=parent)
-        except BaseException as error:
-            repo.abandon_backup(entry, error)
-            raise
     return _result(entry, target, started, buckets, time.monotonic() - began)
 
 

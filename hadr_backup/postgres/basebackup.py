@@ -111,7 +111,7 @@ def run_backup_pg(policy: Policy, source_name: str | None = None, ui=None) -> Ba
         entry = repo.begin_backup(
             KIND, source.name, {"system_identifier": facts.system_identifier, "pg_version_num": facts.version_num}
         )
-        try:
+        with repo.recording(entry):
             # 3. stream the tar through the pipeline into the repository (the databases' size: the ETA)
             with shown_by(
                 ui,
@@ -133,9 +133,6 @@ def run_backup_pg(policy: Policy, source_name: str | None = None, ui=None) -> Ba
                 consistent_at=streamed.stop_time,
                 needs=consistency_wal(repo, source.name, streamed),
             )
-        except BaseException as error:
-            repo.abandon_backup(entry, error)
-            raise
         return _result(entry, streamed, facts, time.monotonic() - began, repo.warnings)
 
 

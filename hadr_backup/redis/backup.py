@@ -100,7 +100,7 @@ def run_backup_redis(policy: Policy, source_name: str | None = None, ui=None) ->
                 _abandon(opening, error)
                 raise
             repo, entry = opening.result()
-            try:
+            with repo.recording(entry):
                 # 3. stream the RDB into the repository
                 transfer.stored = repo.put_object(
                     entry.object_prefix + RDB_NAME, rdb_chunks(replica, transfer, preamble)
@@ -111,9 +111,6 @@ def run_backup_redis(policy: Policy, source_name: str | None = None, ui=None) ->
                 meta = _meta(entry, server, transfer, after, sync_at, snapshot_at)
                 # 4. only now is it restorable
                 repo.finish_backup(entry, [transfer.stored], meta.to_meta(), consistent_at=snapshot_at)
-            except BaseException as error:
-                repo.abandon_backup(entry, error)
-                raise
     return RedisBackupResult(
         backup_id=entry.id,
         source=source.name,

@@ -289,6 +289,16 @@ class Repository:
         """Mark it failed, then remove what it stored (and the leftovers of interrupted writes)."""
         lifecycle.fail_backup(self, entry, reason)
 
+    @contextmanager
+    def recording(self, entry: BackupEntry) -> Iterator[BackupEntry]:
+        """The block that stores ``entry``'s data: anything it raises (an interruption too) abandons the
+        backup, then goes on."""
+        try:
+            yield entry
+        except BaseException as error:
+            self.abandon_backup(entry, error)
+            raise
+
     def abandon_backup(self, entry: BackupEntry, error: BaseException) -> None:
         """``fail_backup`` with the error's first line, best effort: the entry never reads complete either
         way, the original error is what the caller raises, and the next writer cleans up."""
