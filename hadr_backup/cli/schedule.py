@@ -59,11 +59,14 @@ def schedule_crontab(app, lock_dir: str) -> None:
 def schedule_exec(ctx: click.Context, name: str, tick: str | None) -> None:
     """Run schedule entry NAME once now, as the daemon and cron lines do: under the job's lease (skipped
     when another process holds it), recorded in the job history."""
-    from hadr_backup.schedule.execute import resolve_tick, run_schedule_exec
+    from hadr_backup.schedule.execute import resolve_tick, run_schedule_exec, signals_noted
 
     policy = ctx.obj.policy()
-    result = run_schedule_exec(policy, name, ctx.obj.ui, tick=resolve_tick(policy, name, tick))
-    ctx.obj.ui.render(result)
+    # a SIGTERM that comes once the run is recorded does not stop its result from being printed (the
+    # daemon reads the run's outcome from it)
+    with signals_noted():
+        result = run_schedule_exec(policy, name, ctx.obj.ui, tick=resolve_tick(policy, name, tick))
+        ctx.obj.ui.render(result)
     ctx.exit(result.exit_code)
 
 

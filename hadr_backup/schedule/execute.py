@@ -97,7 +97,11 @@ def run_schedule_exec(policy: Policy, name: str, ui=None, *, tick: float | None 
     schedule = policy.schedule_named(name)
     ctx = EngineContext(policy, ui, clock) if clock else EngineContext(policy, ui)
     began = ctx.clock()
-    with open_repo(policy, write=True, lock=False, catalog=False) as repo, _signals() as guard, ExitStack() as held:
+    with (
+        open_repo(policy, write=True, lock=False, catalog=False) as repo,
+        signals_noted() as guard,
+        ExitStack() as held,
+    ):
         # 1. one holder of the job at a time, across daemons, hosts and cron lines
         try:
             held.enter_context(job_lease(repo.store, schedule.job, policy.repository.lock_ttl))
@@ -183,7 +187,9 @@ class _Guard:
 
 
 @contextmanager
-def _signals() -> Iterator[_Guard]:
+def signals_noted() -> Iterator[_Guard]:
+    """SIGTERM and SIGINT noted by a guard (they interrupt only its ``interruptible`` blocks), then the
+    previous handlers back."""
     guard = _Guard()
     if threading.current_thread() is not threading.main_thread():
         yield guard
