@@ -90,7 +90,8 @@ def test_archive_command_can_write_into_tmp_repo_dir(pg_cluster_factory, tmp_rep
     pg.execute("CREATE TABLE t AS SELECT generate_series(1, 1000) AS x")
     segment = pg.query("SELECT pg_walfile_name(pg_switch_wal())")[0][0]
     deadline = time.monotonic() + 30
-    while not (tmp_repo_dir / segment).exists() and time.monotonic() < deadline:
+    archived = "SELECT last_archived_wal FROM pg_stat_archiver"
+    while pg.query(archived)[0][0] != segment and time.monotonic() < deadline:  # cp is done, not only begun
         time.sleep(0.1)
     assert (tmp_repo_dir / segment).stat().st_size == 16 * 1024 * 1024
 
